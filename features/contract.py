@@ -1,0 +1,135 @@
+"""The input data contract (SPEC §2): which tables and columns churnguard reads, and their types.
+
+A source holds the tables below. Column names are fixed; extra columns are allowed and ignored.
+The contract is the single place that names them: loading, validation and the feature SQL all
+read these specs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+ColumnKind = Literal["string", "date", "timestamp", "float", "int", "bool"]
+
+# DuckDB type each contract kind is cast to; also the type the typed views expose.
+DUCKDB_TYPES: dict[ColumnKind, str] = {
+    "string": "VARCHAR",
+    "date": "DATE",
+    "timestamp": "TIMESTAMP",
+    "float": "DOUBLE",
+    "int": "BIGINT",
+    "bool": "BOOLEAN",
+}
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    name: str
+    kind: ColumnKind
+    required: bool = True
+    nullable: bool = False
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    columns: tuple[ColumnSpec, ...]
+    required: bool
+    description: str
+    # Columns holding the event time; rows dated after the data's reference time are reported.
+    time_columns: tuple[str, ...] = ()
+
+    @property
+    def required_columns(self) -> tuple[ColumnSpec, ...]:
+        return tuple(c for c in self.columns if c.required)
+
+    def column(self, name: str) -> ColumnSpec:
+        for col in self.columns:
+            if col.name == name:
+                return col
+        raise KeyError(f"table {self.name!r} has no contract column {name!r}")
+
+
+CUSTOMERS = TableSpec(
+    name="customers",
+    required=True,
+    description="One row per customer.",
+    columns=(
+        ColumnSpec("customer_id", "string", description="Customer key, unique."),
+        ColumnSpec("signup_date", "date", description="Date the customer joined."),
+    ),
+)
+
+TRANSACTIONS = TableSpec(
+    name="transactions",
+    required=True,
+    description="Purchases; negative amounts are refunds.",
+    time_columns=("ts",),
+    columns=(
+        ColumnSpec("customer_id", "string"),
+        ColumnSpec("ts", "timestamp", description="When the purchase happened."),
+        ColumnSpec("amount", "float", description="Order value; negative for refunds."),
+        ColumnSpec("order_id", "string", required=False, nullable=True),
+        ColumnSpec("quantity", "int", required=False, nullable=True),
+    ),
+)
+
+EVENTS = TableSpec(
+    name="events",
+    required=True,
+    description="Interactions: logins, email opens/clicks, visits, support tickets, complaints.",
+    time_columns=("ts",),
+    columns=(
+        ColumnSpec("customer_id", "string"),
+        ColumnSpec("ts", "timestamp"),
+        ColumnSpec("event_type", "string", description="Open-ended, e.g. login, complaint."),
+        ColumnSpec("channel", "string", required=False, nullable=True),
+        ColumnSpec(
+            "count",
+            "int",
+            required=False,
+            nullable=True,
+            description="Pre-aggregated activity (e.g. daily rollups); missing means 1.",
+        ),
+    ),
+)
+
+SUBSCRIPTIONS = TableSpec(
+    name="subscriptions",
+    required=False,
+    description="Contractual businesses: churn = the subscription ends and none follows.",
+    time_columns=("start_date",),
+    columns=(
+        ColumnSpec("customer_id", "string"),
+        ColumnSpec("start_date", "date"),
+        ColumnSpec("end_date", "date", nullable=True, description="Null while active."),
+        ColumnSpec("plan", "string", required=False, nullable=True),
+        ColumnSpec("mrr", "float", required=False, nullable=True),
+        ColumnSpec(
+            "renewal_date",
+            "date",
+            required=False,
+            nullable=True,
+            description="Scheduled end of the current term, known when the term starts.",
+        ),
+    ),
+)
+
+CAMPAIGNS = TableSpec(
+    name="campaigns",
+    required=False,
+    description="Past retention contacts, including randomised hold-outs.",
+    time_columns=("ts",),
+    columns=(
+        ColumnSpec("customer_id", "string"),
+        ColumnSpec("ts", "timestamp"),
+        ColumnSpec("action_id", "string"),
+        ColumnSpec("treated", "bool"),
+    ),
+)
+
+TABLES: dict[str, TableSpec] = {
+    t.name: t for t in (CUSTOMERS, TRANSACTIONS, EVENTS, SUBSCRIPTIONS, CAMPAIGNS)
+}

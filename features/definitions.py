@@ -1,0 +1,310 @@
+"""Every feature churnguard computes, defined once: name, family, type, SQL and a description.
+
+Features are computed as of a cutoff date T from rows strictly before T (SPEC §3). Each
+definition is a SQL expression in DuckDB's dialect over per-customer *aggregates* of two
+activity relations, so the same text runs on raw rows (one cutoff) and on a customer-day rollup
+(many cutoffs), and transpiles to Spark SQL with sqlglot:
+
+- purchases ``txn``: customer_id, day, n_orders, gross, net, n_refunds, refund_amount, gap
+  (days since the customer's previous purchase day; 0 for a second order on the same day);
+- interactions ``evt``: customer_id, day, event_type, n.
+
+Windows are closed on the left, open on the right: "last 30 days" is [T − 30, T).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+FEATURE_SET_VERSION = "1.0"
+
+PURCHASE_WINDOWS = (30, 90, 180, 365)
+INTERACTION_WINDOWS = (7, 30, 90)
+DEFAULT_COMPLAINT_TYPES = ("complaint",)
+DEFAULT_TICKET_TYPES = ("support_ticket",)
+MAX_EVENT_TYPES = 16
+
+Family = Literal["purchase", "interaction", "subscription", "attribute"]
+Kind = Literal["float", "int", "category"]
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """A per-customer aggregate over one activity relation (``txn``, ``evt`` or ``sub``)."""
+
+    name: str
+    relation: Literal["txn", "evt", "sub"]
+    sql: str  # may use {T} (cutoff DATE literal) and {T-<n>} (T minus n days)
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One model input, with the one-line description the API shows to CRM users."""
+
+    name: str
+    family: Family
+    kind: Kind
+    sql: str  # expression over aggregate names, population columns and {T}
+    description: str
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """What a feature set depends on in the data, fixed when a model is trained.
+
+    Event types are open-ended in the contract; the spec pins which ones become features (the
+    most frequent, up to ``MAX_EVENT_TYPES``), so a model always sees the same columns.
+    """
+
+    event_types: tuple[str, ...]
+    attribute_columns: tuple[str, ...] = ()
+    subscriptions: bool = False
+    complaint_types: tuple[str, ...] = DEFAULT_COMPLAINT_TYPES
+    ticket_types: tuple[str, ...] = DEFAULT_TICKET_TYPES
+    version: str = FEATURE_SET_VERSION
+    attribute_categories: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def fingerprint(self) -> str:
+        """A short hash of the spec: two builds with the same fingerprint have the same columns."""
+        payload = json.dumps(asdict(self), sort_keys=True, default=list)
+        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> FeatureSpec:
+        def tup(key: str) -> tuple[str, ...]:
+            value = data.get(key) or ()
+            assert isinstance(value, list | tuple)
+            return tuple(str(v) for v in value)
+
+        cats = data.get("attribute_categories") or {}
+        assert isinstance(cats, dict)
+        return cls(
+            event_types=tup("event_types"),
+            attribute_columns=tup("attribute_columns"),
+            subscriptions=bool(data.get("subscriptions", False)),
+            complaint_types=tup("complaint_types") or DEFAULT_COMPLAINT_TYPES,
+            ticket_types=tup("ticket_types") or DEFAULT_TICKET_TYPES,
+            version=str(data.get("version", FEATURE_SET_VERSION)),
+            attribute_categories={str(k): tuple(str(x) for x in v) for k, v in cats.items()},
+        )
+
+    def aggregates(self) -> list[Aggregate]:
+        return _aggregates(self)
+
+    def features(self) -> list[Feature]:
+        return _features(self)
+
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features()]
+
+    def descriptions(self) -> dict[str, str]:
+        return {f.name: f.description for f in self.features()}
+
+
+def slug(value: str) -> str:
+    """A column-name-safe form of an open-ended value such as an event type."""
+    text = re.sub(r"[^0-9a-zA-Z]+", "_", value.strip().lower()).strip("_")
+    return text or "blank"
+
+
+def sql_str(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _in_list(values: tuple[str, ...]) -> str:
+    return "(" + ", ".join(sql_str(v) for v in values) + ")" if values else "(NULL)"
+
+
+def _aggregates(spec: FeatureSpec) -> list[Aggregate]:
+    a: list[Aggregate] = [
+        Aggregate("p_rows", "txn", "count(*)"),
+        Aggregate("p_orders", "txn", "sum(n_orders)"),
+        Aggregate("p_gross", "txn", "sum(gross)"),
+        Aggregate("p_net", "txn", "sum(net)"),
+        Aggregate("p_first_day", "txn", "min(day) FILTER (WHERE n_orders > 0)"),
+        Aggregate("p_last_day", "txn", "max(day) FILTER (WHERE n_orders > 0)"),
+        Aggregate("p_gap_n", "txn", "count(gap) FILTER (WHERE gap > 0)"),
+        Aggregate("p_gap_mean", "txn", "avg(gap) FILTER (WHERE gap > 0)"),
+        Aggregate("p_gap_std", "txn", "stddev_samp(gap) FILTER (WHERE gap > 0)"),
+        Aggregate("p_refunds_365", "txn", "sum(n_refunds) FILTER (WHERE day >= {T-365})"),
+        Aggregate("p_refund_amount_365", "txn",
+                  "sum(refund_amount) FILTER (WHERE day >= {T-365})"),
+    ]
+    for w in PURCHASE_WINDOWS:
+        a.append(Aggregate(f"p_orders_{w}", "txn", f"sum(n_orders) FILTER (WHERE day >= {{T-{w}}})"))
+        a.append(Aggregate(f"p_net_{w}", "txn", f"sum(net) FILTER (WHERE day >= {{T-{w}}})"))
+    a += [
+        Aggregate("e_rows", "evt", "count(*)"),
+        Aggregate("e_last_day", "evt", "max(day)"),
+        Aggregate("e_total_365", "evt", "sum(n) FILTER (WHERE day >= {T-365})"),
+        Aggregate("e_active_days_30", "evt", "count(DISTINCT day) FILTER (WHERE day >= {T-30})"),
+        Aggregate("e_active_days_90", "evt", "count(DISTINCT day) FILTER (WHERE day >= {T-90})"),
+        Aggregate("e_complaints_365", "evt",
+                  f"sum(n) FILTER (WHERE event_type IN {_in_list(spec.complaint_types)} "
+                  "AND day >= {T-365})"),
+        Aggregate("e_complaints_90", "evt",
+                  f"sum(n) FILTER (WHERE event_type IN {_in_list(spec.complaint_types)} "
+                  "AND day >= {T-90})"),
+        Aggregate("e_last_complaint_day", "evt",
+                  f"max(day) FILTER (WHERE event_type IN {_in_list(spec.complaint_types)})"),
+        Aggregate("e_tickets_90", "evt",
+                  f"sum(n) FILTER (WHERE event_type IN {_in_list(spec.ticket_types)} "
+                  "AND day >= {T-90})"),
+        Aggregate("e_tickets_365", "evt",
+                  f"sum(n) FILTER (WHERE event_type IN {_in_list(spec.ticket_types)} "
+                  "AND day >= {T-365})"),
+    ]
+    for w in INTERACTION_WINDOWS:
+        a.append(Aggregate(f"e_total_{w}", "evt", f"sum(n) FILTER (WHERE day >= {{T-{w}}})"))
+        for et in spec.event_types:
+            a.append(Aggregate(
+                f"e_{slug(et)}_{w}", "evt",
+                f"sum(n) FILTER (WHERE event_type = {sql_str(et)} AND day >= {{T-{w}}})",
+            ))
+    if spec.subscriptions:
+        # Only what is known at T: a subscription's end date counts only once it has passed.
+        active = "start_date < {T} AND (end_date IS NULL OR end_date >= {T})"
+        a += [
+            Aggregate("s_rows", "sub", "count(*)"),
+            Aggregate("s_first_start", "sub", "min(start_date)"),
+            Aggregate("s_ended", "sub", "count(*) FILTER (WHERE end_date < {T})"),
+            Aggregate("s_active", "sub", f"count(*) FILTER (WHERE {active})"),
+            Aggregate("s_mrr", "sub", f"sum(mrr) FILTER (WHERE {active})"),
+            Aggregate("s_plan", "sub", f"max(plan) FILTER (WHERE {active})"),
+            Aggregate("s_term_start", "sub", f"max(start_date) FILTER (WHERE {active})"),
+            Aggregate("s_renewal", "sub",
+                      f"min(renewal_date) FILTER (WHERE {active} AND renewal_date >= {{T}})"),
+        ]
+    return a
+
+
+def _days_since(day_sql: str) -> str:
+    return f"date_diff('day', {day_sql}, {{T}})"
+
+
+def _ratio(num: str, den: str) -> str:
+    return f"CAST({num} AS DOUBLE) / NULLIF(CAST({den} AS DOUBLE), 0)"
+
+
+def _features(spec: FeatureSpec) -> list[Feature]:
+    f: list[Feature] = [
+        Feature("days_since_last_purchase", "purchase", "float",
+                _days_since("p_last_day"), "Days since the last purchase (recency)."),
+        Feature("days_since_first_purchase", "purchase", "float",
+                _days_since("p_first_day"), "Days since the first purchase."),
+        Feature("tenure_days", "purchase", "float", _days_since("signup_date"),
+                "Days since the customer signed up."),
+        Feature("orders_total", "purchase", "int", "coalesce(p_orders, 0)",
+                "Orders placed before the cutoff."),
+        Feature("purchase_days_total", "purchase", "int",
+                "CASE WHEN p_orders > 0 THEN p_gap_n + 1 ELSE 0 END",
+                "Distinct days with a purchase (same-day orders count once)."),
+        Feature("spend_total", "purchase", "float", "coalesce(p_net, 0)",
+                "Net spend before the cutoff (refunds subtracted)."),
+        Feature("avg_order_value", "purchase", "float", _ratio("p_gross", "p_orders"),
+                "Average order value."),
+    ]
+    for w in PURCHASE_WINDOWS:
+        f.append(Feature(f"orders_{w}d", "purchase", "int", f"coalesce(p_orders_{w}, 0)",
+                         f"Orders in the last {w} days."))
+        f.append(Feature(f"spend_{w}d", "purchase", "float", f"coalesce(p_net_{w}, 0)",
+                         f"Net spend in the last {w} days."))
+    f += [
+        Feature("gap_mean_days", "purchase", "float", "p_gap_mean",
+                "Mean days between purchase days (the customer's usual rhythm)."),
+        Feature("gap_std_days", "purchase", "float", "p_gap_std",
+                "Standard deviation of the days between purchase days."),
+        Feature("overdue_ratio", "purchase", "float",
+                _ratio(_days_since("p_last_day"), "p_gap_mean"),
+                "Days since the last purchase divided by the usual gap (> 1: overdue)."),
+        Feature("purchase_trend", "purchase", "float",
+                # Recent 90-day purchase rate against the rate over the last year (or the
+                # customer's whole tenure if shorter): 1 = steady, < 1 = buying less.
+                _ratio(f"coalesce(p_orders_90, 0) / 90.0",
+                       "p_orders_365 / CAST(least(365, greatest(90, "
+                       + _days_since("signup_date") + ")) AS DOUBLE)"),
+                "Purchase rate in the last 90 days relative to the last year (1 = usual)."),
+        Feature("refunds_365d", "purchase", "int", "coalesce(p_refunds_365, 0)",
+                "Refunds in the last 365 days."),
+        Feature("refund_amount_365d", "purchase", "float", "coalesce(p_refund_amount_365, 0)",
+                "Amount refunded in the last 365 days."),
+    ]
+    for w in INTERACTION_WINDOWS:
+        f.append(Feature(f"events_{w}d", "interaction", "int", f"coalesce(e_total_{w}, 0)",
+                         f"Interactions of any type in the last {w} days."))
+        for et in spec.event_types:
+            f.append(Feature(f"{slug(et)}_{w}d", "interaction", "int",
+                             f"coalesce(e_{slug(et)}_{w}, 0)",
+                             f"'{et}' interactions in the last {w} days."))
+    f += [
+        Feature("active_days_30d", "interaction", "int", "coalesce(e_active_days_30, 0)",
+                "Distinct days with any interaction in the last 30 days."),
+        Feature("active_days_90d", "interaction", "int", "coalesce(e_active_days_90, 0)",
+                "Distinct days with any interaction in the last 90 days."),
+        Feature("days_since_last_interaction", "interaction", "float",
+                _days_since("e_last_day"), "Days since the last interaction of any type."),
+        Feature("interaction_trend", "interaction", "float",
+                _ratio("coalesce(e_total_30, 0) / 30.0", "e_total_90 / 90.0"),
+                "Interaction rate in the last 30 days relative to the last 90 (1 = usual)."),
+        Feature("interaction_trend_90_365", "interaction", "float",
+                _ratio("coalesce(e_total_90, 0) / 90.0",
+                       "e_total_365 / CAST(least(365, greatest(90, "
+                       + _days_since("signup_date") + ")) AS DOUBLE)"),
+                "Interaction rate in the last 90 days relative to the last year (1 = usual)."),
+        Feature("complaints_90d", "interaction", "int", "coalesce(e_complaints_90, 0)",
+                "Complaints in the last 90 days."),
+        Feature("complaints_365d", "interaction", "int", "coalesce(e_complaints_365, 0)",
+                "Complaints in the last 365 days."),
+        Feature("days_since_last_complaint", "interaction", "float",
+                _days_since("e_last_complaint_day"), "Days since the last complaint."),
+        Feature("tickets_90d", "interaction", "int", "coalesce(e_tickets_90, 0)",
+                "Support tickets in the last 90 days."),
+        Feature("tickets_365d", "interaction", "int", "coalesce(e_tickets_365, 0)",
+                "Support tickets in the last 365 days."),
+    ]
+    if spec.subscriptions:
+        f += [
+            Feature("sub_active", "subscription", "int",
+                    "CASE WHEN coalesce(s_active, 0) > 0 THEN 1 ELSE 0 END",
+                    "Whether a subscription is active at the cutoff."),
+            Feature("sub_plan", "subscription", "category", "s_plan",
+                    "Plan of the active subscription."),
+            Feature("sub_mrr", "subscription", "float", "coalesce(s_mrr, 0)",
+                    "Monthly recurring revenue of the active subscription(s)."),
+            Feature("sub_tenure_days", "subscription", "float", _days_since("s_first_start"),
+                    "Days since the first subscription started."),
+            Feature("sub_plan_changes", "subscription", "int",
+                    "greatest(coalesce(s_rows, 0) - 1, 0)",
+                    "Subscriptions started after the first (plan changes and restarts)."),
+            Feature("sub_ended", "subscription", "int", "coalesce(s_ended, 0)",
+                    "Subscriptions that ended before the cutoff."),
+            Feature("sub_term_days", "subscription", "float",
+                    "date_diff('day', s_term_start, s_renewal)",
+                    "Length of the current term in days."),
+            Feature("sub_days_to_renewal", "subscription", "float",
+                    "date_diff('day', {T}, s_renewal)",
+                    "Days until the current term ends (most contractual churn is at renewal)."),
+        ]
+    for col in spec.attribute_columns:
+        f.append(Feature(col, "attribute", "category", f"CAST({_ident(col)} AS VARCHAR)",
+                         f"Customer attribute '{col}'."))
+    return f
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def feature_catalog(spec: FeatureSpec) -> list[dict[str, str]]:
+    """Name, family, type and description of every feature, for docs and the API."""
+    return [
+        {"name": f.name, "family": f.family, "kind": f.kind, "description": f.description}
+        for f in spec.features()
+    ]
