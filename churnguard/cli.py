@@ -62,28 +62,26 @@ def _progress() -> Progress:
                     console=err, transient=True, disable=not err.is_terminal)
 
 
-def _open(data: str, settings: Settings, check_duplicates: bool = True) -> Any:
+AllowUnknownOpt = Annotated[bool, typer.Option(
+    "--allow-unknown-customers",
+    help="Leave out (and report) rows whose customer is not in the customers table instead of "
+    "failing.")]
+
+
+def _open(data: str, settings: Settings, *, check_duplicates: bool = True,
+          allow_unknown_customers: bool = False) -> Any:
     from churnguard.features.sources import DataContractError, connect, open_source
 
     con = connect(settings.duckdb_memory_limit, settings.duckdb_threads)
     try:
-        source = open_source(data, con=con, check_duplicates=check_duplicates)
+        source = open_source(data, con=con, check_duplicates=check_duplicates,
+                             allow_unknown_customers=allow_unknown_customers)
     except DataContractError as exc:
         con.close()
         raise _fail(str(exc)) from None
     for issue in source.issues:
         err.print(f"[yellow]warning:[/] {issue}", highlight=False, soft_wrap=True)
     return source
-
-
-def _report_unknown(source: Any) -> None:
-    from churnguard.features.sources import unknown_customer_issues
-
-    tables = [t for t in ("transactions", "events", "subscriptions", "campaigns")
-              if source.has(t)]
-    for issue in unknown_customer_issues(source.con, tables):
-        source.issues.append(issue)
-        err.print(f"[yellow]warning:[/] {issue}", highlight=False, soft_wrap=True)
 
 
 @app.command("demo-data")
@@ -137,6 +135,7 @@ def features_build(
     engine: Annotated[str, typer.Option("--engine", help="duckdb (spark: later).")] = "duckdb",
     spec_file: Annotated[Path | None, typer.Option(
         "--spec", help="Feature spec JSON to build (default: inferred from the data).")] = None,
+    allow_unknown_customers: AllowUnknownOpt = False,
 ) -> None:
     """Build point-in-time features of every customer as of a cutoff date.
 
@@ -152,8 +151,7 @@ def features_build(
         raise _fail(f"unknown --engine {engine!r}; available: duckdb")
     if out_file.suffix.lower() not in (".parquet", ".csv"):
         raise _fail("--out must end in .parquet or .csv")
-    with _open(data, settings) as source:
-        _report_unknown(source)
+    with _open(data, settings, allow_unknown_customers=allow_unknown_customers) as source:
         spec = (FeatureSpec.from_dict(json.loads(spec_file.read_text())) if spec_file
                 else infer_spec(source))
         summary = write_features(source, spec, cutoff, out_file)
@@ -175,6 +173,7 @@ def features_grid(
     contractual: Annotated[bool, typer.Option(
         "--contractual/--noncontractual",
         help="Churn = the subscription ends (needs a subscriptions table).")] = False,
+    allow_unknown_customers: AllowUnknownOpt = False,
 ) -> None:
     """Build the snapshot grid: several cutoffs stacked, each with features and labels.
 
@@ -194,10 +193,9 @@ def features_grid(
     cutoffs = monthly_cutoffs(first_d, last_d, every_months)
     if not cutoffs:
         raise _fail("no month start lies between --first and --last")
-    with _open(data, settings) as source:
+    with _open(data, settings, allow_unknown_customers=allow_unknown_customers) as source:
         if contractual and not source.has("subscriptions"):
             raise _fail("--contractual needs a subscriptions table in the source")
-        _report_unknown(source)
         end = source.data_end()
         label_end = cutoffs[-1].toordinal() + max(horizon, clv_horizon)
         if end is not None and label_end > end.date().toordinal() + 1:
@@ -228,7 +226,8 @@ def features_list(
     from churnguard.features.definitions import FEATURE_SET_VERSION, FeatureSpec, feature_catalog
 
     if data:
-        with _open(data, Settings(), check_duplicates=False) as source:
+        with _open(data, Settings(), check_duplicates=False,
+                   allow_unknown_customers=True) as source:
             spec = infer_spec(source)
     else:
         spec = FeatureSpec(event_types=("login", "email_open", "complaint", "support_ticket"))
@@ -244,14 +243,13 @@ def features_list(
 
 
 @data_app.command("check")
-def data_check(data: DataOpt) -> None:
+def data_check(data: DataOpt, allow_unknown_customers: AllowUnknownOpt = False) -> None:
     """Check a source against the data contract and report suspicious rows.
 
     Exit code 2 if the source breaks the contract. Example: churnguard data check --data data/demo
     """
-    with _open(data, Settings()) as source:
-        _report_unknown(source)
-        counts = {t: source.con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # type: ignore[index]
+    with _open(data, Settings(), allow_unknown_customers=allow_unknown_customers) as source:
+        counts = {t: source.con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0]  # type: ignore[index]
                   for t in sorted(source.tables)}
         end = source.data_end()
     for table, n in counts.items():

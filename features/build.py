@@ -206,7 +206,7 @@ class BuildSummary:
 
 def build_features(source: Source, spec: FeatureSpec, as_of: date) -> pa.Table:
     """Features of every customer signed up before ``as_of``, from rows strictly before it."""
-    return source.con.execute(source_feature_sql(source, spec, as_of)).fetch_arrow_table()
+    return source.con.sql(source_feature_sql(source, spec, as_of)).to_arrow_table()
 
 
 def write_features(
@@ -254,7 +254,7 @@ def build_snapshot_grid(
     tables = []
     for i, cutoff in enumerate(sorted(cutoffs)):
         sql = snapshot_sql(source, spec, cutoff, horizon_days, clv_horizon_days, mode)
-        tables.append(source.con.execute(sql).fetch_arrow_table())
+        tables.append(source.con.sql(sql).to_arrow_table())
         if progress:
             progress(i + 1, len(cutoffs))
     return pa.concat_tables(tables)
@@ -283,5 +283,5 @@ def _copy(source: Source, sql: str, tmp: Path, out: Path) -> None:
 
 def _count_rows(source: Source, out: Path) -> int:
     reader = "read_csv" if out.suffix.lower() == ".csv" else "read_parquet"
-    row = source.con.execute(f"SELECT count(*) FROM {reader}('{out.as_posix()}')").fetchone()
+    row = source.con.execute(f"SELECT count(*) FROM {reader}('{out.as_posix()}')").fetchall()[0]
     return int(row[0]) if row else 0

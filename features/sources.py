@@ -10,10 +10,11 @@ exact duplicates, timestamps in the future) are reported as :class:`DataIssue` a
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlencode, urlparse, urlunparse
 
 import duckdb
@@ -97,7 +98,7 @@ class Source:
         """The latest timestamp in transactions and events (used as the default as-of)."""
         row = self.con.execute(
             "SELECT greatest((SELECT max(ts) FROM transactions), (SELECT max(ts) FROM events))"
-        ).fetchone()
+        ).fetchall()[0]
         return row[0] if row else None
 
     def close(self) -> None:
@@ -122,25 +123,41 @@ def connect(memory_limit: str = "1536MB", threads: int | None = None) -> duckdb.
 
 
 def open_source(
-    location: str | Path,
+    location: str | Path | Mapping[str, Any],
     *,
     reference_time: datetime | None = None,
     con: duckdb.DuckDBPyConnection | None = None,
     check_duplicates: bool = True,
+    allow_unknown_customers: bool = False,
 ) -> Source:
     """Open ``location`` and check it against the contract.
 
     ``reference_time`` is "now" for the data: rows dated after it are reported and left out
-    (default: the wall clock). Raises :class:`DataContractError` for contract violations.
+    (default: the wall clock). Rows for customers missing from ``customers`` break the contract
+    unless ``allow_unknown_customers``, in which case they are reported and left out. Raises
+    :class:`DataContractError` for contract violations.
     """
     con = con or connect()
-    loc = str(location)
     reference_time = reference_time or datetime.now().replace(microsecond=0)
-    if re.match(r"^postgres(ql)?(\+\w+)?://", loc):
+    if isinstance(location, Mapping):
+        # In-memory tables (pandas or Arrow), e.g. from a notebook or a test.
+        loc = "<in-memory tables>"
+        present = set()
+        for name, frame in location.items():
+            if name not in TABLES:
+                raise DataContractError([Problem(name, None, 0, "is not a contract table "
+                                                 f"(expected one of {', '.join(TABLES)})")])
+            con.register(f"_mem_{name}", frame)
+            con.execute(f"CREATE VIEW raw_{name} AS SELECT * FROM _mem_{name}")
+            present.add(name)
+    elif re.match(r"^postgres(ql)?(\+\w+)?://", str(location)):
+        loc = str(location)
         present = _attach_postgres(con, loc)
-    elif loc.startswith("duckdb://") or loc.endswith((".duckdb", ".db")):
+    elif str(location).startswith("duckdb://") or str(location).endswith((".duckdb", ".db")):
+        loc = str(location)
         present = _attach_duckdb(con, loc.removeprefix("duckdb://"))
     else:
+        loc = str(location)
         path = Path(loc)
         if not path.is_dir():
             raise DataContractError(
@@ -169,6 +186,14 @@ def open_source(
         raise DataContractError(problems)
     for name in present:
         issues += _clean_table(con, TABLES[name], reference_time, check_duplicates)
+    unknown = unknown_customer_issues(con, sorted(present - {"customers"}))
+    if unknown and not allow_unknown_customers:
+        raise DataContractError([
+            Problem(i.table, "customer_id", i.n_rows,
+                    "reference customers that are not in the customers table", i.examples)
+            for i in unknown
+        ])
+    issues += unknown
 
     raw_customer_cols = [
         r[0] for r in con.execute("DESCRIBE SELECT * FROM raw_customers").fetchall()
@@ -192,7 +217,7 @@ def _is_categorical(con: duckdb.DuckDBPyConnection, column: str) -> bool:
     kind = con.execute(
         "SELECT column_type FROM (DESCRIBE SELECT * FROM raw_customers) WHERE column_name = ?",
         [column],
-    ).fetchone()
+    ).fetchall()[0]
     return bool(kind) and str(kind[0]).startswith(_CATEGORICAL_TYPES)
 
 
@@ -426,7 +451,7 @@ def _check_rows(
     )
     row = con.execute(
         f"SELECT count(*){', ' + aggregates if aggregates else ''} FROM {view}"
-    ).fetchone()
+    ).fetchall()[0]
     assert row is not None
     if row[0] == 0:
         return [Problem(spec.name, None, 0, "is empty (no rows)")]
@@ -436,7 +461,7 @@ def _check_rows(
             shown = _quote("__raw_" + col.name) if col and f"__raw_{col.name}" in present \
                 else (_quote(col.name) if col else "*")
             examples = _examples(
-                con, f"SELECT {shown}, customer_id FROM {view} WHERE {cond}"
+                con, f"SELECT {shown} FROM {view} WHERE {cond}"
             )
             problems.append(Problem(spec.name, col.name if col else None, int(n_bad), message,
                                     examples))
@@ -461,11 +486,11 @@ def _clean_table(
     for time_col in spec.time_columns:
         ref = f"TIMESTAMP '{reference_time.isoformat(sep=' ')}'"
         cond = f"{_quote(time_col)} > {ref}"
-        n_future = con.execute(f"SELECT count(*) FROM {view} WHERE {cond}").fetchone()
+        n_future = con.execute(f"SELECT count(*) FROM {view} WHERE {cond}").fetchall()[0]
         if n_future and n_future[0]:
             issues.append(DataIssue(
                 spec.name, "future_timestamp", int(n_future[0]),
-                _examples(con, f"SELECT {_quote(time_col)}, customer_id FROM {view} "
+                _examples(con, f"SELECT CAST({_quote(time_col)} AS VARCHAR) FROM {view} "
                           f"WHERE {cond}"),
             ))
             where = f"NOT ({cond})"
@@ -474,13 +499,13 @@ def _clean_table(
     if spec.name == "customers":
         dup = con.execute(
             "SELECT count(*), count(DISTINCT customer_id) FROM typed_customers"
-        ).fetchone()
+        ).fetchall()[0]
         assert dup is not None
         if dup[0] != dup[1]:
             n_conflicting = con.execute(
                 f"SELECT count(*) FROM (SELECT customer_id FROM (SELECT DISTINCT {col_list} "
                 "FROM typed_customers) GROUP BY customer_id HAVING count(*) > 1)"
-            ).fetchone()
+            ).fetchall()[0]
             if n_conflicting and n_conflicting[0]:
                 raise DataContractError([Problem(
                     "customers", "customer_id", int(n_conflicting[0]),
@@ -494,7 +519,7 @@ def _clean_table(
         n_dup = con.execute(
             f"SELECT coalesce(sum(n - 1), 0) FROM (SELECT count(*) AS n FROM ({body}) "
             f"GROUP BY ALL HAVING count(*) > 1)".replace("GROUP BY ALL", f"GROUP BY {col_list}")
-        ).fetchone()
+        ).fetchall()[0]
         if n_dup and n_dup[0]:
             issues.append(DataIssue(
                 spec.name, "duplicate", int(n_dup[0]),
@@ -513,7 +538,7 @@ def unknown_customer_issues(con: duckdb.DuckDBPyConnection, tables: Iterable[str
     for name in tables:
         row = con.execute(
             f"SELECT count(*) FROM {name} t ANTI JOIN customers c USING (customer_id)"
-        ).fetchone()
+        ).fetchall()[0]
         if row and row[0]:
             issues.append(DataIssue(
                 name, "unknown_customer", int(row[0]),

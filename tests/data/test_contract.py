@@ -1,0 +1,145 @@
+"""Contract checks: every class of bad input is refused with table, column, count and examples."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pandas as pd
+import pytest
+
+from churnguard.features.sources import DataContractError, open_source
+from tests.tables import tiny_tables, write_source
+
+
+def _open(tables, tmp_path, fmt="csv", **kwargs):
+    return open_source(write_source(tmp_path / "src", tables, fmt), **kwargs)
+
+
+def _problem_text(exc: pytest.ExceptionInfo[DataContractError]) -> str:
+    return str(exc.value)
+
+
+def test_clean_tiny_source_opens_with_typed_views(tmp_path):
+    with _open(tiny_tables(), tmp_path) as src:
+        assert src.tables == {"customers", "transactions", "events"}
+        kinds = dict(src.con.execute("DESCRIBE transactions").fetchall() and
+                     [(r[0], r[1]) for r in src.con.execute("DESCRIBE transactions").fetchall()])
+        assert kinds["ts"] == "TIMESTAMP" and kinds["amount"] == "DOUBLE"
+        assert src.issues == []
+
+
+def test_missing_required_table(tmp_path):
+    tables = tiny_tables()
+    del tables["events"]
+    with pytest.raises(DataContractError, match=r"events: table not found"):
+        _open(tables, tmp_path)
+
+
+def test_missing_required_column_names_table_and_column(tmp_path):
+    tables = tiny_tables()
+    tables["transactions"] = tables["transactions"].drop(columns=["amount"])
+    with pytest.raises(DataContractError) as exc:
+        _open(tables, tmp_path)
+    assert "transactions.amount: required column is missing" in _problem_text(exc)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_unparseable_numbers_are_counted_with_examples(tmp_path, fmt):
+    tables = tiny_tables()
+    tx = tables["transactions"].astype({"amount": object})
+    tx.loc[[0, 3], "amount"] = ["ten", "12,5"]
+    tables["transactions"] = tx.astype({"amount": str})
+    with pytest.raises(DataContractError) as exc:
+        _open(tables, tmp_path, fmt)
+    text = _problem_text(exc)
+    assert "transactions.amount: 2 rows cannot be parsed as float" in text
+    assert "'ten'" in text and "'12,5'" in text
+
+
+def test_wrong_type_in_parquet_is_named(tmp_path):
+    tables = tiny_tables()
+    tables["transactions"]["amount"] = True
+    with pytest.raises(DataContractError) as exc:
+        _open(tables, tmp_path, "parquet")
+    assert "transactions.amount: has type BOOLEAN, expected float" in _problem_text(exc)
+
+
+def test_unparseable_timestamp(tmp_path):
+    tables = tiny_tables()
+    ev = tables["events"].astype({"ts": str})
+    ev.loc[1, "ts"] = "yesterday"
+    tables["events"] = ev
+    with pytest.raises(DataContractError) as exc:
+        _open(tables, tmp_path)
+    assert "events.ts: 1 row cannot be parsed as timestamp (e.g. 'yesterday'" in _problem_text(exc)
+
+
+def test_empty_table(tmp_path):
+    tables = tiny_tables()
+    tables["events"] = tables["events"].iloc[0:0]
+    with pytest.raises(DataContractError, match=r"events: is empty \(no rows\)"):
+        _open(tables, tmp_path, "parquet")
+
+
+def test_null_in_required_column(tmp_path):
+    tables = tiny_tables()
+    tables["transactions"].loc[2, "customer_id"] = None
+    with pytest.raises(DataContractError, match=r"transactions.customer_id: 1 row are empty"):
+        _open(tables, tmp_path, "parquet")
+
+
+def test_non_finite_amounts_and_bad_counts(tmp_path):
+    tables = tiny_tables()
+    tables["transactions"].loc[0, "amount"] = float("inf")
+    tables["events"].loc[0, "count"] = 0
+    with pytest.raises(DataContractError) as exc:
+        _open(tables, tmp_path, "parquet")
+    text = _problem_text(exc)
+    assert "transactions.amount: 1 row are not finite numbers" in text
+    assert "events.count: 1 row have a count below 1" in text
+
+
+def test_unknown_customers_fail_unless_allowed(tmp_path):
+    tables = tiny_tables()
+    extra = pd.DataFrame({"customer_id": ["ghost", "ghost"], "ts": pd.to_datetime(
+        ["2024-03-01", "2024-03-02"]), "amount": [5.0, 6.0]})
+    tables["transactions"] = pd.concat([tables["transactions"], extra], ignore_index=True)
+    with pytest.raises(DataContractError) as exc:
+        _open(tables, tmp_path)
+    assert ("transactions.customer_id: 2 rows reference customers that are not in the customers "
+            "table (e.g. 'ghost')") in _problem_text(exc)
+    with _open(tables, tmp_path / "again", allow_unknown_customers=True) as src:
+        assert [(i.table, i.kind, i.n_rows) for i in src.issues] == [
+            ("transactions", "unknown_customer", 2)]
+
+
+def test_duplicates_and_future_rows_are_reported_and_left_out(tmp_path):
+    tables = tiny_tables()
+    tx = tables["transactions"]
+    future = pd.DataFrame({"customer_id": ["a"], "ts": pd.to_datetime(["2031-01-01"]),
+                           "amount": [1.0]})
+    tables["transactions"] = pd.concat([tx, tx.iloc[[0, 0]], future], ignore_index=True)
+    with _open(tables, tmp_path, reference_time=datetime(2030, 1, 1)) as src:
+        kinds = {(i.table, i.kind): i.n_rows for i in src.issues}
+        assert kinds == {("transactions", "duplicate"): 2,
+                         ("transactions", "future_timestamp"): 1}
+        n = src.con.execute("SELECT count(*) FROM transactions").fetchall()[0][0]
+        assert n == len(tx)
+
+
+def test_conflicting_customer_rows_fail(tmp_path):
+    tables = tiny_tables()
+    cust = tables["customers"]
+    clash = cust.iloc[[0]].assign(signup_date=pd.Timestamp("2020-01-01").date())
+    tables["customers"] = pd.concat([cust, clash], ignore_index=True)
+    with pytest.raises(DataContractError, match=r"customers.customer_id: 1 row customer ids "
+                       r"appear more than once"):
+        _open(tables, tmp_path)
+
+
+def test_extra_columns_are_ignored_and_count_defaults_to_one(tmp_path):
+    tables = tiny_tables()
+    tables["events"] = tables["events"].drop(columns=["count"]).assign(note="x")
+    with _open(tables, tmp_path) as src:
+        assert "note" not in src.columns["events"]
+        assert "count" not in src.columns["events"]
