@@ -32,8 +32,8 @@ data_app = typer.Typer(help="Check a data source against the data contract.",
 app.add_typer(features_app, name="features")
 app.add_typer(data_app, name="data")
 
-err = Console(stderr=True)
-out = Console()
+err = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 DataOpt = Annotated[
     str,
