@@ -90,7 +90,7 @@ def demo_data(
     customers: Annotated[int, typer.Option("--customers", min=1)] = 10_000,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     start: Annotated[str, typer.Option("--start", help="First day of the data.")] = "2023-01-01",
-    end: Annotated[str, typer.Option("--end", help="Day after the last day.")] = "2025-12-31",
+    end: Annotated[str, typer.Option("--end", help="Last day of the data (inclusive).")] = "2025-12-31",
     subscriptions: Annotated[bool, typer.Option(
         "--subscriptions/--no-subscriptions",
         help="Also write a subscriptions table (contractual business).")] = False,
