@@ -5,8 +5,10 @@ Exit codes: 0 success, 1 unexpected failure, 2 bad input (the data contract or a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
@@ -68,20 +70,23 @@ AllowUnknownOpt = Annotated[bool, typer.Option(
     "failing.")]
 
 
-def _open(data: str, settings: Settings, *, check_duplicates: bool = True,
-          allow_unknown_customers: bool = False) -> Any:
+@contextlib.contextmanager
+def _open(data: str, settings: Settings, *, thorough: bool = False,
+          allow_unknown_customers: bool = False) -> Iterator[Any]:
+    """Open a source; contract violations anywhere inside the block exit with code 2."""
     from churnguard.features.sources import DataContractError, connect, open_source
 
     con = connect(settings.duckdb_memory_limit, settings.duckdb_threads)
     try:
-        source = open_source(data, con=con, check_duplicates=check_duplicates,
+        source = open_source(data, con=con, thorough=thorough,
                              allow_unknown_customers=allow_unknown_customers)
+        yield source
+        for issue in source.issues:
+            err.print(f"[yellow]warning:[/] {issue}", highlight=False)
     except DataContractError as exc:
-        con.close()
         raise _fail(str(exc)) from None
-    for issue in source.issues:
-        err.print(f"[yellow]warning:[/] {issue}", highlight=False, soft_wrap=True)
-    return source
+    finally:
+        con.close()
 
 
 @app.command("demo-data")
@@ -90,7 +95,8 @@ def demo_data(
     customers: Annotated[int, typer.Option("--customers", min=1)] = 10_000,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     start: Annotated[str, typer.Option("--start", help="First day of the data.")] = "2023-01-01",
-    end: Annotated[str, typer.Option("--end", help="Last day of the data (inclusive).")] = "2025-12-31",
+    end: Annotated[str, typer.Option(
+        "--end", help="Last day of the data (inclusive).")] = "2025-12-31",
     subscriptions: Annotated[bool, typer.Option(
         "--subscriptions/--no-subscriptions",
         help="Also write a subscriptions table (contractual business).")] = False,
@@ -226,8 +232,7 @@ def features_list(
     from churnguard.features.definitions import FEATURE_SET_VERSION, FeatureSpec, feature_catalog
 
     if data:
-        with _open(data, Settings(), check_duplicates=False,
-                   allow_unknown_customers=True) as source:
+        with _open(data, Settings(), allow_unknown_customers=True) as source:
             spec = infer_spec(source)
     else:
         spec = FeatureSpec(event_types=("login", "email_open", "complaint", "support_ticket"))
@@ -248,13 +253,206 @@ def data_check(data: DataOpt, allow_unknown_customers: AllowUnknownOpt = False) 
 
     Exit code 2 if the source breaks the contract. Example: churnguard data check --data data/demo
     """
-    with _open(data, Settings(), allow_unknown_customers=allow_unknown_customers) as source:
-        counts = {t: source.con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0]  # type: ignore[index]
+    from datetime import timedelta
+
+    from churnguard.features.build import infer_spec, materialize_features
+
+    with _open(data, Settings(), thorough=True,
+               allow_unknown_customers=allow_unknown_customers) as source:
+        counts = {t: source.con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0]
                   for t in sorted(source.tables)}
         end = source.data_end()
+        if end is not None:
+            # The checks that ride along in the feature aggregation, over every row.
+            materialize_features(source, infer_spec(source), end.date() + timedelta(days=1))
     for table, n in counts.items():
         out.print(f"{table}: {n:,} rows")
     out.print(f"data ends {end}; {len(source.issues)} issue(s) reported")
+
+
+def _tracking(settings: Settings) -> Any:
+    from churnguard.training.registry import Tracking
+
+    return Tracking.resolve(settings.data_dir, settings.mlflow_tracking_uri)
+
+
+@app.command("train")
+def train_cmd(
+    data: DataOpt,
+    as_of: Annotated[str | None, typer.Option(
+        "--as-of", help="Train only on rows strictly before this date; every label window ends "
+        "on or before it (default: the day after the last row).")] = None,
+    horizon_days: Annotated[int | None, typer.Option(
+        "--horizon-days", min=1,
+        help="Churn window after each cutoff (default: settings).")] = None,
+    clv_horizon_days: Annotated[int | None, typer.Option(
+        "--clv-horizon-days", min=1,
+        help="CLV window (default: settings; shortened with a warning when the data is too "
+        "short for a purged split).")] = None,
+    experiment: Annotated[str | None, typer.Option(
+        "--experiment", help="MLflow experiment name (default: settings).")] = None,
+    max_train_cutoffs: Annotated[int, typer.Option(
+        "--max-train-cutoffs", min=1, help="Most recent monthly training cutoffs to use.")] = 24,
+    refit: Annotated[bool, typer.Option(
+        "--refit/--no-refit", help="Refit the churn model on train + validation snapshots.")
+    ] = True,
+    allow_unknown_customers: AllowUnknownOpt = False,
+) -> None:
+    """Train the churn + CLV models and baselines, log them to MLflow, register a version.
+
+    The new version gets the alias 'challenger'; it becomes 'champion' only if it beats the
+    current champion on the same out-of-time test snapshot.
+
+    Example: churnguard train --data data/demo --as-of 2025-12-01 --horizon-days 90
+    """
+    from churnguard.training.data import PlanError
+    from churnguard.training.pipeline import TrainConfig, train
+
+    settings = Settings()
+    cutoff = _parse_date(as_of, "--as-of")
+    config = TrainConfig(
+        horizon_days=horizon_days or settings.horizon_days,
+        clv_horizon_days=clv_horizon_days or settings.clv_horizon_days,
+        clv_horizon_auto=clv_horizon_days is None,
+        max_train_cutoffs=max_train_cutoffs, refit=refit,
+        experiment=experiment or settings.experiment, model_name=settings.model_name,
+    )
+    with _open(data, settings, allow_unknown_customers=allow_unknown_customers) as source, \
+            _progress() as bar:
+        task = bar.add_task("snapshot grid", total=None)
+        try:
+            result = train(
+                source, _tracking(settings), as_of=cutoff, config=config,
+                say=lambda m: err.print(m, highlight=False, soft_wrap=True),
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+        except PlanError as exc:
+            raise _fail(str(exc)) from None
+    m = result.metrics
+    table = Table("model", "ROC AUC", "log loss", "ECE", "lift@10", "CLV MAE", "CLV Gini",
+                  "CLV total err", title=f"test snapshot {result.churn_plan.test} "
+                  f"(CLV {result.clv_plan.test})")
+    for label, churn, clv in (("churnguard", "test_churn_", "test_clv_"),
+                              ("logreg", "test_baseline_logreg_churn_", None),
+                              ("BG/NBD+GG", "test_baseline_btyd_churn_",
+                               "test_baseline_btyd_clv_")):
+        def f(key: str | None, fmt: str = "{:.3f}") -> str:
+            return fmt.format(m[key]) if key and key in m else "-"
+        table.add_row(label, f(churn + "roc_auc"), f(churn + "log_loss"), f(churn + "ece"),
+                      f(churn + "lift_at_10", "{:.2f}"),
+                      f(clv and clv + "mae", "{:,.1f}"), f(clv and clv + "normalized_gini"),
+                      f(clv and clv + "total_error", "{:+.1%}"))
+    out.print(table)
+    out.print(f"registered {settings.model_name} v{result.version} "
+              f"({'champion' if result.promoted else 'challenger'}: {result.reason}); "
+              f"run {result.run_id}")
+
+
+@app.command("promote")
+def promote_cmd(
+    version: Annotated[str, typer.Argument(help="Model version to make champion.")],
+    force: Annotated[bool, typer.Option(
+        "--force", help="Promote even if the training-time gate kept it as challenger.")] = False,
+) -> None:
+    """Point the 'champion' alias at a model version.
+
+    Example: churnguard promote 3 --force
+    """
+    from churnguard.training.registry import promote
+
+    settings = Settings()
+    tracking = _tracking(settings)
+    try:
+        decision = promote(tracking.client(), settings.model_name, version, force=force)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    if not decision.promote:
+        raise _fail(f"v{version} not promoted: {decision.reason}")
+    out.print(f"{settings.model_name} v{version} is now champion ({decision.reason})")
+
+
+@app.command("models")
+def models_cmd(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """List the registered model's versions with aliases, gate decisions and key metrics.
+
+    Example: churnguard models
+    """
+    from churnguard.training.registry import list_versions
+
+    settings = Settings()
+    rows = list_versions(_tracking(settings).client(), settings.model_name)
+    if as_json:
+        out.print_json(json.dumps({"model": settings.model_name, "versions": rows}))
+        return
+    if not rows:
+        out.print(f"no versions of {settings.model_name!r} yet; run churnguard train")
+        return
+    table = Table(title=f"registered model {settings.model_name}")
+    table.add_column("version", no_wrap=True)
+    table.add_column("aliases", no_wrap=True)
+    for header in ("AUC", "log loss", "ECE", "CLV MAE", "CLV Gini"):
+        table.add_column(header, justify="right")
+    table.add_column("gate")
+    for r in rows:
+        mt = r["metrics"]
+
+        def g(key: str, fmt: str = "{:.3f}", mt: dict[str, float] = mt) -> str:
+            return fmt.format(mt[key]) if key in mt else "-"
+        table.add_row(r["version"], " ".join(r["aliases"]),
+                      g("test_churn_roc_auc"), g("test_churn_log_loss"), g("test_churn_ece"),
+                      g("test_clv_mae", "{:,.1f}"), g("test_clv_normalized_gini"),
+                      r["gate_decision"])
+    out.print(table)
+    for r in rows:
+        if r["gate_reason"]:
+            out.print(f"v{r['version']} (as of {r['as_of']}, test cutoff {r['test_cutoff']}): "
+                      f"{r['gate_reason']}", highlight=False)
+
+
+@app.command("score")
+def score_cmd(
+    data: DataOpt,
+    as_of: Annotated[str, typer.Option("--as-of", help="Score every customer signed up before "
+                                       "this date, from rows strictly before it.")],
+    out_file: Annotated[Path, typer.Option("--out", help="Output .parquet or .csv file.")],
+    model: Annotated[str | None, typer.Option(
+        "--model", help="Model URI (default: models:/<model name>@<alias> from settings).")
+    ] = None,
+    allow_unknown_customers: AllowUnknownOpt = False,
+) -> None:
+    """Batch-score every customer as of a date with the champion (or --model) bundle.
+
+    Example: churnguard score --data data/demo --as-of 2026-01-01 --out scores.parquet
+    """
+    from churnguard.features.io import atomic_output
+    from churnguard.training.pipeline import load_bundle, score_source
+
+    settings = Settings()
+    cutoff = _parse_date(as_of, "--as-of")
+    assert cutoff
+    if out_file.suffix.lower() not in (".parquet", ".csv"):
+        raise _fail("--out must end in .parquet or .csv")
+    tracking = _tracking(settings)
+    tracking.activate()
+    uri = model or f"models:/{settings.model_name}@{settings.model_alias}"
+    try:
+        bundle, version = load_bundle(uri)
+    except Exception as exc:  # MlflowException, OSError: the model cannot be loaded
+        raise _fail(f"cannot load model {uri}: {exc}") from None
+    with _open(data, settings, allow_unknown_customers=allow_unknown_customers) as source:
+        try:
+            scores = score_source(source, bundle, cutoff, version)
+        except ValueError as exc:
+            raise _fail(str(exc)) from None
+    with atomic_output(out_file) as tmp:
+        if out_file.suffix.lower() == ".csv":
+            scores.to_csv(tmp, index=False)
+        else:
+            scores.to_parquet(tmp, index=False)
+    out.print(f"scored {len(scores):,} customers as of {cutoff} with {uri} (v{version}) "
+              f"to {out_file}")
 
 
 def main() -> None:  # pragma: no cover - console entry point wrapper

@@ -15,11 +15,12 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Literal
 
+import duckdb
 import pyarrow as pa
 
-from churnguard.features.definitions import FeatureSpec, MAX_EVENT_TYPES
+from churnguard.features.definitions import MAX_EVENT_TYPES, FeatureSpec, event_type_code_sql
 from churnguard.features.io import atomic_output
-from churnguard.features.sources import Source
+from churnguard.features.sources import DataContractError, DataIssue, Problem, Source
 
 LabelMode = Literal["noncontractual", "contractual"]
 
@@ -36,31 +37,84 @@ def render(sql: str, cutoff: date) -> str:
     return _PLACEHOLDER.sub(sub, sql)
 
 
-def txn_activity_sql(cutoff: date, table: str = "transactions") -> str:
-    """Raw purchases before ``cutoff`` as rows of the ``txn`` activity relation."""
+def txn_activity_sql(source_columns: Sequence[str] = (), table: str = "transactions") -> str:
+    """Every purchase row as a row of the ``txn`` activity relation (no cutoff: see below).
+
+    The relation does not depend on the cutoff: each aggregate filters ``day < T`` itself. Both
+    window columns look only backwards (the previous row of the same customer), so they are
+    point-in-time safe, and a relation built once serves every cutoff of a snapshot grid.
+    A row identical to the previous one (same time, amount and ids) is an exact duplicate: it
+    is flagged (``dup``) and contributes nothing.
+    """
+    keys = ["ts", "amount"] + [c for c in ("order_id", "quantity") if c in source_columns]
+    same = " AND ".join(f"{k} IS NOT DISTINCT FROM lag({k}) OVER w" for k in keys)
+    live = "dup = 0"
     return f"""
-        SELECT customer_id,
-               CAST(ts AS DATE) AS day,
-               CASE WHEN amount > 0 THEN 1 ELSE 0 END AS n_orders,
-               CASE WHEN amount > 0 THEN amount ELSE 0 END AS gross,
-               amount AS net,
-               CASE WHEN amount < 0 THEN 1 ELSE 0 END AS n_refunds,
-               CASE WHEN amount < 0 THEN -amount ELSE 0 END AS refund_amount,
-               CASE WHEN amount > 0 THEN date_diff('day',
-                    lag(CAST(ts AS DATE)) OVER (PARTITION BY customer_id, amount > 0
-                                                ORDER BY ts),
-                    CAST(ts AS DATE)) END AS gap
-        FROM {table}
-        WHERE ts < DATE '{cutoff.isoformat()}'"""
+        SELECT customer_id, day,
+               CASE WHEN {live} AND amount > 0 THEN 1 ELSE 0 END AS n_orders,
+               CASE WHEN {live} AND amount > 0 THEN amount ELSE 0 END AS gross,
+               CASE WHEN {live} THEN amount ELSE 0 END AS net,
+               CASE WHEN {live} AND amount < 0 THEN 1 ELSE 0 END AS n_refunds,
+               CASE WHEN {live} AND amount < 0 THEN -amount ELSE 0 END AS refund_amount,
+               CASE WHEN {live} AND amount > 0 THEN date_diff('day', prev_day, day) END AS gap,
+               dup,
+               CASE WHEN isfinite(amount) THEN 0 ELSE 1 END AS nonfinite
+        FROM (
+            SELECT customer_id, amount, CAST(ts AS DATE) AS day,
+                   lag(CAST(ts AS DATE)) OVER w AS prev_day,
+                   CASE WHEN {same} THEN 1 ELSE 0 END AS dup
+            FROM {table}
+            WINDOW w AS (PARTITION BY customer_id, amount > 0 ORDER BY {", ".join(keys)})
+        ) AS t"""
 
 
-def evt_activity_sql(cutoff: date, table: str = "events", has_count: bool = True) -> str:
-    """Raw interactions before ``cutoff`` as rows of the ``evt`` activity relation."""
-    n = "coalesce(\"count\", 1)" if has_count else "1"
+def evt_activity_sql(spec: FeatureSpec, source_columns: Sequence[str] = (),
+                     table: str = "events") -> str:
+    """Every interaction row as a row of the ``evt`` activity relation (no cutoff)."""
+    n = 'coalesce("count", 1)' if "count" in source_columns else "1"
+    codes = ", ".join(f"{sql} AS {name}" for name, sql in event_type_code_sql(spec).items())
     return f"""
-        SELECT customer_id, CAST(ts AS DATE) AS day, event_type, {n} AS n
-        FROM {table}
-        WHERE ts < DATE '{cutoff.isoformat()}'"""
+        SELECT customer_id, CAST(ts AS DATE) AS day, {codes}, {n} AS n
+        FROM {table}"""
+
+
+# Each txn/evt aggregate reads only the past: every aggregate carries "day < T" itself,
+# so one relation serves any cutoff (and DuckDB keeps its fast grouped-scan path).
+_PAST = {"txn": "day < {T}", "evt": "day < {T}"}
+
+
+def aggregate_sql(spec: FeatureSpec, cutoff: date, relation: str, source_sql: str) -> str:
+    """Per-customer aggregates of one activity relation as of ``cutoff``."""
+    cols = ",\n".join(
+        f"    {render(a.sql(_PAST.get(relation)), cutoff)} AS {a.name}"
+        for a in spec.aggregates() if a.relation == relation
+    )
+    return f"SELECT customer_id,\n{cols}\nFROM ({source_sql}) AS r GROUP BY customer_id"
+
+
+def population_sql(spec: FeatureSpec, cutoff: date, customers: str = "customers") -> str:
+    attrs = "".join(f', "{c}"' for c in spec.attribute_columns)
+    return (f"SELECT customer_id, signup_date{attrs} FROM {customers} "
+            f"WHERE signup_date < DATE '{cutoff.isoformat()}'")
+
+
+def final_sql(spec: FeatureSpec, cutoff: date, *, pop: str, ta: str, ea: str,
+              sa: str | None = None) -> str:
+    """Feature expressions over the population joined to the per-customer aggregates."""
+    joins = f"LEFT JOIN {ta} USING (customer_id) LEFT JOIN {ea} USING (customer_id)"
+    if spec.subscriptions:
+        if sa is None:
+            raise ValueError("the feature spec uses subscriptions but the source has none")
+        joins += f" LEFT JOIN {sa} USING (customer_id)"
+    selects = ["pop.customer_id AS customer_id", f"DATE '{cutoff.isoformat()}' AS as_of"]
+    for feat in spec.features():
+        cast = {"float": "DOUBLE", "int": "BIGINT", "category": "VARCHAR"}[feat.kind]
+        selects.append(f'CAST({render(feat.sql, cutoff)} AS {cast}) AS "{feat.name}"')
+    return "SELECT " + ",\n       ".join(selects) + f"\nFROM {pop} AS pop {joins}"
+
+
+def subscription_sql(cutoff: date, table: str = "subscriptions") -> str:
+    return f"SELECT * FROM {table} WHERE start_date < DATE '{cutoff.isoformat()}'"
 
 
 def feature_sql(
@@ -72,56 +126,99 @@ def feature_sql(
     sub: str | None = None,
     customers: str = "customers",
 ) -> str:
-    """The whole feature query for one cutoff, over the given activity relations (SQL text)."""
-    aggs = spec.aggregates()
-
-    def agg_block(relation: str, source_sql: str) -> str:
-        cols = ",\n".join(
-            f"    {render(a.sql, cutoff)} AS {a.name}" for a in aggs if a.relation == relation
-        )
-        return f"SELECT customer_id,\n{cols}\nFROM ({source_sql}) GROUP BY customer_id"
-
-    attrs = "".join(f', "{c}"' for c in spec.attribute_columns)
+    """The whole feature query for one cutoff as one statement (e.g. for another engine)."""
     ctes = [
-        f"pop AS (SELECT customer_id, signup_date{attrs} FROM {customers} "
-        f"WHERE signup_date < DATE '{cutoff.isoformat()}')",
-        f"ta AS ({agg_block('txn', txn)})",
-        f"ea AS ({agg_block('evt', evt)})",
+        f"pop AS ({population_sql(spec, cutoff, customers)})",
+        f"ta AS ({aggregate_sql(spec, cutoff, 'txn', txn)})",
+        f"ea AS ({aggregate_sql(spec, cutoff, 'evt', evt)})",
     ]
-    joins = "LEFT JOIN ta USING (customer_id) LEFT JOIN ea USING (customer_id)"
     if spec.subscriptions:
         if sub is None:
             raise ValueError("the feature spec uses subscriptions but the source has none")
-        ctes.append(f"sa AS ({agg_block('sub', sub)})")
-        joins += " LEFT JOIN sa USING (customer_id)"
-    selects = [
-        "pop.customer_id AS customer_id",
-        f"DATE '{cutoff.isoformat()}' AS as_of",
-    ]
-    for feat in spec.features():
-        expr = render(feat.sql, cutoff)
-        cast = {"float": "DOUBLE", "int": "BIGINT", "category": "VARCHAR"}[feat.kind]
-        selects.append(f"CAST({expr} AS {cast}) AS \"{feat.name}\"")
-    return (
-        "WITH " + ",\n".join(ctes)
-        + "\nSELECT " + ",\n       ".join(selects)
-        + f"\nFROM pop {joins}"
-    )
+        ctes.append(f"sa AS ({aggregate_sql(spec, cutoff, 'sub', sub)})")
+    return ("WITH " + ",\n".join(ctes) + "\n"
+            + final_sql(spec, cutoff, pop="pop", ta="ta", ea="ea",
+                        sa="sa" if spec.subscriptions else None))
 
 
 def source_feature_sql(source: Source, spec: FeatureSpec, cutoff: date) -> str:
     """The feature query for one cutoff straight over the source's tables."""
-    sub = None
-    if spec.subscriptions:
-        sub = (f"SELECT * FROM subscriptions "
-               f"WHERE start_date < DATE '{cutoff.isoformat()}'")
     return feature_sql(
         spec,
         cutoff,
-        txn=txn_activity_sql(cutoff),
-        evt=evt_activity_sql(cutoff, has_count="count" in source.columns.get("events", ())),
-        sub=sub,
+        txn=txn_activity_sql(source.columns.get("transactions", ())),
+        evt=evt_activity_sql(spec, source.columns.get("events", ())),
+        sub=subscription_sql(cutoff) if spec.subscriptions else None,
     )
+
+
+def materialize_features(source: Source, spec: FeatureSpec, cutoff: date,
+                         name: str = "features") -> str:
+    """Compute features as of ``cutoff`` into temp table ``name``, checking the rows read.
+
+    The per-customer aggregates are materialised first so the row checks that ride along in
+    them (non-finite amounts, counts below 1, duplicates, unknown customers) are settled before
+    anything is written. Raises :class:`DataContractError`; returns the table name.
+    """
+    con = source.con
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _ta AS "
+                f"{aggregate_sql(spec, cutoff, 'txn', _txn_source(source))}")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _ea AS "
+                f"{aggregate_sql(spec, cutoff, 'evt', _evt_source(source, spec))}")
+    sa = None
+    if spec.subscriptions:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _sa AS "
+                    f"{aggregate_sql(spec, cutoff, 'sub', subscription_sql(cutoff))}")
+        sa = "_sa"
+    check_aggregates(source, cutoff)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS " + final_sql(
+        spec, cutoff, pop=f"({population_sql(spec, cutoff)})", ta="_ta", ea="_ea", sa=sa))
+    return name
+
+
+def _txn_source(source: Source) -> str:
+    return txn_activity_sql(source.columns.get("transactions", ()))
+
+
+def _evt_source(source: Source, spec: FeatureSpec) -> str:
+    return evt_activity_sql(spec, source.columns.get("events", ()))
+
+
+def check_aggregates(source: Source, cutoff: date) -> None:
+    """Settle the row checks carried by ``_ta``/``_ea``: raise on bad rows, report the rest."""
+    con = source.con
+    problems: list[Problem] = []
+    row = con.execute("SELECT coalesce(sum(p_nonfinite), 0), coalesce(sum(p_dups), 0) "
+                      "FROM _ta").fetchall()[0]
+    n_nonfinite, n_dups = int(row[0]), int(row[1])
+    if n_nonfinite:
+        problems.append(Problem("transactions", "amount", n_nonfinite,
+                                "with a number that is not finite",
+                                _ids(con, "SELECT customer_id FROM _ta WHERE p_nonfinite > 0")))
+    n_bad_count = int(con.execute("SELECT coalesce(sum(e_bad_count), 0) FROM _ea")
+                      .fetchall()[0][0])
+    if n_bad_count:
+        problems.append(Problem("events", "count", n_bad_count, "with a count below 1",
+                                _ids(con, "SELECT customer_id FROM _ea WHERE e_bad_count > 0")))
+    unknown = []
+    for table, agg, rows in (("transactions", "_ta", "p_rows"), ("events", "_ea", "e_rows")):
+        n = con.execute(f"SELECT coalesce(sum({rows}), 0) FROM {agg} ANTI JOIN customers "
+                        "USING (customer_id)").fetchall()[0][0]
+        if n:
+            unknown.append(DataIssue(table, "unknown_customer", int(n), _ids(
+                con, f"SELECT customer_id FROM {agg} ANTI JOIN customers USING (customer_id)")))
+    if unknown and not source.allow_unknown_customers:
+        problems += [Problem(i.table, "customer_id", i.n_rows,
+                             "for customers that are not in the customers table",
+                             i.examples) for i in unknown]
+    if problems:
+        raise DataContractError(problems)
+    for issue in unknown + ([DataIssue("transactions", "duplicate", n_dups)] if n_dups else []):
+        source.report(issue)
+
+
+def _ids(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[str, ...]:
+    return tuple(repr(r[0]) for r in con.execute(f"{sql} LIMIT 5").fetchall())
 
 
 def label_sql(
@@ -206,7 +303,8 @@ class BuildSummary:
 
 def build_features(source: Source, spec: FeatureSpec, as_of: date) -> pa.Table:
     """Features of every customer signed up before ``as_of``, from rows strictly before it."""
-    return source.con.sql(source_feature_sql(source, spec, as_of)).to_arrow_table()
+    table = materialize_features(source, spec, as_of)
+    return source.con.sql(f"SELECT * FROM {table}").to_arrow_table()
 
 
 def write_features(
@@ -214,28 +312,12 @@ def write_features(
 ) -> BuildSummary:
     """Build features as of ``as_of`` and write them to ``out`` (.parquet or .csv), atomically."""
     start = time.perf_counter()
-    sql = source_feature_sql(source, spec, as_of)
+    table = materialize_features(source, spec, as_of)
     with atomic_output(out) as tmp:
-        _copy(source, sql, tmp, out)
-    n_rows = _count_rows(source, out)
+        _copy(source, f"SELECT * FROM {table}", tmp, out)
+    n_rows = int(source.con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0])
     return BuildSummary(out, n_rows, len(spec.features()), (as_of,),
                         time.perf_counter() - start, spec.fingerprint())
-
-
-def snapshot_sql(
-    source: Source,
-    spec: FeatureSpec,
-    cutoff: date,
-    horizon_days: int,
-    clv_horizon_days: int,
-    mode: LabelMode = "noncontractual",
-) -> str:
-    """Features joined to labels for one cutoff (one block of the snapshot grid)."""
-    feats = source_feature_sql(source, spec, cutoff)
-    labels = label_sql(cutoff, horizon_days, clv_horizon_days, mode)
-    join = "JOIN" if mode == "contractual" else "LEFT JOIN"
-    return (f"SELECT x.*, l.churned, l.future_spend, l.future_orders FROM ({feats}) x "
-            f"{join} ({labels}) l USING (customer_id)")
 
 
 def build_snapshot_grid(
@@ -252,9 +334,13 @@ def build_snapshot_grid(
     if not cutoffs:
         raise ValueError("the snapshot grid needs at least one cutoff")
     tables = []
+    join = "JOIN" if mode == "contractual" else "LEFT JOIN"
     for i, cutoff in enumerate(sorted(cutoffs)):
-        sql = snapshot_sql(source, spec, cutoff, horizon_days, clv_horizon_days, mode)
-        tables.append(source.con.sql(sql).to_arrow_table())
+        feats = materialize_features(source, spec, cutoff)
+        labels = label_sql(cutoff, horizon_days, clv_horizon_days, mode)
+        tables.append(source.con.sql(
+            f"SELECT x.*, l.churned, l.future_spend, l.future_orders FROM {feats} x "
+            f"{join} ({labels}) l USING (customer_id)").to_arrow_table())
         if progress:
             progress(i + 1, len(cutoffs))
     return pa.concat_tables(tables)
@@ -279,9 +365,3 @@ def monthly_cutoffs(first: date, last: date, step_months: int = 1) -> list[date]
 def _copy(source: Source, sql: str, tmp: Path, out: Path) -> None:
     fmt = "CSV, HEADER" if out.suffix.lower() == ".csv" else "PARQUET, COMPRESSION zstd"
     source.con.execute(f"COPY ({sql}) TO '{tmp.as_posix()}' (FORMAT {fmt})")
-
-
-def _count_rows(source: Source, out: Path) -> int:
-    reader = "read_csv" if out.suffix.lower() == ".csv" else "read_parquet"
-    row = source.con.execute(f"SELECT count(*) FROM {reader}('{out.as_posix()}')").fetchall()[0]
-    return int(row[0]) if row else 0

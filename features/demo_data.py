@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+
 from churnguard.features import _demo_sim as sim
 from churnguard.features._demo_sim import (
     ACTIONS,

@@ -10,6 +10,7 @@ exact duplicates, timestamps in the future) are reported as :class:`DataIssue` a
 from __future__ import annotations
 
 import re
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,6 +23,8 @@ import duckdb
 from churnguard.features.contract import DUCKDB_TYPES, TABLES, ColumnSpec, TableSpec
 
 MAX_EXAMPLES = 5
+# Tables big enough that a full extra scan per build matters; see open_source.
+_LARGE_TABLES = frozenset({"transactions", "events"})
 _CATEGORICAL_TYPES = ("VARCHAR", "ENUM", "BOOLEAN")
 _NUMERIC = re.compile(r"^(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT|UTINYINT|USMALLINT|UINTEGER|"
                       r"UBIGINT|FLOAT|DOUBLE|REAL|DECIMAL.*)$")
@@ -90,9 +93,19 @@ class Source:
     attribute_columns: tuple[str, ...]
     reference_time: datetime
     issues: list[DataIssue] = field(default_factory=list)
+    allow_unknown_customers: bool = False
 
     def has(self, table: str) -> bool:
         return table in self.tables
+
+    def report(self, issue: DataIssue) -> None:
+        """Record an issue once (a snapshot grid meets the same rows at every cutoff)."""
+        for i, known in enumerate(self.issues):
+            if (known.table, known.kind) == (issue.table, issue.kind):
+                if issue.n_rows > known.n_rows:
+                    self.issues[i] = issue
+                return
+        self.issues.append(issue)
 
     def data_end(self) -> datetime | None:
         """The latest timestamp in transactions and events (used as the default as-of)."""
@@ -115,6 +128,9 @@ def connect(memory_limit: str = "1536MB", threads: int | None = None) -> duckdb.
     """An in-memory DuckDB connection with churnguard's settings (UTC, bounded memory)."""
     con = duckdb.connect(":memory:")
     con.execute(f"SET memory_limit = '{memory_limit}'")
+    # Spill to the system temp dir, not a .tmp folder in whatever directory the user is in.
+    spill = Path(tempfile.gettempdir()) / "churnguard-duckdb"
+    con.execute(f"SET temp_directory = {_literal(str(spill))}")
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET preserve_insertion_order = false")
     if threads:
@@ -127,7 +143,7 @@ def open_source(
     *,
     reference_time: datetime | None = None,
     con: duckdb.DuckDBPyConnection | None = None,
-    check_duplicates: bool = True,
+    thorough: bool = False,
     allow_unknown_customers: bool = False,
 ) -> Source:
     """Open ``location`` and check it against the contract.
@@ -136,9 +152,16 @@ def open_source(
     (default: the wall clock). Rows for customers missing from ``customers`` break the contract
     unless ``allow_unknown_customers``, in which case they are reported and left out. Raises
     :class:`DataContractError` for contract violations.
+
+    The large tables (transactions, events) are checked where it is cheap: Parquet null counts
+    come from the file metadata, and value checks, unknown customers and duplicate transactions
+    ride along in the feature aggregation (see ``features.build.check_aggregates``).
+    ``thorough`` adds full scans for exact duplicate events and transactions and for unknown
+    customers at load time (``churnguard data check`` and training use it).
     """
     con = con or connect()
     reference_time = reference_time or datetime.now().replace(microsecond=0)
+    parquet: dict[str, str] = {}
     if isinstance(location, Mapping):
         # In-memory tables (pandas or Arrow), e.g. from a notebook or a test.
         loc = "<in-memory tables>"
@@ -164,7 +187,7 @@ def open_source(
                 [Problem("source", None, 0, f"{loc!r} is not a directory, a DuckDB file or a "
                          "postgresql:// URL")]
             )
-        present = _attach_directory(con, path)
+        present = _attach_directory(con, path, parquet)
 
     problems: list[Problem] = []
     for spec in TABLES.values():
@@ -181,16 +204,18 @@ def open_source(
 
     issues: list[DataIssue] = []
     for name in present:
-        problems += _check_rows(con, TABLES[name], reference_time)
+        problems += _check_rows(con, TABLES[name], parquet.get(name))
     if problems:
         raise DataContractError(problems)
     for name in present:
-        issues += _clean_table(con, TABLES[name], reference_time, check_duplicates)
-    unknown = unknown_customer_issues(con, sorted(present - {"customers"}))
+        dedupe = thorough or name not in _LARGE_TABLES
+        issues += _clean_table(con, TABLES[name], reference_time, dedupe)
+    checked = present - {"customers"} if thorough else present - {"customers", *_LARGE_TABLES}
+    unknown = unknown_customer_issues(con, sorted(checked))
     if unknown and not allow_unknown_customers:
         raise DataContractError([
             Problem(i.table, "customer_id", i.n_rows,
-                    "reference customers that are not in the customers table", i.examples)
+                    "for customers that are not in the customers table", i.examples)
             for i in unknown
         ])
     issues += unknown
@@ -210,6 +235,7 @@ def open_source(
         attribute_columns=attributes,
         reference_time=reference_time,
         issues=issues,
+        allow_unknown_customers=allow_unknown_customers,
     )
 
 
@@ -229,13 +255,16 @@ def _literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _attach_directory(con: duckdb.DuckDBPyConnection, path: Path) -> set[str]:
+def _attach_directory(con: duckdb.DuckDBPyConnection, path: Path,
+                      parquet: dict[str, str]) -> set[str]:
     present: set[str] = set()
     for name in TABLES:
         reader = _directory_reader(path, name)
         if reader is not None:
             con.execute(f"CREATE VIEW raw_{name} AS SELECT * FROM {reader}")
             present.add(name)
+            if reader.startswith("read_parquet("):
+                parquet[name] = reader.split("'")[1]
     return present
 
 
@@ -415,14 +444,45 @@ def _examples(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[str, ...]:
     return tuple(repr(r[0]) if len(r) == 1 else repr(tuple(r)) for r in rows)
 
 
+def _parquet_nulls(
+    con: duckdb.DuckDBPyConnection, files: str, columns: Sequence[str]
+) -> tuple[int, dict[str, int]] | None:
+    """Row count and null counts per column from Parquet metadata; None if stats are missing."""
+    rows = con.execute(
+        "SELECT path_in_schema, sum(stats_null_count), count(*) - count(stats_null_count) "
+        f"FROM parquet_metadata({_literal(files)}) GROUP BY path_in_schema"
+    ).fetchall()
+    nulls = {r[0]: int(r[1] or 0) for r in rows if r[2] == 0}
+    if any(c not in nulls for c in columns):
+        return None
+    total = con.execute(
+        f"SELECT coalesce(sum(num_rows), 0) FROM parquet_file_metadata({_literal(files)})"
+    ).fetchall()[0][0]
+    return int(total), nulls
+
+
 def _check_rows(
-    con: duckdb.DuckDBPyConnection, spec: TableSpec, reference_time: datetime
+    con: duckdb.DuckDBPyConnection, spec: TableSpec, parquet_files: str | None
 ) -> list[Problem]:
     """Count empty tables, nulls in required columns, unparseable and out-of-range values."""
     view = f"typed_{spec.name}"
     present = set(
         r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {view}").fetchall()
     )
+    native = not any(c.startswith("__raw_") for c in present)
+    if spec.name in _LARGE_TABLES and native and parquet_files:
+        required = [c.name for c in spec.columns if not c.nullable and c.name in present]
+        stats = _parquet_nulls(con, parquet_files, required)
+        if stats is not None:
+            total, nulls = stats
+            if total == 0:
+                return [Problem(spec.name, None, 0, "is empty (no rows)")]
+            return [
+                Problem(spec.name, c, nulls[c], "with an empty (null) value",
+                        _examples(con, f"SELECT customer_id FROM {view} WHERE {_quote(c)} IS NULL"
+                                  if c != "customer_id" else "SELECT NULL"))
+                for c in required if nulls[c]
+            ]
     conditions: list[tuple[ColumnSpec | None, str, str]] = []
     for col in spec.columns:
         if col.name not in present:
@@ -432,20 +492,20 @@ def _check_rows(
         if f"__raw_{col.name}" in present:
             conditions.append((
                 col, f"{raw} IS NOT NULL AND trim(CAST({raw} AS VARCHAR)) <> '' AND {q} IS NULL",
-                f"cannot be parsed as {col.kind}",
+                f"that cannot be parsed as {col.kind}",
             ))
         if not col.nullable:
             null_cond = f"{q} IS NULL"
             if f"__raw_{col.name}" in present:
                 null_cond = f"({raw} IS NULL OR trim(CAST({raw} AS VARCHAR)) = '')"
-            conditions.append((col, null_cond, "are empty (null)"))
+            conditions.append((col, null_cond, "with an empty (null) value"))
         if col.kind == "float":
-            conditions.append((col, f"NOT isfinite({q})", "are not finite numbers"))
+            conditions.append((col, f"NOT isfinite({q})", "with a number that is not finite"))
         if col.name == "count":
-            conditions.append((col, f"{q} < 1", "have a count below 1"))
+            conditions.append((col, f"{q} < 1", "with a count below 1"))
     if spec.name == "subscriptions":
         conditions.append((spec.column("end_date"), '"end_date" < "start_date"',
-                           "end before they start"))
+                           "that end before they start"))
     aggregates = ", ".join(
         f"count(*) FILTER (WHERE {cond})" for _, cond, _ in conditions
     )
@@ -472,7 +532,7 @@ def _clean_table(
     con: duckdb.DuckDBPyConnection,
     spec: TableSpec,
     reference_time: datetime,
-    check_duplicates: bool,
+    dedupe: bool,
 ) -> list[DataIssue]:
     """Create the final view ``<table>``: future rows and exact duplicates left out, reported."""
     view = f"typed_{spec.name}"
@@ -509,13 +569,13 @@ def _clean_table(
             if n_conflicting and n_conflicting[0]:
                 raise DataContractError([Problem(
                     "customers", "customer_id", int(n_conflicting[0]),
-                    "customer ids appear more than once with different attributes",
+                    "customer ids that appear more than once with different attributes",
                     _examples(con, "SELECT customer_id FROM typed_customers GROUP BY 1 "
                               "HAVING count(DISTINCT signup_date) > 1 OR count(*) > 1"),
                 )])
             issues.append(DataIssue("customers", "duplicate", int(dup[0] - dup[1])))
             body = f"SELECT DISTINCT {col_list} FROM ({body})"
-    elif check_duplicates:
+    elif dedupe:
         n_dup = con.execute(
             f"SELECT coalesce(sum(n - 1), 0) FROM (SELECT count(*) AS n FROM ({body}) "
             f"GROUP BY ALL HAVING count(*) > 1)".replace("GROUP BY ALL", f"GROUP BY {col_list}")

@@ -51,7 +51,7 @@ def _tables(txns: list, evts: list) -> dict[str, pd.DataFrame]:
 
 
 def _run(tables: dict[str, pd.DataFrame], labels: bool = False) -> pd.DataFrame:
-    with open_source(tables, reference_time=datetime(2030, 1, 1), check_duplicates=False) as s:
+    with open_source(tables, reference_time=datetime(2030, 1, 1), thorough=False) as s:
         frame = (s.con.execute(label_sql(CUTOFF, 90, 180)).df() if labels
                  else build_features(s, SPEC, CUTOFF).to_pandas())
     return frame.sort_values("customer_id").reset_index(drop=True)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 import pandas as pd
 import pytest
 
+from churnguard.features.build import build_features, infer_spec
 from churnguard.features.sources import DataContractError, open_source
 from tests.tables import tiny_tables, write_source
+
+CUTOFF = date(2024, 5, 1)
 
 
 def _open(tables, tmp_path, fmt="csv", **kwargs):
@@ -52,7 +55,7 @@ def test_unparseable_numbers_are_counted_with_examples(tmp_path, fmt):
     with pytest.raises(DataContractError) as exc:
         _open(tables, tmp_path, fmt)
     text = _problem_text(exc)
-    assert "transactions.amount: 2 rows cannot be parsed as float" in text
+    assert "transactions.amount: 2 rows that cannot be parsed as float" in text
     assert "'ten'" in text and "'12,5'" in text
 
 
@@ -71,7 +74,8 @@ def test_unparseable_timestamp(tmp_path):
     tables["events"] = ev
     with pytest.raises(DataContractError) as exc:
         _open(tables, tmp_path)
-    assert "events.ts: 1 row cannot be parsed as timestamp (e.g. 'yesterday'" in _problem_text(exc)
+    assert ("events.ts: 1 row that cannot be parsed as timestamp (e.g. 'yesterday'"
+            in _problem_text(exc))
 
 
 def test_empty_table(tmp_path):
@@ -84,47 +88,80 @@ def test_empty_table(tmp_path):
 def test_null_in_required_column(tmp_path):
     tables = tiny_tables()
     tables["transactions"].loc[2, "customer_id"] = None
-    with pytest.raises(DataContractError, match=r"transactions.customer_id: 1 row are empty"):
+    with pytest.raises(DataContractError,
+                       match=r"transactions.customer_id: 1 row with an empty \(null\) value"):
         _open(tables, tmp_path, "parquet")
 
 
-def test_non_finite_amounts_and_bad_counts(tmp_path):
+def test_non_finite_amounts_and_bad_counts_stop_the_build(tmp_path):
     tables = tiny_tables()
     tables["transactions"].loc[0, "amount"] = float("inf")
     tables["events"].loc[0, "count"] = 0
-    with pytest.raises(DataContractError) as exc:
-        _open(tables, tmp_path, "parquet")
+    # Parquet with native types: these checks ride along in the feature aggregation.
+    with _open(tables, tmp_path, "parquet") as src, pytest.raises(DataContractError) as exc:
+        build_features(src, infer_spec(src), CUTOFF)
     text = _problem_text(exc)
-    assert "transactions.amount: 1 row are not finite numbers" in text
-    assert "events.count: 1 row have a count below 1" in text
+    assert "transactions.amount: 1 row with a number that is not finite (e.g. 'a')" in text
+    assert "events.count: 1 row with a count below 1 (e.g. 'a')" in text
+    # CSV is parsed first and checked at load time.
+    with pytest.raises(DataContractError,
+                       match=r"transactions.amount: 1 row with a number that is not finite"):
+        _open(tables, tmp_path / "csv", "csv")
 
 
-def test_unknown_customers_fail_unless_allowed(tmp_path):
-    tables = tiny_tables()
+def _with_ghost(tables):
     extra = pd.DataFrame({"customer_id": ["ghost", "ghost"], "ts": pd.to_datetime(
         ["2024-03-01", "2024-03-02"]), "amount": [5.0, 6.0]})
     tables["transactions"] = pd.concat([tables["transactions"], extra], ignore_index=True)
-    with pytest.raises(DataContractError) as exc:
-        _open(tables, tmp_path)
-    assert ("transactions.customer_id: 2 rows reference customers that are not in the customers "
-            "table (e.g. 'ghost')") in _problem_text(exc)
-    with _open(tables, tmp_path / "again", allow_unknown_customers=True) as src:
+    return tables
+
+
+def test_unknown_customers_fail_the_build_unless_allowed(tmp_path):
+    tables = _with_ghost(tiny_tables())
+    message = ("transactions.customer_id: 2 rows for customers that are not in the "
+               "customers table (e.g. 'ghost')")
+    with _open(tables, tmp_path) as src, pytest.raises(DataContractError) as exc:
+        build_features(src, infer_spec(src), CUTOFF)
+    assert message in _problem_text(exc)
+    with _open(tables, tmp_path / "allowed", allow_unknown_customers=True) as src:
+        feats = build_features(src, infer_spec(src), CUTOFF).to_pandas()
+        assert "ghost" not in set(feats["customer_id"])
         assert [(i.table, i.kind, i.n_rows) for i in src.issues] == [
             ("transactions", "unknown_customer", 2)]
 
 
-def test_duplicates_and_future_rows_are_reported_and_left_out(tmp_path):
+def test_thorough_load_finds_unknown_customers_up_front(tmp_path):
+    tables = _with_ghost(tiny_tables())
+    with pytest.raises(DataContractError, match="2 rows for customers"):
+        _open(tables, tmp_path, thorough=True)
+
+
+def test_duplicate_transactions_are_reported_and_count_once(tmp_path):
     tables = tiny_tables()
+    clean = build_features(open_source(tables), infer_spec(open_source(tables)), CUTOFF)
     tx = tables["transactions"]
+    tables["transactions"] = pd.concat([tx, tx.iloc[[0, 0, 2]]], ignore_index=True)
+    with _open(tables, tmp_path) as src:
+        feats = build_features(src, infer_spec(src), CUTOFF)
+        assert feats.equals(clean)
+        assert [(i.table, i.kind, i.n_rows) for i in src.issues] == [
+            ("transactions", "duplicate", 3)]
+
+
+def test_thorough_load_reports_duplicates_and_future_rows(tmp_path):
+    tables = tiny_tables()
+    tx, ev = tables["transactions"], tables["events"]
     future = pd.DataFrame({"customer_id": ["a"], "ts": pd.to_datetime(["2031-01-01"]),
                            "amount": [1.0]})
     tables["transactions"] = pd.concat([tx, tx.iloc[[0, 0]], future], ignore_index=True)
-    with _open(tables, tmp_path, reference_time=datetime(2030, 1, 1)) as src:
+    tables["events"] = pd.concat([ev, ev.iloc[[1]]], ignore_index=True)
+    with _open(tables, tmp_path, reference_time=datetime(2030, 1, 1), thorough=True) as src:
         kinds = {(i.table, i.kind): i.n_rows for i in src.issues}
         assert kinds == {("transactions", "duplicate"): 2,
-                         ("transactions", "future_timestamp"): 1}
-        n = src.con.execute("SELECT count(*) FROM transactions").fetchall()[0][0]
-        assert n == len(tx)
+                         ("transactions", "future_timestamp"): 1,
+                         ("events", "duplicate"): 1}
+        assert src.con.execute("SELECT count(*) FROM transactions").fetchall()[0][0] == len(tx)
+        assert src.con.execute("SELECT count(*) FROM events").fetchall()[0][0] == len(ev)
 
 
 def test_conflicting_customer_rows_fail(tmp_path):
@@ -132,7 +169,7 @@ def test_conflicting_customer_rows_fail(tmp_path):
     cust = tables["customers"]
     clash = cust.iloc[[0]].assign(signup_date=pd.Timestamp("2020-01-01").date())
     tables["customers"] = pd.concat([cust, clash], ignore_index=True)
-    with pytest.raises(DataContractError, match=r"customers.customer_id: 1 row customer ids "
+    with pytest.raises(DataContractError, match=r"customers.customer_id: 1 row customer ids that "
                        r"appear more than once"):
         _open(tables, tmp_path)
 

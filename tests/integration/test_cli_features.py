@@ -75,8 +75,8 @@ def _bad_sources() -> dict[str, tuple[dict[str, pd.DataFrame], str, str]]:
         customer_id="nobody")], ignore_index=True)
     return {
         "missing column": (missing, "transactions.amount", "required column is missing"),
-        "wrong type": (wrong_type, "transactions.amount", "1 row cannot be parsed as float"),
-        "unparseable timestamp": (bad_ts, "events.ts", "1 row cannot be parsed as timestamp"),
+        "wrong type": (wrong_type, "transactions.amount", "1 row that cannot be parsed as float"),
+        "unparseable timestamp": (bad_ts, "events.ts", "1 row that cannot be parsed as timestamp"),
         "empty table": (empty, "events", "is empty"),
         "unknown customer": (unknown, "events.customer_id", "not in the customers table"),
     }
