@@ -159,7 +159,7 @@ def features_build(
         raise _fail("--out must end in .parquet or .csv")
     with _open(data, settings, allow_unknown_customers=allow_unknown_customers) as source:
         spec = (FeatureSpec.from_dict(json.loads(spec_file.read_text())) if spec_file
-                else infer_spec(source))
+                else infer_spec(source, as_of=cutoff))
         summary = write_features(source, spec, cutoff, out_file)
     out.print(f"wrote {summary.n_rows:,} customers × {summary.n_features} features as of "
               f"{cutoff} to {summary.out} in {summary.seconds:.1f}s "

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -34,6 +34,23 @@ class Settings(BaseSettings):
     )
     duckdb_threads: int | None = Field(
         default=None, ge=1, description="DuckDB worker threads (default: all cores)."
+    )
+
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("CHURNGUARD_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
+        description="MLflow tracking/registry URI (e.g. http://mlflow:5000). Unset: the embedded "
+        "store sqlite:///<data_dir>/mlflow.db with artifacts under <data_dir>/mlartifacts.",
+    )
+    model_name: str = Field(
+        default="churnguard", min_length=1, description="Registered model name in MLflow."
+    )
+    model_alias: str = Field(
+        default="champion", min_length=1,
+        description="Registry alias that scoring loads by default (models:/<name>@<alias>).",
+    )
+    experiment: str = Field(
+        default="churnguard", min_length=1, description="MLflow experiment of training runs."
     )
 
     @field_validator("duckdb_memory_limit")

@@ -267,11 +267,17 @@ def label_sql(
         FROM pop LEFT JOIN f USING (customer_id)"""
 
 
-def infer_spec(source: Source, *, max_event_types: int = MAX_EVENT_TYPES) -> FeatureSpec:
-    """The feature spec the data supports: its most frequent event types and its attributes."""
+def infer_spec(source: Source, *, as_of: date | None = None,
+               max_event_types: int = MAX_EVENT_TYPES) -> FeatureSpec:
+    """The feature spec the data supports: its most frequent event types and its attributes.
+
+    With ``as_of``, only events before it count, so a model trained as of a date never learns
+    its columns from later rows.
+    """
+    where = f"WHERE ts < DATE '{as_of.isoformat()}'" if as_of else ""
     event_types = tuple(
         r[0] for r in source.con.execute(
-            "SELECT event_type FROM events GROUP BY event_type "
+            f"SELECT event_type FROM events {where} GROUP BY event_type "
             f"ORDER BY count(*) DESC, event_type LIMIT {int(max_event_types)}"
         ).fetchall()
     )
@@ -304,7 +310,7 @@ class BuildSummary:
 def build_features(source: Source, spec: FeatureSpec, as_of: date) -> pa.Table:
     """Features of every customer signed up before ``as_of``, from rows strictly before it."""
     table = materialize_features(source, spec, as_of)
-    return source.con.sql(f"SELECT * FROM {table}").to_arrow_table()
+    return source.con.sql(f"SELECT * FROM {table} ORDER BY customer_id").to_arrow_table()
 
 
 def write_features(
@@ -314,7 +320,8 @@ def write_features(
     start = time.perf_counter()
     table = materialize_features(source, spec, as_of)
     with atomic_output(out) as tmp:
-        _copy(source, f"SELECT * FROM {table}", tmp, out)
+        # Sorted, so that re-running a build writes the same file.
+        _copy(source, f"SELECT * FROM {table} ORDER BY customer_id", tmp, out)
     n_rows = int(source.con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0])
     return BuildSummary(out, n_rows, len(spec.features()), (as_of,),
                         time.perf_counter() - start, spec.fingerprint())
@@ -340,7 +347,7 @@ def build_snapshot_grid(
         labels = label_sql(cutoff, horizon_days, clv_horizon_days, mode)
         tables.append(source.con.sql(
             f"SELECT x.*, l.churned, l.future_spend, l.future_orders FROM {feats} x "
-            f"{join} ({labels}) l USING (customer_id)").to_arrow_table())
+            f"{join} ({labels}) l USING (customer_id) ORDER BY customer_id").to_arrow_table())
         if progress:
             progress(i + 1, len(cutoffs))
     return pa.concat_tables(tables)

@@ -256,6 +256,12 @@ def _features(spec: FeatureSpec) -> list[Feature]:
                        "p_orders_365 / CAST(least(365, greatest(90, "
                        + _days_since("signup_date") + ")) AS DOUBLE)"),
                 "Purchase rate in the last 90 days relative to the last year (1 = usual)."),
+        # Buying is seasonal: without the time of year, a model calibrated on summer cutoffs
+        # over-predicts churn ahead of the holiday peak.
+        Feature("season_sin", "purchase", "float", "sin(2 * pi() * dayofyear({T}) / 365.25)",
+                "Time of year of the cutoff (sine component)."),
+        Feature("season_cos", "purchase", "float", "cos(2 * pi() * dayofyear({T}) / 365.25)",
+                "Time of year of the cutoff (cosine component)."),
         Feature("refunds_365d", "purchase", "int", "coalesce(p_refunds_365, 0)",
                 "Refunds in the last 365 days."),
         Feature("refund_amount_365d", "purchase", "float", "coalesce(p_refund_amount_365, 0)",

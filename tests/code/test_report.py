@@ -1,0 +1,145 @@
+"""Plots are written as real PNGs and the HTML report carries the numbers and inlined images."""
+
+from __future__ import annotations
+
+import base64
+import re
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from churnguard.training.evaluate import churn_metrics, clv_metrics
+from churnguard.training.report import (
+    MetricsTable,
+    Section,
+    churn_plots,
+    clv_plots,
+    html_report,
+    importance_plot,
+    standard_sections,
+    write_html_report,
+)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def churn_data() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    p = rng.uniform(size=400)
+    y = (rng.uniform(size=400) < p).astype(int)
+    baseline = np.clip(p + rng.normal(0, 0.3, size=400), 0, 1)
+    return y, p, baseline
+
+
+def _assert_pngs(paths: list[Path], names: list[str]) -> None:
+    assert [p.name for p in paths] == names
+    for p in paths:
+        data = p.read_bytes()
+        assert data.startswith(PNG_MAGIC), p
+        assert len(data) > 5_000, p  # a labelled chart, not an empty canvas
+
+
+def test_churn_plots_write_four_pngs(tmp_path: Path, churn_data: tuple) -> None:
+    y, p, baseline = churn_data
+    paths = churn_plots(y, {"churnguard": p, "logistic regression": baseline}, tmp_path / "a")
+    _assert_pngs(
+        paths, ["churn_roc.png", "churn_pr.png", "churn_reliability.png", "churn_gains.png"]
+    )
+    single = churn_plots(y, p, tmp_path / "b", prefix="holdout")
+    assert single[0].name == "holdout_roc.png"
+
+
+def test_churn_plots_reject_bad_input(tmp_path: Path, churn_data: tuple) -> None:
+    y, p, _ = churn_data
+    with pytest.raises(ValueError, match="has 400 values but p has 399"):
+        churn_plots(y, p[:-1], tmp_path)
+    with pytest.raises(ValueError, match="empty"):
+        churn_plots(y, {}, tmp_path)
+    assert not any(tmp_path.iterdir())  # nothing half-written
+
+
+def test_clv_plots_write_two_pngs(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    spend = rng.gamma(0.5, 100.0, size=300) * (rng.uniform(size=300) < 0.6)
+    pred = spend * rng.lognormal(0, 0.5, size=300)
+    paths = clv_plots(spend, {"churnguard": pred, "mean": np.full(300, spend.mean())}, tmp_path)
+    _assert_pngs(paths, ["clv_deciles.png", "clv_scatter.png"])
+
+
+def test_importance_plot(tmp_path: Path) -> None:
+    imp = {f"f{i}": float(i) for i in range(30)} | {"recency_days": -40.0}
+    path = importance_plot(imp, tmp_path, {"recency_days": "Days since the last order"}, top_n=5)
+    _assert_pngs([path], ["feature_importance.png"])
+    with pytest.raises(ValueError, match="empty"):
+        importance_plot({}, tmp_path)
+    with pytest.raises(ValueError, match="1 non-finite value"):
+        importance_plot({"a": 1.0, "b": float("nan")}, tmp_path)
+
+
+def test_html_report_contains_metrics_images_and_context(tmp_path: Path, churn_data: tuple) -> None:
+    y, p, baseline = churn_data
+    churn = {"churnguard": churn_metrics(y, p), "logistic regression": churn_metrics(y, baseline)}
+    spend = np.array([10.0, 0, 0, 5, 0, 0, 0, 0, 0, 5])
+    clv = {"churnguard": clv_metrics(spend, [8.0, 1, 1, 9, 1, 1, 1, 1, 1, 2])}
+    images = churn_plots(y, {"churnguard": p, "logistic regression": baseline}, tmp_path)
+    sections = standard_sections(churn=churn, clv=clv, churn_images=images)
+    out = write_html_report(
+        tmp_path / "out" / "report.html",
+        "churnguard <holdout> report",
+        sections,
+        context={"cutoff": "2024-07-01", "horizon": "90 days"},
+        notes=["Synthetic data."],
+        generated_at=datetime(2025, 1, 2, 3, 4, tzinfo=UTC),
+    )
+    doc = out.read_text(encoding="utf-8")
+    assert doc.count('<img src="data:image/png;base64,') == 4
+    # the embedded image is the PNG itself, so the file stands alone
+    first = re.search(r'data:image/png;base64,([A-Za-z0-9+/=]+)"', doc)
+    assert first is not None
+    assert base64.b64decode(first.group(1)) == images[0].read_bytes()
+    # metric values as rendered (4 decimals), model columns, context, notes
+    assert f"{churn['churnguard']['roc_auc']:.4f}" in doc
+    assert f"{churn['logistic regression']['roc_auc']:.4f}" in doc
+    assert "0.3000" in doc  # CLV total_error (26 - 20) / 20
+    assert "0.2500" in doc  # CLV top10_spend_share
+    for text in ("logistic regression", "2024-07-01", "90 days", "Synthetic data.", "how to read"):
+        assert text in doc
+    assert "&lt;holdout&gt;" in doc and "<holdout>" not in doc  # titles are escaped
+    assert "2025-01-02 03:04" in doc
+
+
+def test_html_report_bolds_the_best_model_per_row() -> None:
+    table = MetricsTable(
+        "Churn",
+        {
+            "churnguard": {"roc_auc": 0.81, "log_loss": 0.40, "n": 1000},
+            "BG/NBD": {"roc_auc": 0.74, "log_loss": 0.38, "n": 1000},
+        },
+    )
+    doc = html_report("r", [Section("Headline", tables=[table])])
+    assert "<b>0.8100</b>" in doc and "<b>0.7400</b>" not in doc  # higher AUC is better
+    assert "<b>0.3800</b>" in doc and "<b>0.4000</b>" not in doc  # lower log loss is better
+    assert "<b>1,000</b>" not in doc and "1,000" in doc  # counts have no "best"
+
+
+def test_html_report_rejects_bad_input(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="at least one section"):
+        html_report("r", [])
+    not_png = tmp_path / "x.png"
+    not_png.write_bytes(b"GIF89a....")
+    with pytest.raises(ValueError, match="not a PNG"):
+        html_report("r", [Section("s", images=[not_png])])
+    with pytest.raises(ValueError, match="no models"):
+        html_report("r", [Section("s", tables=[MetricsTable("t", {})])])
+
+
+def test_importing_report_has_no_plotting_side_effects() -> None:
+    code = "import sys, churnguard.training.report; print('matplotlib.pyplot' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "False"

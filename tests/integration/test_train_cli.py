@@ -1,0 +1,123 @@
+"""demo-data → train → models → promote → score through the CLI, on the embedded MLflow store."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from churnguard.cli import app
+
+runner = CliRunner()
+TRAIN = ["--max-train-cutoffs", "3", "--horizon-days", "60", "--clv-horizon-days", "90"]
+
+
+def _ok(args: list[str]) -> str:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, f"{args}: {result.output}\n{result.exception!r}"
+    return result.output
+
+
+def _models() -> dict[str, dict]:
+    rows = json.loads(_ok(["models", "--json"]))["versions"]
+    return {r["version"]: r for r in rows}
+
+
+def test_train_promote_score(tmp_path: Path, embedded_store: Path) -> None:
+    data = tmp_path / "demo"
+    _ok(["demo-data", "--out", str(data), "--customers", "400", "--seed", "5",
+         "--start", "2023-06-01", "--end", "2025-06-30"])
+
+    out = _ok(["train", "--data", str(data), *TRAIN])
+    assert "registered churnguard v1" in out and "champion" in out
+    assert (embedded_store / "mlflow.db").is_file()
+    assert any((embedded_store / "mlartifacts").rglob("bundle.json"))
+    v = _models()
+    assert v["1"]["aliases"] == ["challenger", "champion"]
+    assert v["1"]["gate_decision"] == "champion"
+    assert 0.5 < v["1"]["metrics"]["test_churn_roc_auc"] <= 1.0
+
+    # A second version, trained a month earlier, goes through the gate against v1.
+    out = _ok(["train", "--data", str(data), "--as-of", "2025-06-01", *TRAIN])
+    assert "registered churnguard v2" in out
+    v = _models()
+    assert "challenger" in v["2"]["aliases"] and "challenger" not in v["1"]["aliases"]
+    assert v["2"]["gate_reason"]
+    champion = "2" if v["2"]["gate_decision"] == "champion" else "1"
+    assert "champion" in v[champion]["aliases"]
+
+    if champion == "1":
+        refused = runner.invoke(app, ["promote", "2"])
+        assert refused.exit_code == 2 and "--force" in refused.output
+    _ok(["promote", "2", "--force"])
+    v = _models()
+    assert "champion" in v["2"]["aliases"] and "champion" not in v["1"]["aliases"]
+    table = _ok(["models"])
+    assert "registered model churnguard" in table
+    assert "v2 (as of 2025-06-01, test cutoff" in table
+    assert "v1 (as of 2025-07-01, test cutoff" in table
+
+    scores_file = tmp_path / "scores.parquet"
+    _ok(["score", "--data", str(data), "--as-of", "2025-07-01", "--out", str(scores_file)])
+    scores = pd.read_parquet(scores_file)
+    customers = pd.read_parquet(data / "customers.parquet")
+    population = customers[pd.to_datetime(customers["signup_date"]) < pd.Timestamp("2025-07-01")]
+    assert sorted(scores["customer_id"]) == sorted(population["customer_id"])
+    assert {"customer_id", "as_of", "churn_probability", "clv", "model_version"} <= set(scores)
+    assert (scores["model_version"] == "2").all()
+    assert scores["churn_probability"].between(0, 1).all() and (scores["clv"] >= 0).all()
+
+    csv_file = tmp_path / "scores_v1.csv"
+    _ok(["score", "--data", str(data), "--as-of", "2025-07-01", "--out", str(csv_file),
+         "--model", "models:/churnguard/1"])
+    v1 = pd.read_csv(csv_file)
+    assert (v1["model_version"] == 1).all() and len(v1) == len(scores)
+
+    # The registered pyfunc scores exactly like the bundle behind it, on raw feature rows
+    # (int64 counts, NaN recency, string categories) as build_features returns them.
+    import mlflow
+    from churnguard.features.build import build_features
+    from churnguard.features.sources import open_source
+    from churnguard.training.pipeline import load_bundle
+    from churnguard.training.registry import Tracking
+
+    Tracking.resolve(embedded_store).activate()
+    bundle, version = load_bundle("models:/churnguard@champion")
+    assert version == "2"
+    pyfunc = mlflow.pyfunc.load_model("models:/churnguard@champion")
+    with open_source(data) as source:
+        feats = build_features(source, bundle.spec, date(2025, 7, 1)).to_pandas()
+    cols = ["customer_id", *bundle.feature_names]
+    via_pyfunc = pyfunc.predict(feats[cols])
+    direct = bundle.score(feats)
+    for col in ("churn_probability", "clv", "p_buy"):
+        assert via_pyfunc[col].to_numpy() == pytest.approx(direct[col].to_numpy(), rel=1e-6)
+    merged = scores.merge(direct, on="customer_id", suffixes=("", "_direct"))
+    assert merged["clv"].to_numpy() == pytest.approx(merged["clv_direct"].to_numpy())
+
+
+def test_bad_requests_fail_clearly(tmp_path: Path, embedded_store: Path) -> None:
+    data = tmp_path / "demo"
+    _ok(["demo-data", "--out", str(data), "--customers", "50", "--seed", "1",
+         "--start", "2025-01-01", "--end", "2025-06-30"])
+    short = runner.invoke(app, ["train", "--data", str(data), "--clv-horizon-days", "120"])
+    assert short.exit_code == 2
+    assert "not enough history" in short.output
+    missing = runner.invoke(app, ["promote", "7"])
+    assert missing.exit_code == 2 and "no version 7" in missing.output
+    no_model = runner.invoke(app, ["score", "--data", str(data), "--as-of", "2025-06-01",
+                                   "--out", str(tmp_path / "s.parquet")])
+    assert no_model.exit_code == 2 and "cannot load model" in no_model.output
+    assert not (tmp_path / "s.parquet").exists()
+    bad_out = runner.invoke(app, ["score", "--data", str(data), "--as-of", "2025-06-01",
+                                  "--out", str(tmp_path / "s.json")])
+    assert bad_out.exit_code == 2
+
+
+@pytest.mark.parametrize("command", ["train", "promote", "models", "score"])
+def test_help_has_an_example(command: str) -> None:
+    assert "Example" in _ok([command, "--help"])

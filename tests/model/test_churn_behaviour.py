@@ -1,0 +1,100 @@
+"""Behavioural tests of a small fitted bundle (the session fixture ``small_fitted``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from churnguard.training.bundle import ScoringBundle
+
+
+def _test_rows(fitted: Any) -> pd.DataFrame:
+    return fitted.grid.loc[fitted.test_rows].reset_index(drop=True)
+
+
+def test_more_recent_last_purchase_never_raises_churn(small_fitted: Any) -> None:
+    rows = _test_rows(small_fitted).sample(200, random_state=0)
+    bundle: ScoringBundle = small_fitted.bundle
+    previous = None
+    for days in (0, 3, 7, 14, 30, 45, 60, 90, 120, 180, 270, 365, 540, 900, 2000):
+        p = bundle.score(rows.assign(days_since_last_purchase=float(days)))["churn_probability"]
+        if previous is not None:
+            assert (p.to_numpy() >= previous - 1e-9).all(), f"churn fell at {days} days"
+        previous = p.to_numpy()
+
+
+def test_more_complaints_never_lower_churn(small_fitted: Any) -> None:
+    rows = _test_rows(small_fitted).sample(200, random_state=1)
+    bundle: ScoringBundle = small_fitted.bundle
+    for col in ("complaints_90d", "complaints_365d"):
+        previous = None
+        for n in (0, 1, 2, 3, 5, 10, 50):
+            p = bundle.score(rows.assign(**{col: n}))["churn_probability"].to_numpy()
+            if previous is not None:
+                assert (p >= previous - 1e-9).all(), f"churn fell at {col}={n}"
+            previous = p
+
+
+def test_renaming_customers_changes_nothing(small_fitted: Any) -> None:
+    rows = _test_rows(small_fitted).head(300)
+    bundle: ScoringBundle = small_fitted.bundle
+    a = bundle.score(rows)
+    renamed = rows.assign(customer_id=[f"zz-{i}" for i in range(len(rows))])
+    b = bundle.score(renamed)
+    cols = ["churn_probability", "clv", "p_buy", "expected_spend_if_buy"]
+    pd.testing.assert_frame_equal(a[cols], b[cols])
+    assert b["customer_id"].tolist() == renamed["customer_id"].tolist()
+    shuffled = rows.sample(frac=1.0, random_state=3)
+    c = bundle.score(shuffled).loc[rows.index]
+    pd.testing.assert_frame_equal(a[cols], c[cols])
+
+
+def test_clv_is_never_negative(small_fitted: Any) -> None:
+    rows = _test_rows(small_fitted)
+    bundle: ScoringBundle = small_fitted.bundle
+    assert (bundle.score(rows)["clv"] >= 0).all()
+    rng = np.random.default_rng(0)
+    noisy = rows.copy()
+    for feat in bundle.spec.features():
+        if feat.kind != "category":
+            noisy[feat.name] = rng.normal(0, 1e4, len(rows))
+    scores = bundle.score(noisy)
+    assert (scores["clv"] >= 0).all()
+    assert scores["churn_probability"].between(0, 1).all()
+
+
+def test_scores_are_informative_and_roughly_calibrated(small_fitted: Any) -> None:
+    m = small_fitted.metrics
+    assert m["test_churn_roc_auc"] > 0.85
+    assert m["test_churn_ece"] < 0.08
+    assert m["test_clv_normalized_gini"] > 0.5
+    assert abs(m["test_clv_total_error"]) < 0.5
+
+
+def test_contributions_add_up_to_the_raw_log_odds(small_fitted: Any) -> None:
+    rows = _test_rows(small_fitted).head(50)
+    bundle: ScoringBundle = small_fitted.bundle
+    contrib = bundle.contributions(rows)
+    assert list(contrib.columns) == [*bundle.feature_names, "bias"]
+    raw = bundle.churn.raw(bundle.matrix(rows))
+    logit = np.log(raw / (1 - raw))
+    np.testing.assert_allclose(contrib.sum(axis=1).to_numpy(), logit, atol=1e-4)
+
+
+def test_bundle_round_trips_through_files(small_fitted: Any, tmp_path: Path) -> None:
+    rows = _test_rows(small_fitted).head(100)
+    bundle: ScoringBundle = small_fitted.bundle
+    loaded = ScoringBundle.load(bundle.save(tmp_path / "b"))
+    pd.testing.assert_frame_equal(bundle.score(rows), loaded.score(rows))
+    assert loaded.spec == bundle.spec and loaded.levels == bundle.levels
+    with pytest.raises(FileNotFoundError, match="not a churnguard bundle"):
+        ScoringBundle.load(tmp_path)
+
+
+def test_bundle_rejects_missing_features(small_fitted: Any) -> None:
+    rows = _test_rows(small_fitted).head(5)
+    with pytest.raises(ValueError, match="days_since_last_purchase"):
+        small_fitted.bundle.score(rows.drop(columns=["days_since_last_purchase"]))

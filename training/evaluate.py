@@ -1,0 +1,460 @@
+"""Evaluation metrics for the churn classifier and the customer-lifetime-value (CLV) regressor.
+
+Every function validates its input (same length, non-empty, finite, 0/1 labels, probabilities in
+[0, 1]) and raises ``ValueError`` saying what is wrong and for how many rows.
+
+Ranking metrics (lift, capture, gains, top-decile spend share, normalized Gini, decile
+calibration) are defined on the population ordered by score. Tied scores have no natural order,
+so these functions return the *expected value under a uniformly random order of tied rows*: a
+tie group straddling a cut-off contributes its mean outcome per row it puts above the cut-off.
+The result is therefore independent of the input row order, and a model that outputs one
+constant gets exactly the "random targeting" value (lift 1, Gini 0).
+Fractional cut-offs (e.g. the top 10 % of 15 rows = 1.5 rows) are handled the same way: the
+cumulative-gains curve is linear between consecutive rows.
+
+References
+----------
+- [HM82] Hanley & McNeil (1982), "The Meaning and Use of the Area under a Receiver Operating
+  Characteristic (ROC) Curve", Radiology 143(1), 29-36.
+- [Faw06] Fawcett (2006), "An introduction to ROC analysis", Pattern Recognition Letters 27(8).
+- [MRS08] Manning, Raghavan & Schütze (2008), "Introduction to Information Retrieval", ch. 8
+  (average precision, the area under the step-wise precision-recall curve).
+- [DG06] Davis & Goadrich (2006), "The Relationship Between Precision-Recall and ROC Curves",
+  ICML.
+- [Goo52] Good (1952), "Rational Decisions", JRSS B 14(1), 107-114 (logarithmic score).
+- [Bri50] Brier (1950), "Verification of Forecasts Expressed in Terms of Probability", Monthly
+  Weather Review 78(1), 1-3.
+- [NCH15] Naeini, Cooper & Hauskrecht (2015), "Obtaining Well Calibrated Probabilities Using
+  Bayesian Binning", AAAI (expected calibration error).
+- [GPSW17] Guo, Pleiss, Sun & Weinberger (2017), "On Calibration of Modern Neural Networks",
+  ICML (ECE with M equal-width bins, weighted by bin size; reliability diagrams).
+- [NC05] Niculescu-Mizil & Caruana (2005), "Predicting Good Probabilities With Supervised
+  Learning", ICML (reliability diagrams).
+- [Nes06] Neslin, Gupta, Kamakura, Lu & Mason (2006), "Defection Detection: Measuring and
+  Understanding the Predictive Accuracy of Customer Churn Models", JMR 43(2), 204-211
+  (top-decile lift as the churn-model metric).
+- [LL98] Ling & Li (1998), "Data Mining for Direct Marketing: Problems and Solutions", KDD
+  (lift / cumulative gains tables).
+- [WLM19] Wang, Liu & Miao (2019), "A Deep Probabilistic Model for Customer Lifetime Value
+  Prediction", arXiv:1912.07753 (ZILN; normalized Gini and decile charts for CLV).
+- [PS17] Kaggle "Porto Seguro's Safe Driver Prediction" (2017), evaluation page: Gini of the
+  predictions divided by the Gini of the perfect ordering.
+- [Spe04] Spearman (1904), "The Proof and Measurement of Association between Two Things",
+  American Journal of Psychology 15(1), 72-101.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+__all__ = [
+    "capture_at",
+    "churn_metrics",
+    "clv_metrics",
+    "decile_calibration",
+    "expected_calibration_error",
+    "gains_table",
+    "lift_at",
+    "normalized_gini",
+    "reliability_table",
+]
+
+ArrayLike = npt.ArrayLike
+FloatArray = npt.NDArray[np.float64]
+
+#: Share of the population ranked highest by score for ``lift_at_10`` / ``capture_at_10`` /
+#: ``top10_spend_share``.
+TOP_FRACTION = 0.1
+
+
+# ---------------------------------------------------------------------------------------------
+# Input validation
+# ---------------------------------------------------------------------------------------------
+
+
+def _as_1d(x: ArrayLike, name: str) -> FloatArray:
+    try:
+        arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be numeric: {exc}") from exc
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty: need at least one value")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        raise ValueError(
+            f"{name} has {int(bad.sum())} non-finite value(s) (NaN or ±inf) out of {arr.size}"
+        )
+    return arr
+
+
+def _pair(a: ArrayLike, b: ArrayLike, name_a: str, name_b: str) -> tuple[FloatArray, FloatArray]:
+    x, y = _as_1d(a, name_a), _as_1d(b, name_b)
+    if x.size != y.size:
+        raise ValueError(f"{name_a} has {x.size} values but {name_b} has {y.size}")
+    return x, y
+
+
+def _check_labels(y: FloatArray, name: str) -> None:
+    bad = (y != 0.0) & (y != 1.0)
+    if bad.any():
+        examples = ", ".join(repr(float(v)) for v in np.unique(y[bad])[:3])
+        raise ValueError(
+            f"{name} must contain only 0/1 labels: {int(bad.sum())} of {y.size} values are not "
+            f"(e.g. {examples})"
+        )
+
+
+def _check_probabilities(p: FloatArray, name: str) -> None:
+    bad = (p < 0.0) | (p > 1.0)
+    if bad.any():
+        raise ValueError(
+            f"{name} must be probabilities in [0, 1]: {int(bad.sum())} of {p.size} values are "
+            f"outside (min {float(p.min())!r}, max {float(p.max())!r})"
+        )
+
+
+def _check_n_bins(n_bins: int) -> None:
+    if isinstance(n_bins, bool) or not isinstance(n_bins, int | np.integer) or n_bins < 1:
+        raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}")
+
+
+def _check_fraction(fraction: float) -> None:
+    if not (isinstance(fraction, int | float) and 0.0 < fraction <= 1.0):
+        raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
+
+
+def _binary_inputs(y_true: ArrayLike, p: ArrayLike) -> tuple[FloatArray, FloatArray]:
+    y, q = _pair(y_true, p, "y_true", "p")
+    _check_labels(y, "y_true")
+    _check_probabilities(q, "p")
+    return y, q
+
+
+def _require_both_classes(y: FloatArray, what: str) -> None:
+    n_pos = int(y.sum())
+    if n_pos == 0 or n_pos == y.size:
+        raise ValueError(
+            f"{what} needs both classes in y_true: got {n_pos} churner(s) (label 1) and "
+            f"{y.size - n_pos} active (label 0) among {y.size} rows"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Ranking machinery (ties and fractional cut-offs -> expected value under random tie order)
+# ---------------------------------------------------------------------------------------------
+
+
+def _cumulative_by_rank(
+    score: FloatArray, values: list[FloatArray], positions: FloatArray, *, descending: bool
+) -> list[FloatArray]:
+    """Cumulative sums of each ``values`` array over the first ``positions`` rows by score.
+
+    Rows are sorted by score; the cumulative sum is exact at the end of every group of tied
+    scores and linear in between, which is the expectation under a random order within ties
+    (the first m rows of a tie group of c rows with total s hold m·s/c on average) and the
+    straight-line interpolation for fractional row counts.
+    """
+    key = -score if descending else score
+    order = np.argsort(key, kind="stable")
+    s = key[order]
+    ends = np.flatnonzero(np.r_[s[1:] != s[:-1], True]) + 1  # rows up to each tie group's end
+    xp = np.r_[0.0, ends.astype(np.float64)]
+    out = []
+    for v in values:
+        cs = np.cumsum(v[order])
+        fp = np.r_[0.0, cs[ends - 1]]
+        out.append(np.interp(positions, xp, fp))
+    return out
+
+
+def _top_share(weight: FloatArray, score: FloatArray, fraction: float) -> float:
+    """Share of ``weight.sum()`` held by the top ``fraction`` of rows by score."""
+    (top,) = _cumulative_by_rank(
+        score, [weight], np.array([fraction * score.size]), descending=True
+    )
+    return float(top[0] / weight.sum())
+
+
+def capture_at(y_true: ArrayLike, score: ArrayLike, fraction: float = TOP_FRACTION) -> float:
+    """Share of all positives (churners) found in the top ``fraction`` of rows by score.
+
+    The cumulative-gains value at ``fraction`` [LL98]; ties are broken in expectation (see the
+    module docstring). Random targeting captures ``fraction``; a perfect model
+    ``min(1, fraction / base_rate)``.
+    """
+    _check_fraction(fraction)
+    y, s = _pair(y_true, score, "y_true", "score")
+    _check_labels(y, "y_true")
+    if y.sum() == 0:
+        raise ValueError(f"capture needs at least one positive in y_true: 0 of {y.size} rows")
+    return _top_share(y, s, fraction)
+
+
+def lift_at(y_true: ArrayLike, score: ArrayLike, fraction: float = TOP_FRACTION) -> float:
+    """Positive rate in the top ``fraction`` by score divided by the overall positive rate.
+
+    Top-decile lift (``fraction=0.1``) is the standard churn-model yardstick of [Nes06]. It equals
+    ``capture_at(fraction) / fraction``.
+    """
+    return capture_at(y_true, score, fraction) / fraction
+
+
+# ---------------------------------------------------------------------------------------------
+# Churn (binary, probabilistic) metrics
+# ---------------------------------------------------------------------------------------------
+
+
+def reliability_table(y_true: ArrayLike, p: ArrayLike, n_bins: int = 10) -> pd.DataFrame:
+    """Reliability-diagram data: ``n_bins`` equal-width probability bins on [0, 1] [NC05].
+
+    Bins follow [GPSW17] and ``sklearn.calibration.calibration_curve``: bin 0 is
+    ``[0, 1/n_bins]``, bin i > 0 is ``(i/n_bins, (i+1)/n_bins]``. One row per bin, empty bins
+    included with ``count`` 0 and NaN means so the table always has ``n_bins`` rows.
+
+    Columns: ``bin``, ``lower``, ``upper``, ``mean_predicted``, ``observed_rate``, ``count``.
+    """
+    _check_n_bins(n_bins)
+    y, q = _binary_inputs(y_true, p)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    # searchsorted on the inner edges with side="left" puts a value equal to an edge into the
+    # lower bin, i.e. right-closed bins, the same convention as sklearn's calibration_curve.
+    idx = np.searchsorted(edges[1:-1], q, side="left")
+    count = np.bincount(idx, minlength=n_bins).astype(np.int64)
+    sum_p = np.bincount(idx, weights=q, minlength=n_bins)
+    sum_y = np.bincount(idx, weights=y, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_p = np.where(count > 0, sum_p / count, np.nan)
+        rate = np.where(count > 0, sum_y / count, np.nan)
+    return pd.DataFrame(
+        {
+            "bin": np.arange(n_bins),
+            "lower": edges[:-1],
+            "upper": edges[1:],
+            "mean_predicted": mean_p,
+            "observed_rate": rate,
+            "count": count,
+        }
+    )
+
+
+def expected_calibration_error(y_true: ArrayLike, p: ArrayLike, n_bins: int = 10) -> float:
+    """Expected calibration error [NCH15, GPSW17].
+
+    ``ECE = Σ_b (n_b / n) · |mean_predicted_b - observed_rate_b|`` over the equal-width bins of
+    :func:`reliability_table`; empty bins contribute nothing.
+    """
+    table = reliability_table(y_true, p, n_bins)
+    filled = table[table["count"] > 0]
+    n = float(filled["count"].sum())
+    gap = (filled["mean_predicted"] - filled["observed_rate"]).abs()
+    return float((gap * filled["count"]).sum() / n)
+
+
+def churn_metrics(y_true: ArrayLike, p: ArrayLike, *, n_bins: int = 10) -> dict[str, float]:
+    """Discrimination, calibration and targeting metrics of churn probabilities ``p``.
+
+    ``y_true`` is 1 for a churner, 0 for an active customer; ``p`` is the predicted churn
+    probability. Both classes must be present (AUCs and lift are undefined otherwise).
+
+    Keys:
+
+    - ``roc_auc``: area under the ROC curve [HM82, Faw06]; ties count one half (Mann-Whitney).
+    - ``pr_auc``: average precision for the churn class [MRS08, DG06] (``sklearn`` definition,
+      the step-wise area, no interpolation).
+    - ``pr_auc_active``: average precision of ``1 - p`` for the *active* class (``y == 0``),
+      the figure reported for the CDNOW benchmark.
+    - ``log_loss``: mean negative log-likelihood [Goo52]; ``p`` is clipped to
+      ``[eps, 1 - eps]`` (float64 machine epsilon) so a confident miss is large but finite.
+    - ``brier``: mean squared error of the probabilities [Bri50].
+    - ``ece``: expected calibration error with ``n_bins`` equal-width bins [GPSW17].
+    - ``lift_at_10``: churn rate in the top 10 % by ``p`` ÷ overall churn rate [Nes06].
+    - ``capture_at_10``: share of all churners that are in the top 10 % by ``p`` [LL98].
+    - ``base_rate``: share of churners; ``n``: number of rows.
+    """
+    _check_n_bins(n_bins)
+    y, q = _binary_inputs(y_true, p)
+    _require_both_classes(y, "churn_metrics")
+    eps = float(np.finfo(np.float64).eps)
+    qc = np.clip(q, eps, 1.0 - eps)
+    log_loss = -float(np.mean(y * np.log(qc) + (1.0 - y) * np.log1p(-qc)))
+    capture = _top_share(y, q, TOP_FRACTION)
+    return {
+        "roc_auc": float(roc_auc_score(y, q)),
+        "pr_auc": float(average_precision_score(y, q)),
+        "pr_auc_active": float(average_precision_score(1.0 - y, 1.0 - q)),
+        "log_loss": log_loss,
+        "brier": float(np.mean((q - y) ** 2)),
+        "ece": expected_calibration_error(y, q, n_bins),
+        "lift_at_10": capture / TOP_FRACTION,
+        "capture_at_10": capture,
+        "base_rate": float(y.mean()),
+        "n": float(y.size),
+    }
+
+
+def gains_table(y_true: ArrayLike, score: ArrayLike, n_bins: int = 10) -> pd.DataFrame:
+    """Cumulative gains and lift by score quantile bin (deciles by default) [LL98, Nes06].
+
+    Bin 1 holds the highest scores. Every bin is exactly ``n / n_bins`` rows; rows that a bin
+    boundary splits (fractional boundaries, tied scores) are shared in expectation, see the
+    module docstring. Row 1's ``lift`` equals :func:`lift_at` at ``1 / n_bins``.
+
+    Columns: ``bin``, ``population_share`` (cumulative share of rows up to this bin), ``rows``,
+    ``positives`` (expected number of positives in the bin), ``rate`` (positive rate in the
+    bin), ``lift`` (bin rate ÷ overall rate), ``cum_capture`` (share of all positives in bins
+    1..k), ``cum_lift`` (``cum_capture / population_share``).
+    """
+    _check_n_bins(n_bins)
+    y, s = _pair(y_true, score, "y_true", "score")
+    _check_labels(y, "y_true")
+    total = float(y.sum())
+    if total == 0:
+        raise ValueError(f"gains_table needs at least one positive in y_true: 0 of {y.size} rows")
+    n = y.size
+    share = np.arange(1, n_bins + 1) / n_bins
+    (cum_pos,) = _cumulative_by_rank(s, [y], share * n, descending=True)
+    pos = np.diff(np.r_[0.0, cum_pos])
+    rows = np.full(n_bins, n / n_bins)
+    base = total / n
+    return pd.DataFrame(
+        {
+            "bin": np.arange(1, n_bins + 1),
+            "population_share": share,
+            "rows": rows,
+            "positives": pos,
+            "rate": pos / rows,
+            "lift": pos / rows / base,
+            "cum_capture": cum_pos / total,
+            "cum_lift": cum_pos / total / share,
+        }
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# CLV (non-negative spend) metrics
+# ---------------------------------------------------------------------------------------------
+
+
+def _spend_inputs(y_true_spend: ArrayLike, y_pred: ArrayLike) -> tuple[FloatArray, FloatArray]:
+    y, pred = _pair(y_true_spend, y_pred, "y_true_spend", "y_pred")
+    neg = y < 0
+    if neg.any():
+        raise ValueError(
+            f"y_true_spend must be non-negative: {int(neg.sum())} of {y.size} values are < 0"
+        )
+    if y.sum() <= 0:
+        raise ValueError(
+            f"y_true_spend sums to 0 over {y.size} rows: shares, total error and Gini are undefined"
+        )
+    return y, pred
+
+
+def _gini(actual: FloatArray, score: FloatArray) -> float:
+    # Kaggle's Gini: mean over i of (share of actual in the top i by score) - i/n, i.e. the
+    # area between the cumulative-gains curve and the diagonal, sampled at every row.
+    n = actual.size
+    positions = np.arange(1, n + 1, dtype=np.float64)
+    (cum,) = _cumulative_by_rank(score, [actual], positions, descending=True)
+    return float(np.mean(cum / actual.sum() - positions / n))
+
+
+def normalized_gini(y_true_spend: ArrayLike, y_pred: ArrayLike) -> float:
+    """Normalized Gini coefficient: Gini of the predictions ÷ Gini of the perfect ordering.
+
+    The Porto Seguro definition [PS17], used for CLV by [WLM19]:
+    ``gini(a, s) = (1/n) Σ_{i=1..n} (A_i / Σa - i/n)``, where ``A_i`` is the actual spend of
+    the top ``i`` customers by score ``s``; the result is ``gini(a, pred) / gini(a, a)``.
+    1 = perfect ranking, 0 = no better than random (or a constant prediction), negative =
+    worse than random. Only the order of ``y_pred`` matters. Ties in ``y_pred`` are resolved in
+    expectation (Kaggle's reference code breaks them by row order instead).
+    """
+    y, pred = _spend_inputs(y_true_spend, y_pred)
+    return _normalized_gini(y, pred)
+
+
+def _normalized_gini(y: FloatArray, pred: FloatArray) -> float:
+    perfect = _gini(y, y)
+    if perfect <= 0:
+        raise ValueError(
+            f"normalized Gini is undefined: all {y.size} actual values are equal, so no "
+            "ordering beats any other"
+        )
+    return _gini(y, pred) / perfect
+
+
+def _spearman(a: FloatArray, b: FloatArray) -> float:
+    # Pearson correlation of average ranks [Spe04]. A constant input (e.g. a "predict the mean
+    # for everybody" baseline) has no ranking at all: NaN, not an error.
+    ra = pd.Series(a).rank(method="average").to_numpy(dtype=np.float64, copy=True)
+    rb = pd.Series(b).rank(method="average").to_numpy(dtype=np.float64, copy=True)
+    ra -= ra.mean()
+    rb -= rb.mean()
+    denom = math.sqrt(float(ra @ ra) * float(rb @ rb))
+    return float(ra @ rb) / denom if denom > 0 else math.nan
+
+
+def clv_metrics(y_true_spend: ArrayLike, y_pred: ArrayLike) -> dict[str, float]:
+    """Error, ranking and aggregate metrics of predicted customer spend (CLV) ``y_pred``.
+
+    ``y_true_spend`` is the spend actually observed in the holdout window (non-negative, not all
+    zero); ``y_pred`` the model's prediction for the same window.
+
+    Keys:
+
+    - ``mae``, ``rmse``: mean absolute / root-mean-squared error, in spend units.
+    - ``spearman``: Spearman rank correlation [Spe04] (NaN if either input is constant).
+    - ``normalized_gini``: see :func:`normalized_gini` [PS17, WLM19].
+    - ``top10_spend_share``: share of the actual total spend made by the 10 % of customers with
+      the highest predictions (random ordering: 0.10).
+    - ``total_error``: ``(Σ pred - Σ actual) / Σ actual``, the relative error of the portfolio
+      total that finance cares about.
+    - ``total_pred``, ``total_actual``, ``n``.
+    """
+    y, pred = _spend_inputs(y_true_spend, y_pred)
+    err = pred - y
+    total_actual = float(y.sum())
+    total_pred = float(pred.sum())
+    return {
+        "mae": float(np.mean(np.abs(err))),
+        "rmse": float(np.sqrt(np.mean(err**2))),
+        "spearman": _spearman(y, pred),
+        "normalized_gini": _normalized_gini(y, pred),
+        "top10_spend_share": _top_share(y, pred, TOP_FRACTION),
+        "total_error": (total_pred - total_actual) / total_actual,
+        "total_pred": total_pred,
+        "total_actual": total_actual,
+        "n": float(y.size),
+    }
+
+
+def decile_calibration(y_true: ArrayLike, y_pred: ArrayLike, n_bins: int = 10) -> pd.DataFrame:
+    """Mean predicted vs mean actual value per prediction quantile bin (the [WLM19] decile chart).
+
+    Bin 1 holds the *lowest* predictions, bin ``n_bins`` the highest, so a well-calibrated model
+    shows two rising, overlapping series. Each bin is ``n / n_bins`` rows; rows split by a bin
+    boundary (fractional boundaries, tied predictions) are shared in expectation, so ``count``
+    may be fractional. Works for any real-valued target (spend, or 0/1 churn labels).
+
+    Columns: ``bin``, ``mean_predicted``, ``mean_actual``, ``count``.
+    """
+    _check_n_bins(n_bins)
+    y, pred = _pair(y_true, y_pred, "y_true", "y_pred")
+    n = y.size
+    bounds = np.arange(0, n_bins + 1, dtype=np.float64) * (n / n_bins)
+    cum_pred, cum_y = _cumulative_by_rank(pred, [pred, y], bounds, descending=False)
+    count = np.diff(bounds)
+    return pd.DataFrame(
+        {
+            "bin": np.arange(1, n_bins + 1),
+            "mean_predicted": np.diff(cum_pred) / count,
+            "mean_actual": np.diff(cum_y) / count,
+            "count": count,
+        }
+    )

@@ -1,0 +1,454 @@
+"""The churn and CLV models, their probability calibration, and the baselines beside them.
+
+References
+----------
+- [CG16] Chen & Guestrin (2016), "XGBoost: A Scalable Tree Boosting System", KDD.
+- [Pla99] Platt (1999), "Probabilistic Outputs for Support Vector Machines and Comparisons to
+  Regularized Likelihood Methods" (sigmoid calibration; here on the log-odds of the score).
+- [ZE02] Zadrozny & Elkan (2002), "Transforming Classifier Scores into Accurate Multiclass
+  Probability Estimates", KDD (isotonic calibration).
+- [NC05] Niculescu-Mizil & Caruana (2005), "Predicting Good Probabilities With Supervised
+  Learning", ICML (isotonic overfits small calibration sets; Platt suits them).
+- [CCD18] Chernozhukov et al. (2018), "Double/debiased machine learning", Econometrics
+  Journal 21(1) (cross-fitting: choose on one fold, evaluate on the other).
+- [Dua83] Duan (1983), "Smearing Estimate: A Nonparametric Retransformation Method", JASA
+  78(383), 605-610.
+- [Cra71] Cragg (1971), "Some Statistical Models for Limited Dependent Variables", Econometrica
+  39(5) (the hurdle model: P(y > 0) * E[y | y > 0]).
+- [FHL05] Fader, Hardie & Lee (2005), BG/NBD; [FHL05b] Gamma-Gamma (see ``btyd.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
+
+log = logging.getLogger(__name__)
+
+EPS = 1e-6
+CalibrationMethod = Literal["isotonic", "platt"]
+
+#: Features whose effect on churn has a known sign (+1: more of it never lowers churn risk).
+#: Constraining them ([CG16] monotone constraints) keeps the model sensible where data is thin
+#: and helps it extrapolate to later cutoffs, where recency values run past the training range.
+CHURN_MONOTONE: dict[str, int] = {
+    "days_since_last_purchase": 1,
+    "complaints_90d": 1,
+    "complaints_365d": 1,
+}
+
+
+@dataclass(frozen=True)
+class BoostConfig:
+    """XGBoost settings shared by the churn and CLV models (hist trees, early stopping)."""
+
+    max_depth: int = 4
+    learning_rate: float = 0.05
+    n_estimators: int = 800
+    early_stopping_rounds: int = 50
+    min_child_weight: float = 5.0
+    subsample: float = 0.8
+    colsample_bytree: float = 0.8
+    reg_lambda: float = 1.0
+    n_jobs: int = 2
+    seed: int = 0
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "tree_method": "hist", "max_depth": self.max_depth,
+            "learning_rate": self.learning_rate, "min_child_weight": self.min_child_weight,
+            "subsample": self.subsample, "colsample_bytree": self.colsample_bytree,
+            "reg_lambda": self.reg_lambda, "n_jobs": self.n_jobs, "random_state": self.seed,
+            "enable_categorical": True, "max_cat_to_onehot": 8,
+        }
+
+
+def _clip(p: np.ndarray) -> np.ndarray:
+    return np.clip(np.asarray(p, dtype=float), EPS, 1.0 - EPS)
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    q = _clip(p)
+    return np.log(q / (1.0 - q))
+
+
+def log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    """Mean binary cross-entropy with probabilities clipped to [1e-6, 1 - 1e-6]."""
+    q = _clip(p)
+    y = np.asarray(y, dtype=float)
+    return float(-np.mean(y * np.log(q) + (1.0 - y) * np.log(1.0 - q)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Calibration
+
+
+@dataclass(frozen=True)
+class Calibrator:
+    """A monotone map from a raw score to a calibrated probability.
+
+    ``platt``: p = sigmoid(a · logit(s) + b) [Pla99]; ``isotonic``: a step function through the
+    fitted thresholds, linearly interpolated [ZE02].
+    """
+
+    method: CalibrationMethod
+    a: float = 1.0
+    b: float = 0.0
+    x: tuple[float, ...] = ()
+    y: tuple[float, ...] = ()
+
+    @classmethod
+    def fit(cls, method: CalibrationMethod, scores: np.ndarray, labels: np.ndarray) -> Calibrator:
+        scores = np.asarray(scores, dtype=float)
+        labels = np.asarray(labels, dtype=float)
+        if scores.shape != labels.shape or scores.size == 0:
+            raise ValueError("calibration needs equally long, non-empty scores and labels")
+        if len(np.unique(labels)) < 2:
+            raise ValueError("calibration needs both classes in the labels")
+        if method == "platt":
+            lr = LogisticRegression(C=1e6, max_iter=1000)
+            lr.fit(_logit(scores).reshape(-1, 1), labels)
+            return cls("platt", a=float(lr.coef_[0, 0]), b=float(lr.intercept_[0]))
+        if method == "isotonic":
+            iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
+            iso.fit(scores, labels)
+            return cls("isotonic", x=tuple(float(v) for v in iso.X_thresholds_),
+                       y=tuple(float(v) for v in iso.y_thresholds_))
+        raise ValueError(f"unknown calibration method {method!r}; use 'isotonic' or 'platt'")
+
+    def predict(self, scores: np.ndarray) -> np.ndarray:
+        scores = np.asarray(scores, dtype=float)
+        if self.method == "platt":
+            z = self.a * _logit(scores) + self.b
+            return _clip(1.0 / (1.0 + np.exp(-z)))
+        return _clip(np.interp(scores, np.asarray(self.x), np.asarray(self.y)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "a": self.a, "b": self.b, "x": list(self.x),
+                "y": list(self.y)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Calibrator:
+        return cls(method=data["method"], a=float(data["a"]), b=float(data["b"]),
+                   x=tuple(float(v) for v in data["x"]), y=tuple(float(v) for v in data["y"]))
+
+
+@dataclass(frozen=True)
+class CalibrationChoice:
+    calibrator: Calibrator
+    cv_log_loss: dict[str, float]
+    raw_log_loss: float
+
+
+def choose_calibration(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    *,
+    methods: tuple[CalibrationMethod, ...] = ("isotonic", "platt"),
+    n_folds: int = 2,
+    seed: int = 0,
+) -> CalibrationChoice:
+    """Pick the calibration method by cross-fitted log loss, then fit it on all rows.
+
+    Cross-fitting [CCD18]: the rows are split into ``n_folds`` random folds; each method is fitted
+    on all folds but one and scored on the left-out fold, so the log loss that decides never
+    comes from rows a candidate was fitted on. The winner is refitted on every row. Ties go to
+    the first method listed.
+    """
+    scores = np.asarray(scores, dtype=float)
+    labels = np.asarray(labels, dtype=float)
+    if n_folds < 2:
+        raise ValueError("n_folds must be at least 2")
+    if scores.size < 2 * n_folds:
+        raise ValueError(f"too few rows ({scores.size}) to cross-fit a calibration")
+    folds = np.random.default_rng(seed).permutation(scores.size) % n_folds
+    losses: dict[str, float] = {}
+    for method in methods:
+        total = 0.0
+        for k in range(n_folds):
+            fit_rows, eval_rows = folds != k, folds == k
+            if len(np.unique(labels[fit_rows])) < 2:
+                total = math.inf
+                break
+            cal = Calibrator.fit(method, scores[fit_rows], labels[fit_rows])
+            total += log_loss(labels[eval_rows], cal.predict(scores[eval_rows])) * eval_rows.sum()
+        losses[method] = total / scores.size
+    best = min(methods, key=lambda m: losses[m])
+    return CalibrationChoice(Calibrator.fit(best, scores, labels), losses,
+                             log_loss(labels, scores))
+
+
+# ---------------------------------------------------------------------------------------------
+# Churn model
+
+
+@dataclass
+class ChurnModel:
+    """XGBoost churn classifier [CG16] plus its calibrator."""
+
+    booster: xgb.Booster
+    calibrator: Calibrator | None = None
+    best_iteration: int = 0
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def raw(self, X: pd.DataFrame) -> np.ndarray:
+        return np.asarray(self.booster.predict(xgb.DMatrix(X, enable_categorical=True)))
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        raw = self.raw(X)
+        return self.calibrator.predict(raw) if self.calibrator else _clip(raw)
+
+
+def _monotone(columns: list[str], constraints: dict[str, int]) -> dict[str, int]:
+    return {c: s for c, s in constraints.items() if c in columns}
+
+
+def fit_churn(
+    X_train: pd.DataFrame,
+    y_train: np.ndarray,
+    X_valid: pd.DataFrame,
+    y_valid: np.ndarray,
+    config: BoostConfig = BoostConfig(),
+    *,
+    monotone: dict[str, int] | None = None,
+) -> ChurnModel:
+    """Fit the churn classifier with early stopping on the out-of-time validation snapshot."""
+    _check_binary(y_train, "training")
+    _check_binary(y_valid, "validation")
+    clf = xgb.XGBClassifier(
+        objective="binary:logistic", eval_metric="logloss", n_estimators=config.n_estimators,
+        early_stopping_rounds=config.early_stopping_rounds,
+        monotone_constraints=_monotone(list(X_train.columns), CHURN_MONOTONE
+                                       if monotone is None else monotone) or None,
+        **config.params(),
+    )
+    clf.fit(X_train, y_train, eval_set=[(X_valid, y_valid)], verbose=False)
+    best = int(clf.best_iteration)
+    booster = clf.get_booster()[: best + 1]
+    return ChurnModel(booster=booster, best_iteration=best,
+                      info={"n_trees": best + 1, "n_train": len(X_train)})
+
+
+def refit_churn(
+    X: pd.DataFrame, y: np.ndarray, n_trees: int, config: BoostConfig = BoostConfig(),
+    *, monotone: dict[str, int] | None = None,
+) -> ChurnModel:
+    """Refit with a fixed number of trees (found by early stopping) on more recent rows."""
+    _check_binary(y, "refit")
+    clf = xgb.XGBClassifier(
+        objective="binary:logistic", n_estimators=max(n_trees, 1),
+        monotone_constraints=_monotone(list(X.columns), CHURN_MONOTONE
+                                       if monotone is None else monotone) or None,
+        **config.params(),
+    )
+    clf.fit(X, y, verbose=False)
+    return ChurnModel(booster=clf.get_booster(), best_iteration=n_trees - 1,
+                      info={"n_trees": n_trees, "n_train": len(X)})
+
+
+def _check_binary(y: np.ndarray, what: str) -> None:
+    values = np.unique(np.asarray(y))
+    if not set(values.tolist()) <= {0, 1}:
+        raise ValueError(f"{what} churn labels must be 0/1, got {values[:5].tolist()}")
+    if len(values) < 2:
+        raise ValueError(f"{what} snapshot has only one churn class ({values.tolist()}): "
+                         "cannot fit or evaluate a classifier")
+
+
+# ---------------------------------------------------------------------------------------------
+# CLV hurdle model
+
+
+@dataclass
+class ClvModel:
+    """Hurdle model of spend in the CLV horizon [Cra71]: P(buy) * E[spend | buy].
+
+    E[spend | buy] = exp(f(x)) · smear, with f an XGBoost regression of log spend on buyers and
+    ``smear`` Duan's smearing factor mean(exp(residual)) [Dua83]. ``scale`` multiplies the
+    product so the total over the validation snapshot matches its actual total.
+    """
+
+    buy: xgb.Booster
+    spend: xgb.Booster
+    smear: float = 1.0
+    scale: float = 1.0
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def components(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        d = xgb.DMatrix(X, enable_categorical=True)
+        p_buy = np.clip(np.asarray(self.buy.predict(d)), 0.0, 1.0)
+        spend = np.exp(np.asarray(self.spend.predict(d), dtype=float)) * self.smear
+        return p_buy, spend
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        p_buy, spend = self.components(X)
+        return np.maximum(self.scale * p_buy * spend, 0.0)
+
+
+def fit_clv(
+    X_train: pd.DataFrame,
+    spend_train: np.ndarray,
+    X_valid: pd.DataFrame,
+    spend_valid: np.ndarray,
+    config: BoostConfig = BoostConfig(),
+) -> ClvModel:
+    """Fit the hurdle CLV model; early stopping and the total calibration on validation."""
+    y_tr = np.asarray(spend_train, dtype=float)
+    y_va = np.asarray(spend_valid, dtype=float)
+    if (y_tr < 0).any() or (y_va < 0).any():
+        raise ValueError("CLV targets (future spend) must be non-negative")
+    b_tr, b_va = (y_tr > 0).astype(int), (y_va > 0).astype(int)
+    _check_binary(b_tr, "CLV training (buy / no buy)")
+    _check_binary(b_va, "CLV validation (buy / no buy)")
+    buy = xgb.XGBClassifier(objective="binary:logistic", eval_metric="logloss",
+                            n_estimators=config.n_estimators,
+                            early_stopping_rounds=config.early_stopping_rounds,
+                            **config.params())
+    buy.fit(X_train, b_tr, eval_set=[(X_valid, b_va)], verbose=False)
+    tr, va = y_tr > 0, y_va > 0
+    if tr.sum() < 10 or va.sum() < 5:
+        raise ValueError(f"too few buyers to fit the spend model (train {tr.sum()}, "
+                         f"validation {va.sum()})")
+    reg = xgb.XGBRegressor(objective="reg:squarederror", eval_metric="rmse",
+                           n_estimators=config.n_estimators,
+                           early_stopping_rounds=config.early_stopping_rounds,
+                           **config.params())
+    reg.fit(X_train[tr], np.log(y_tr[tr]), eval_set=[(X_valid[va], np.log(y_va[va]))],
+            verbose=False)
+    buy_booster = buy.get_booster()[: int(buy.best_iteration) + 1]
+    spend_booster = reg.get_booster()[: int(reg.best_iteration) + 1]
+    resid = np.log(y_tr[tr]) - np.asarray(
+        spend_booster.predict(xgb.DMatrix(X_train[tr], enable_categorical=True)))
+    model = ClvModel(buy=buy_booster, spend=spend_booster, smear=float(np.mean(np.exp(resid))))
+    pred_va = model.predict(X_valid)
+    total_pred = float(pred_va.sum())
+    model.scale = float(y_va.sum() / total_pred) if total_pred > 0 else 1.0
+    model.info = {"buy_trees": int(buy.best_iteration) + 1,
+                  "spend_trees": int(reg.best_iteration) + 1,
+                  "smear": model.smear, "scale": model.scale}
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# Baselines
+
+
+class LogisticBaseline:
+    """Logistic regression on the same features: impute (+ missing indicators) and scale the
+    numbers, one-hot the categories (unknown levels ignored)."""
+
+    def __init__(self, C: float = 1.0) -> None:
+        self.C = C
+        self.pipeline: Any = None
+
+    @staticmethod
+    def _frame(X: pd.DataFrame) -> pd.DataFrame:
+        out = X.copy()
+        for col in out.columns:
+            if isinstance(out[col].dtype, pd.CategoricalDtype):
+                out[col] = out[col].astype(object).where(out[col].notna(), "__missing__")
+        return out
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray) -> LogisticBaseline:
+        from sklearn.compose import ColumnTransformer
+        from sklearn.impute import SimpleImputer
+        from sklearn.pipeline import Pipeline
+        from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+        cats = [c for c in X.columns if isinstance(X[c].dtype, pd.CategoricalDtype)]
+        nums = [c for c in X.columns if c not in cats]
+        pre = ColumnTransformer([
+            ("num", Pipeline([
+                ("impute", SimpleImputer(strategy="median", add_indicator=True,
+                                         keep_empty_features=True)),
+                ("scale", StandardScaler()),
+            ]), nums),
+            ("cat", OneHotEncoder(handle_unknown="ignore"), cats),
+        ])
+        self.pipeline = Pipeline([
+            ("pre", pre), ("lr", LogisticRegression(C=self.C, max_iter=2000)),
+        ])
+        self.pipeline.fit(self._frame(X), np.asarray(y, dtype=int))
+        return self
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        if self.pipeline is None:
+            raise RuntimeError("LogisticBaseline is not fitted")
+        return _clip(self.pipeline.predict_proba(self._frame(X))[:, 1])
+
+
+@dataclass
+class BtydBaseline:
+    """BG/NBD [FHL05] + Gamma-Gamma [FHL05b] fitted on the feature rows of one snapshot.
+
+    From the features as of the cutoff, in weeks: frequency x = purchase_days_total - 1,
+    T = days_since_first_purchase / 7, recency t_x = (days_since_first_purchase -
+    days_since_last_purchase) / 7, monetary ≈ avg_order_value (the papers use the mean of the
+    *repeat* purchases; the features carry the mean of all orders). Churn probability =
+    P(no purchase in the horizon | x, t_x, T); CLV = E[purchases in the CLV horizon] * E[value].
+    Customers without any purchase are outside the model: they get the training rates of
+    customers without a purchase (``fallback_churn``, ``fallback_clv``).
+    """
+
+    horizon_days: int
+    clv_horizon_days: int
+    fallback_churn: float = 1.0
+    fallback_clv: float = 0.0
+    max_fit_rows: int = 20_000
+    seed: int = 0
+    bgnbd: Any = None
+    gg: Any = None
+
+    @staticmethod
+    def rfm(X: pd.DataFrame) -> pd.DataFrame:
+        n_days = X["purchase_days_total"].fillna(0).to_numpy(dtype=float)
+        first = X["days_since_first_purchase"].to_numpy(dtype=float)
+        last = X["days_since_last_purchase"].to_numpy(dtype=float)
+        buyer = (n_days > 0) & np.isfinite(first) & np.isfinite(last)
+        x = np.where(buyer, n_days - 1, 0.0)
+        T = np.where(buyer, first / 7.0, 0.0)
+        t_x = np.where(buyer & (x > 0), np.clip((first - last) / 7.0, 0.0, None), 0.0)
+        t_x = np.minimum(t_x, T)
+        m = np.nan_to_num(X["avg_order_value"].to_numpy(dtype=float), nan=0.0).clip(0.0)
+        return pd.DataFrame({"buyer": buyer, "x": x, "t_x": t_x, "T": T, "m": m},
+                            index=X.index)
+
+    def fit(self, X: pd.DataFrame) -> BtydBaseline:
+        from churnguard.training.btyd import BetaGeoModel, GammaGammaModel
+
+        r = self.rfm(X)
+        r = r[r["buyer"]]
+        if len(r) > self.max_fit_rows:
+            r = r.sample(self.max_fit_rows, random_state=self.seed)
+        if len(r) < 20:
+            raise ValueError(f"too few customers with purchases ({len(r)}) to fit BG/NBD")
+        self.bgnbd = BetaGeoModel().fit(r["x"], r["t_x"], r["T"])
+        rep = r[(r["x"] > 0) & (r["m"] > 0)]
+        self.gg = GammaGammaModel().fit(rep["x"], rep["m"])
+        return self
+
+    def predict(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """(churn probability, CLV) for every row of ``X``."""
+        from churnguard.training.btyd import customer_lifetime_value
+
+        r = self.rfm(X)
+        churn = np.full(len(r), self.fallback_churn, dtype=float)
+        clv = np.full(len(r), self.fallback_clv, dtype=float)
+        b = r["buyer"].to_numpy()
+        if b.any():
+            rb = r[b]
+            churn[b] = np.asarray(self.bgnbd.probability_no_purchase(
+                self.horizon_days / 7.0, rb["x"].to_numpy(), rb["t_x"].to_numpy(),
+                rb["T"].to_numpy()))
+            clv[b] = np.asarray(customer_lifetime_value(
+                self.bgnbd, self.gg, rb["x"].to_numpy(), rb["t_x"].to_numpy(),
+                rb["T"].to_numpy(), rb["m"].to_numpy(), t=self.clv_horizon_days / 7.0))
+        return _clip(churn), np.maximum(clv, 0.0)
