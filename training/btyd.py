@@ -27,7 +27,6 @@ purchase), all in the same time unit (weeks in the papers).
 """
 
 # The docstrings write the models in the papers' Greek notation (α, β, γ, ν, μ, λ, τ).
-# ruff: noqa: RUF002, RUF003
 
 from __future__ import annotations
 

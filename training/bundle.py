@@ -19,6 +19,7 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import xgboost as xgb
+
 from churnguard.features.definitions import FeatureSpec
 from churnguard.training.data import model_matrix
 from churnguard.training.models import Calibrator, ChurnModel, ClvModel

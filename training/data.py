@@ -17,6 +17,7 @@ from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
+
 from churnguard.features.build import build_snapshot_grid, monthly_cutoffs
 from churnguard.features.definitions import FeatureSpec
 from churnguard.features.sources import Source

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
 from churnguard.features.build import build_features, infer_spec
 from churnguard.features.definitions import FeatureSpec
 from churnguard.features.sources import Source
@@ -511,6 +512,7 @@ def _log_report(
     """ROC/PR/reliability/gains, CLV deciles, importance plots and the one-page HTML report,
     logged under ``report/`` of the active run."""
     import mlflow
+
     from churnguard.training import report
 
     plots = out / "report"

@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
+from sklearn.metrics import precision_recall_curve, roc_curve
+
 from churnguard.training.evaluate import (
     _binary_inputs,
     _pair,
@@ -36,7 +38,6 @@ from churnguard.training.evaluate import (
     gains_table,
     reliability_table,
 )
-from sklearn.metrics import precision_recall_curve, roc_curve
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

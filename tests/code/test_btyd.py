@@ -1,7 +1,6 @@
 """Tests of the BTYD baselines: RFM summary, likelihoods, predictions, CDNOW replication."""
 
 # Comments use the papers' Greek notation.
-# ruff: noqa: RUF002, RUF003
 
 from __future__ import annotations
 
@@ -13,6 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import integrate
+from scipy.special import hyp2f1
+
 from churnguard.training.btyd import (
     BetaGeoModel,
     ConvergenceError,
@@ -23,8 +25,6 @@ from churnguard.training.btyd import (
     customer_lifetime_value,
     rfm_summary,
 )
-from scipy import integrate
-from scipy.special import hyp2f1
 
 CDNOW_SAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "cdnow_sample.txt.gz"
 

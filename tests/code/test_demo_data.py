@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+
 from churnguard.features import _demo_sim as sim
 from churnguard.features.demo_data import (
     DemoSummary,

@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from scipy.stats import spearmanr
+
 from churnguard.training.evaluate import (
     capture_at,
     churn_metrics,
@@ -17,7 +19,6 @@ from churnguard.training.evaluate import (
     normalized_gini,
     reliability_table,
 )
-from scipy.stats import spearmanr
 
 # 10 customers sorted by descending score; churners at ranks 1, 3 and 6 -> base rate 3/10.
 P10 = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0])

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from churnguard.training.evaluate import churn_metrics, clv_metrics
 from churnguard.training.report import (
     MetricsTable,

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from churnguard.features.build import infer_spec
 from churnguard.features.definitions import FeatureSpec
 from churnguard.features.sources import open_source

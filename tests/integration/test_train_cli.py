@@ -80,6 +80,7 @@ def test_train_promote_score(tmp_path: Path, embedded_store: Path) -> None:
     # The registered pyfunc scores exactly like the bundle behind it, on raw feature rows
     # (int64 counts, NaN recency, string categories) as build_features returns them.
     import mlflow
+
     from churnguard.features.build import build_features
     from churnguard.features.sources import open_source
     from churnguard.training.pipeline import load_bundle

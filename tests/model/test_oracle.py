@@ -6,6 +6,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+
 from churnguard.features.build import label_sql
 from churnguard.features.demo_data import generate_demo_data, oracle_churn_probability
 from churnguard.features.sources import open_source
