@@ -78,7 +78,9 @@ TRANSACTIONS = TableSpec(
 
 EVENTS = TableSpec(
     name="events",
-    required=True,
+    # Purchase-only businesses (e.g. the CDNOW benchmark) have no interaction log; without the
+    # table every interaction feature is simply zero.
+    required=False,
     description="Interactions: logins, email opens/clicks, visits, support tickets, complaints.",
     time_columns=("ts",),
     columns=(

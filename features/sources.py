@@ -220,6 +220,12 @@ def open_source(
         ])
     issues += unknown
 
+    if "events" not in present:
+        casts = ", ".join(f"CAST(NULL AS {DUCKDB_TYPES[c.kind]}) AS {_quote(c.name)}"
+                          for c in TABLES["events"].columns)
+        con.execute(f"CREATE VIEW events AS SELECT {casts} WHERE false")
+        columns["events"] = tuple(c.name for c in TABLES["events"].columns)
+
     raw_customer_cols = [
         r[0] for r in con.execute("DESCRIBE SELECT * FROM raw_customers").fetchall()
     ]

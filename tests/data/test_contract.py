@@ -33,9 +33,19 @@ def test_clean_tiny_source_opens_with_typed_views(tmp_path):
 
 def test_missing_required_table(tmp_path):
     tables = tiny_tables()
-    del tables["events"]
-    with pytest.raises(DataContractError, match=r"events: table not found"):
+    del tables["transactions"]
+    with pytest.raises(DataContractError, match=r"transactions: table not found"):
         _open(tables, tmp_path)
+
+
+def test_a_source_without_events_has_zero_interaction_features(tmp_path):
+    tables = tiny_tables()
+    del tables["events"]
+    with _open(tables, tmp_path) as src:
+        assert not src.has("events")
+        feats = build_features(src, infer_spec(src), CUTOFF).to_pandas().set_index("customer_id")
+    assert feats.loc["a", "orders_total"] == 4
+    assert (feats["events_90d"] == 0).all() and (feats["active_days_90d"] == 0).all()
 
 
 def test_missing_required_column_names_table_and_column(tmp_path):
