@@ -17,10 +17,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## Main job on embedded defaults: demo data -> features (later: -> train -> serve).
+## Main job on embedded defaults: demo data -> features -> train (MLflow under data/) -> score.
 demo: $(STAMP)
 	test -d $(DATA)/demo || $(BIN)/churnguard demo-data --out $(DATA)/demo --customers $(DEMO_CUSTOMERS) --seed 7
 	$(BIN)/churnguard features build --data $(DATA)/demo --as-of $(AS_OF) --out $(DATA)/features.parquet
+	CHURNGUARD_DATA_DIR=$(DATA) $(BIN)/churnguard train --data $(DATA)/demo
+	CHURNGUARD_DATA_DIR=$(DATA) $(BIN)/churnguard models
+	CHURNGUARD_DATA_DIR=$(DATA) $(BIN)/churnguard score --data $(DATA)/demo --as-of 2026-01-01 --out $(DATA)/scores.parquet
 
 ## The whole test suite (what CI runs).
 test: $(STAMP)

@@ -138,7 +138,8 @@ def features_build(
     as_of: Annotated[str, typer.Option("--as-of", help="Cutoff date: features use rows "
                                        "strictly before it.")],
     out_file: Annotated[Path, typer.Option("--out", help="Output .parquet or .csv file.")],
-    engine: Annotated[str, typer.Option("--engine", help="duckdb (spark: later).")] = "duckdb",
+    engine: Annotated[str, typer.Option("--engine", help="duckdb or spark (the same feature "
+                                        "SQL, transpiled; Parquet sources).")] = "duckdb",
     spec_file: Annotated[Path | None, typer.Option(
         "--spec", help="Feature spec JSON to build (default: inferred from the data).")] = None,
     allow_unknown_customers: AllowUnknownOpt = False,
@@ -153,10 +154,13 @@ def features_build(
     settings = Settings()
     cutoff = _parse_date(as_of, "--as-of")
     assert cutoff
-    if engine != "duckdb":
-        raise _fail(f"unknown --engine {engine!r}; available: duckdb")
+    if engine not in ("duckdb", "spark"):
+        raise _fail(f"unknown --engine {engine!r}; available: duckdb, spark")
     if out_file.suffix.lower() not in (".parquet", ".csv"):
         raise _fail("--out must end in .parquet or .csv")
+    if engine == "spark":
+        _features_build_spark(data, cutoff, out_file, spec_file, allow_unknown_customers)
+        return
     with _open(data, settings, allow_unknown_customers=allow_unknown_customers) as source:
         spec = (FeatureSpec.from_dict(json.loads(spec_file.read_text())) if spec_file
                 else infer_spec(source, as_of=cutoff))
@@ -164,6 +168,35 @@ def features_build(
     out.print(f"wrote {summary.n_rows:,} customers × {summary.n_features} features as of "
               f"{cutoff} to {summary.out} in {summary.seconds:.1f}s "
               f"(feature set {spec.version}, spec {summary.spec_fingerprint})")
+
+
+def _features_build_spark(data: str, cutoff: date, out_file: Path, spec_file: Path | None,
+                          allow_unknown_customers: bool) -> None:
+    import time
+
+    from churnguard.features.build import infer_spec
+    from churnguard.features.definitions import FeatureSpec
+    from churnguard.features.sources import DataContractError
+    from churnguard.features.spark import open_spark_source, spark_session, write_spark_features
+
+    start = time.perf_counter()
+    spark = spark_session()
+    try:
+        src = open_spark_source(spark, data, allow_unknown_customers=allow_unknown_customers)
+        if spec_file:
+            spec = FeatureSpec.from_dict(json.loads(spec_file.read_text()))
+        else:
+            # The spec (event types, categories) is inferred as on DuckDB, from the same data.
+            with _open(data, Settings(), allow_unknown_customers=allow_unknown_customers) as s:
+                spec = infer_spec(s, as_of=cutoff)
+        n_rows = write_spark_features(src, spec, cutoff, str(out_file))
+    except DataContractError as exc:
+        raise _fail(str(exc)) from None
+    for issue in src.issues:
+        err.print(f"[yellow]warning:[/] {issue}", highlight=False)
+    out.print(f"wrote {n_rows:,} customers × {len(spec.features())} features as of {cutoff} "
+              f"to {out_file} in {time.perf_counter() - start:.1f}s with Spark "
+              f"(feature set {spec.version}, spec {spec.fingerprint()})")
 
 
 @features_app.command("grid")
@@ -186,10 +219,7 @@ def features_grid(
     Example: churnguard features grid --data data/demo --first 2024-01-01 --last 2025-06-01
     --out grid.parquet
     """
-    import pyarrow.parquet as pq
-
-    from churnguard.features.build import build_snapshot_grid, infer_spec, monthly_cutoffs
-    from churnguard.features.io import atomic_output
+    from churnguard.features.build import infer_spec, monthly_cutoffs, write_snapshot_grid
 
     settings = Settings()
     first_d, last_d = _parse_date(first, "--first"), _parse_date(last, "--last")
@@ -208,17 +238,17 @@ def features_grid(
             err.print(f"[yellow]warning:[/] the label window of the last cutoff "
                       f"({cutoffs[-1]}) runs past the data's last day ({end.date()}): its "
                       "labels are incomplete")
-        spec = infer_spec(source)
+        spec = infer_spec(source, as_of=cutoffs[0])
         with _progress() as bar:
             task = bar.add_task("cutoffs", total=len(cutoffs))
-            table = build_snapshot_grid(
-                source, spec, cutoffs, horizon_days=horizon, clv_horizon_days=clv_horizon,
+            summary = write_snapshot_grid(
+                source, spec, cutoffs, out_file, horizon_days=horizon,
+                clv_horizon_days=clv_horizon,
                 mode="contractual" if contractual else "noncontractual",
                 progress=lambda done, total: bar.update(task, completed=done),
             )
-        with atomic_output(out_file) as tmp:
-            pq.write_table(table, tmp, compression="zstd")
-    out.print(f"wrote {table.num_rows:,} rows ({len(cutoffs)} cutoffs) to {out_file}")
+    out.print(f"wrote {summary.n_rows:,} rows ({len(cutoffs)} cutoffs) to {out_file} in "
+              f"{summary.seconds:.1f}s")
 
 
 @features_app.command("list")
@@ -416,24 +446,59 @@ def score_cmd(
     data: DataOpt,
     as_of: Annotated[str, typer.Option("--as-of", help="Score every customer signed up before "
                                        "this date, from rows strictly before it.")],
-    out_file: Annotated[Path, typer.Option("--out", help="Output .parquet or .csv file.")],
+    out_dest: Annotated[str, typer.Option(
+        "--out", help="A .parquet or .csv file, a directory (Parquet partitioned by as_of), or "
+        "a postgresql:// URL (with --table).")],
+    table: Annotated[str | None, typer.Option(
+        "--table", help="PostgreSQL table (NAME or SCHEMA.NAME) for a postgresql:// --out; "
+        "upserted on (customer_id, as_of, model_version).")] = None,
     model: Annotated[str | None, typer.Option(
         "--model", help="Model URI (default: models:/<model name>@<alias> from settings).")
     ] = None,
+    engine: Annotated[str, typer.Option("--engine", help="duckdb or spark.")] = "duckdb",
+    chunk_size: Annotated[int, typer.Option(
+        "--chunk-size", min=1, help="Customers scored and written per chunk.")] = 100_000,
+    drivers: Annotated[bool, typer.Option(
+        "--drivers/--no-drivers", help="Compute the top drivers of each churn score.")] = True,
+    spark_master: Annotated[str | None, typer.Option(
+        "--spark-master", help="Spark master for --engine spark (default: the one spark-submit "
+        "set, else local[*]).")] = None,
     allow_unknown_customers: AllowUnknownOpt = False,
 ) -> None:
     """Batch-score every customer as of a date with the champion (or --model) bundle.
 
-    Example: churnguard score --data data/demo --as-of 2026-01-01 --out scores.parquet
+    Output per customer: churn probability, risk tier, CLV, value tier, lifecycle stage, top
+    drivers, recommended action(s), model version, as-of and scored-at. Files are written under
+    a temporary name and renamed; a database write is one transaction. Re-runs replace.
+
+    Examples:
+
+      churnguard score --data data/demo --as-of 2026-01-01 --out scores.parquet
+
+      churnguard score --data data/demo --as-of 2026-01-01 --out scores/ --engine spark
+
+      churnguard score --data data/demo --as-of 2026-01-01 \\
+          --out postgresql://crm@db/crm --table churn.scores --no-drivers
     """
-    from churnguard.features.io import atomic_output
-    from churnguard.training.pipeline import load_bundle, score_source
+    import os
+
+    from churnguard.training.batch import (
+        BatchInputError,
+        fault_checkpoint,
+        parse_destination,
+        run_batch,
+    )
+    from churnguard.training.pipeline import load_bundle
 
     settings = Settings()
     cutoff = _parse_date(as_of, "--as-of")
     assert cutoff
-    if out_file.suffix.lower() not in (".parquet", ".csv"):
-        raise _fail("--out must end in .parquet or .csv")
+    if engine not in ("duckdb", "spark"):
+        raise _fail(f"unknown --engine {engine!r}; available: duckdb, spark")
+    try:
+        dest = parse_destination(out_dest, table)
+    except BatchInputError as exc:
+        raise _fail(str(exc)) from None
     tracking = _tracking(settings)
     tracking.activate()
     uri = model or f"models:/{settings.model_name}@{settings.model_alias}"
@@ -441,18 +506,94 @@ def score_cmd(
         bundle, version = load_bundle(uri)
     except Exception as exc:  # MlflowException, OSError: the model cannot be loaded
         raise _fail(f"cannot load model {uri}: {exc}") from None
-    with _open(data, settings, allow_unknown_customers=allow_unknown_customers) as source:
+    # Test hook for the fault tests: kill the job at a named point (see training/batch.py).
+    checkpoint = fault_checkpoint(os.environ.get("CHURNGUARD_BATCH_FAULT"))
+    with _progress() as bar:
+        task = bar.add_task("scoring customers", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
         try:
-            scores = score_source(source, bundle, cutoff, version)
-        except ValueError as exc:
+            if engine == "spark":
+                summary = _score_spark(data, cutoff, dest, bundle, version, spark_master,
+                                       chunk_size, drivers, allow_unknown_customers,
+                                       progress, checkpoint)
+            else:
+                with _open(data, settings,
+                           allow_unknown_customers=allow_unknown_customers) as source:
+                    summary = run_batch(bundle=bundle, as_of=cutoff, dest=dest,
+                                        model_version=version, source=source,
+                                        chunk_size=chunk_size, drivers=drivers,
+                                        progress=progress, checkpoint=checkpoint)
+        except (BatchInputError, ValueError) as exc:
             raise _fail(str(exc)) from None
-    with atomic_output(out_file) as tmp:
-        if out_file.suffix.lower() == ".csv":
-            scores.to_csv(tmp, index=False)
-        else:
-            scores.to_parquet(tmp, index=False)
-    out.print(f"scored {len(scores):,} customers as of {cutoff} with {uri} (v{version}) "
-              f"to {out_file}")
+    if engine == "spark":
+        for issue in summary.issues:
+            err.print(f"[yellow]warning:[/] {issue}", highlight=False)
+    rate = summary.n_scored / summary.seconds if summary.seconds else 0.0
+    out.print(f"scored {summary.n_scored:,} customers as of {cutoff} with {uri} (v{version}) "
+              f"to {summary.destination} in {summary.seconds:.1f}s ({rate:,.0f}/s, "
+              f"{summary.n_chunks} chunk{'s' if summary.n_chunks != 1 else ''}, "
+              f"engine {engine})", highlight=False)
+    for reason, n in summary.skipped.items():
+        out.print(f"skipped {n:,}: {reason}", highlight=False)
+
+
+def _score_spark(data: str, cutoff: date, dest: Any, bundle: Any, version: str,
+                 master: str | None, chunk_size: int, drivers: bool,
+                 allow_unknown_customers: bool, progress: Any, checkpoint: Any) -> Any:
+    from churnguard.features.sources import DataContractError
+    from churnguard.features.spark import open_spark_source, spark_session
+    from churnguard.training.batch import run_batch
+
+    spark = spark_session(master)
+    try:
+        src = open_spark_source(spark, data, allow_unknown_customers=allow_unknown_customers)
+        return run_batch(bundle=bundle, as_of=cutoff, dest=dest, model_version=version,
+                         spark_source=src, chunk_size=chunk_size, drivers=drivers,
+                         progress=progress, checkpoint=checkpoint)
+    except DataContractError as exc:
+        raise _fail(str(exc)) from None
+
+
+@app.command("serve")
+def serve_cmd(
+    host: Annotated[str | None, typer.Option("--host", help="Address to listen on "
+                                             "(default: CHURNGUARD_HOST, 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option("--port", min=1, max=65535, help="Port "
+                                             "(default: CHURNGUARD_PORT, 8000).")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, max=64, help="Worker "
+                                                "processes (default: CHURNGUARD_WORKERS, 1).")
+                       ] = None,
+) -> None:
+    """Serve the scoring API (OpenAPI docs at /docs).
+
+    Loads models:/<model name>@<alias> (CHURNGUARD_MODEL_NAME / CHURNGUARD_MODEL_ALIAS), polls
+    the alias every CHURNGUARD_POLL_SECONDS and swaps in a new champion without a restart.
+    Customer ids are looked up in the feature snapshot (CHURNGUARD_FEATURE_SNAPSHOT, default
+    <data dir>/features.parquet) kept in memory, or in Redis with
+    CHURNGUARD_ONLINE_STORE=redis://host:6379/0. API keys: CHURNGUARD_API_KEYS=key1,key2.
+
+    Example: CHURNGUARD_API_KEYS=change-me-0123456789 churnguard serve --port 8000 --workers 2
+    """
+    import logging
+
+    import uvicorn
+    from pydantic import ValidationError
+
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        raise _fail(f"invalid settings: {exc}") from None
+    level = settings.log_level.upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("churnguard.serving.access").setLevel(
+        logging.DEBUG if level == "DEBUG" else logging.WARNING)
+    uvicorn.run("churnguard.serving.app:create_app", factory=True,
+                host=host or settings.host, port=port or settings.port,
+                workers=workers or settings.workers, log_level=settings.log_level,
+                access_log=False, proxy_headers=False)
 
 
 def main() -> None:  # pragma: no cover - console entry point wrapper

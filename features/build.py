@@ -18,7 +18,12 @@ from typing import Literal
 import duckdb
 import pyarrow as pa
 
-from churnguard.features.definitions import MAX_EVENT_TYPES, FeatureSpec, event_type_code_sql
+from churnguard.features.definitions import (
+    MAX_EVENT_TYPES,
+    Aggregate,
+    FeatureSpec,
+    event_type_code_sql,
+)
 from churnguard.features.io import atomic_output
 from churnguard.features.sources import DataContractError, DataIssue, Problem, Source
 
@@ -153,18 +158,21 @@ def source_feature_sql(source: Source, spec: FeatureSpec, cutoff: date) -> str:
 
 
 def materialize_features(source: Source, spec: FeatureSpec, cutoff: date,
-                         name: str = "features") -> str:
+                         name: str = "features", *, txn: str | None = None,
+                         evt: str | None = None) -> str:
     """Compute features as of ``cutoff`` into temp table ``name``, checking the rows read.
 
     The per-customer aggregates are materialised first so the row checks that ride along in
     them (non-finite amounts, counts below 1, duplicates, unknown customers) are settled before
-    anything is written. Raises :class:`DataContractError`; returns the table name.
+    anything is written. ``txn``/``evt`` replace the activity relations (the snapshot grid
+    passes relations it materialised once). Raises :class:`DataContractError`; returns the
+    table name.
     """
     con = source.con
     con.execute(f"CREATE OR REPLACE TEMP TABLE _ta AS "
-                f"{aggregate_sql(spec, cutoff, 'txn', _txn_source(source))}")
+                f"{aggregate_sql(spec, cutoff, 'txn', txn or _txn_source(source))}")
     con.execute(f"CREATE OR REPLACE TEMP TABLE _ea AS "
-                f"{aggregate_sql(spec, cutoff, 'evt', _evt_source(source, spec))}")
+                f"{aggregate_sql(spec, cutoff, 'evt', evt or _evt_source(source, spec))}")
     sa = None
     if spec.subscriptions:
         con.execute(f"CREATE OR REPLACE TEMP TABLE _sa AS "
@@ -227,24 +235,27 @@ def label_sql(
     clv_horizon_days: int,
     mode: LabelMode = "noncontractual",
     customers: str = "customers",
+    txn: str | None = None,
 ) -> str:
     """Labels for the customers in the population at ``cutoff``, from rows on/after it.
 
     Non-contractual: ``churned`` = no purchase in [T, T + horizon). Contractual: the customer has
     a subscription active at T and none active at T + horizon (it ended and none followed).
     ``future_spend`` = net spend in [T, T + clv_horizon), floored at 0; ``future_orders`` =
-    orders in the same window.
+    orders in the same window. ``txn`` is the purchases activity relation (default: built from
+    the ``transactions`` table), so duplicates count once here as they do in the features.
     """
+    txn = txn or txn_activity_sql()
     t0 = f"DATE '{cutoff.isoformat()}'"
     th = f"DATE '{(cutoff + timedelta(days=horizon_days)).isoformat()}'"
     tc = f"DATE '{(cutoff + timedelta(days=clv_horizon_days)).isoformat()}'"
     t_end = f"DATE '{(cutoff + timedelta(days=max(horizon_days, clv_horizon_days))).isoformat()}'"
     future = f"""
         SELECT customer_id,
-               count(*) FILTER (WHERE amount > 0 AND ts < {th}) AS orders_h,
-               count(*) FILTER (WHERE amount > 0 AND ts < {tc}) AS orders_c,
-               sum(amount) FILTER (WHERE ts < {tc}) AS net_c
-        FROM transactions WHERE ts >= {t0} AND ts < {t_end} GROUP BY customer_id"""
+               sum(CASE WHEN day < {th} THEN n_orders END) AS orders_h,
+               sum(CASE WHEN day < {tc} THEN n_orders END) AS orders_c,
+               sum(CASE WHEN day < {tc} THEN net END) AS net_c
+        FROM ({txn}) AS r WHERE day >= {t0} AND day < {t_end} GROUP BY customer_id"""
     if mode == "contractual":
         churn = f"""CASE WHEN EXISTS (SELECT 1 FROM subscriptions s
                      WHERE s.customer_id = pop.customer_id AND s.start_date < {th}
@@ -327,6 +338,193 @@ def write_features(
                         time.perf_counter() - start, spec.fingerprint())
 
 
+def lookback_days(aggregate: Aggregate) -> int | None:
+    """How far before the cutoff an aggregate reads (None: the whole history)."""
+    days = [int(m.group(1)) for m in _PLACEHOLDER.finditer(f"{aggregate.expr} {aggregate.cond}")
+            if m.group(1)]
+    return max(days) if days else None
+
+
+# How an all-time aggregate splits into partials over disjoint intervals of days, and how the
+# partials recombine: (partials as (func, expr) pairs, combine function per partial, final SQL
+# over the combined partials named p0, p1, ...).
+_PARTIALS: dict[str, tuple[tuple[tuple[str, str], ...], tuple[str, ...], str]] = {
+    "count": ((("count", "{x}"),), ("sum",), "p0"),
+    "sum": ((("sum", "{x}"),), ("sum",), "p0"),
+    "min": ((("min", "{x}"),), ("min",), "p0"),
+    "max": ((("max", "{x}"),), ("max",), "p0"),
+    "avg": ((("sum", "{x}"), ("count", "{x}")), ("sum", "sum"),
+            "CAST(p0 AS DOUBLE) / NULLIF(p1, 0)"),
+    # Sample standard deviation from the count, sum and sum of squares (exact here: the
+    # inputs are whole days, far below 2^26).
+    "stddev_samp": ((("sum", "{x}"), ("sum", "{x} * {x}"), ("count", "{x}")),
+                    ("sum", "sum", "sum"),
+                    "CASE WHEN p2 > 1 THEN sqrt(greatest((p1 - p0 * p0 / p2) / (p2 - 1), 0)) "
+                    "END"),
+}
+
+
+class SnapshotBuilder:
+    """Features and labels for many cutoffs, sharing the work that does not depend on them.
+
+    The activity relations are cutoff-free (each aggregate filters ``day < T`` itself), so
+    reading the files, the per-customer window over purchases and the event-type codes are done
+    once. Given the cutoffs up front, the work per cutoff shrinks further:
+
+    - aggregates over the whole history (first/last purchase, totals, gap statistics, …) are
+      summed over the disjoint intervals between consecutive cutoffs, once, and carried forward
+      from one cutoff to the next;
+    - windowed aggregates (last 7…365 days) read only their window's rows, from activity tables
+      sorted by day, so DuckDB's zone maps skip the rest.
+
+    ``features``/``snapshot`` must then be called for those cutoffs in increasing order.
+    """
+
+    def __init__(self, source: Source, spec: FeatureSpec, last_day: date,
+                 cutoffs: Sequence[date] | None = None):
+        self.source, self.spec, self.last_day = source, spec, last_day
+        self.cutoffs = sorted(set(cutoffs)) if cutoffs else []
+        if self.cutoffs and self.cutoffs[-1] > last_day:
+            raise ValueError(f"cutoff {self.cutoffs[-1]} is after the last day {last_day}")
+        self._done: list[date] = []
+        con = source.con
+        end = f"DATE '{last_day.isoformat()}'"
+        start = ""
+        if self.cutoffs:
+            deepest = max((lookback_days(a) or 0) for a in spec.aggregates()
+                          if a.relation in ("txn", "evt"))
+            first = self.cutoffs[0] - timedelta(days=deepest)
+            start = f" AND day >= DATE '{first.isoformat()}'"
+        # Narrow types keep the in-memory copies small (a 1M-customer grid fits the memory cap).
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE _txn_act AS SELECT customer_id, day, "
+            "CAST(n_orders AS TINYINT) AS n_orders, gross, net, "
+            "CAST(n_refunds AS TINYINT) AS n_refunds, refund_amount, CAST(gap AS INTEGER) AS gap, "
+            "CAST(dup AS TINYINT) AS dup, CAST(nonfinite AS TINYINT) AS nonfinite "
+            f"FROM ({_txn_source(source)}) AS r WHERE day < {end}")
+        if self.cutoffs:
+            self._intervals(con)
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE _evt_act AS SELECT customer_id, day, "
+            "CAST(type_code AS SMALLINT) AS type_code, CAST(is_complaint AS TINYINT) AS "
+            "is_complaint, CAST(is_ticket AS TINYINT) AS is_ticket, CAST(n AS BIGINT) AS n "
+            f"FROM ({_evt_source(source, spec)}) AS r WHERE day < {end}{start}")
+
+    def _intervals(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Partials of every whole-history aggregate per customer and interval between cutoffs."""
+        bounds = [f"DATE '{c.isoformat()}'" for c in self.cutoffs]
+        interval = ("CASE " + " ".join(f"WHEN day < {b} THEN {i}" for i, b in enumerate(bounds))
+                    + " END")
+        for rel, source_sql in (("txn", "SELECT * FROM _txn_act"),
+                                ("evt", _evt_source(self.source, self.spec))):
+            cols = []
+            for a in self._all_time(rel):
+                partials, _, _ = _PARTIALS[a.func]
+                for j, (func, expr) in enumerate(partials):
+                    x = (f"CASE WHEN {a.cond} THEN {a.expr} END" if a.cond else a.expr)
+                    cols.append(f"{func}({expr.format(x=x)}) AS {a.name}__{j}")
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE _{rel}_parts AS SELECT customer_id, "
+                f"{interval} AS k, {', '.join(cols)} FROM ({source_sql}) AS r "
+                f"WHERE day < {bounds[-1]} GROUP BY ALL")
+            con.execute(f"CREATE OR REPLACE TEMP TABLE _{rel}_state AS SELECT * FROM "
+                        f"_{rel}_parts WHERE false")
+
+    def _all_time(self, relation: str) -> list[Aggregate]:
+        return [a for a in self.spec.aggregates()
+                if a.relation == relation and lookback_days(a) is None and "{T}" not in
+                f"{a.expr} {a.cond}"]
+
+    def _advance(self, relation: str, k: int) -> str:
+        """Carry the whole-history partials forward to cutoff ``k``; SQL of the aggregates."""
+        con = self.source.con
+        combined, finals = [], []
+        for a in self._all_time(relation):
+            partials, combine, final = _PARTIALS[a.func]
+            names = [f"{a.name}__{j}" for j in range(len(partials))]
+            for name, how in zip(names, combine, strict=True):
+                if how == "sum":
+                    expr = (f"CASE WHEN s.{name} IS NULL THEN p.{name} WHEN p.{name} IS NULL "
+                            f"THEN s.{name} ELSE s.{name} + p.{name} END")
+                else:
+                    expr = {"min": "least", "max": "greatest"}[how] + f"(s.{name}, p.{name})"
+                combined.append(f"{expr} AS {name}")
+            sub = final
+            for j, name in reversed(list(enumerate(names))):
+                sub = sub.replace(f"p{j}", name)
+            finals.append(f"{sub} AS {a.name}")
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _{relation}_state AS SELECT "
+            f"coalesce(s.customer_id, p.customer_id) AS customer_id, {k} AS k, "
+            f"{', '.join(combined)} FROM _{relation}_state s FULL OUTER JOIN "
+            f"(SELECT * FROM _{relation}_parts WHERE k = {k}) p USING (customer_id)")
+        return f"SELECT customer_id, {', '.join(finals)} FROM _{relation}_state"
+
+    def _windowed(self, relation: str, cutoff: date) -> str:
+        """Aggregates of one relation that read a window, each group from its window's rows."""
+        groups: dict[int, list[Aggregate]] = {}
+        for a in self.spec.aggregates():
+            if a.relation == relation and a not in self._all_time(relation):
+                groups.setdefault(lookback_days(a) or 0, []).append(a)
+        parts = []
+        for days, aggs in sorted(groups.items()):
+            since = cutoff - timedelta(days=days)
+            cols = ", ".join(f"{render(a.sql(_PAST[relation]), cutoff)} AS {a.name}"
+                             for a in aggs)
+            parts.append(
+                f"(SELECT customer_id, {cols} FROM _{relation}_act WHERE day >= "
+                f"DATE '{since.isoformat()}' AND day < DATE '{cutoff.isoformat()}' "
+                "GROUP BY customer_id)")
+        return " NATURAL FULL OUTER JOIN ".join(parts) if parts else ""
+
+    def features(self, cutoff: date) -> str:
+        """Temp table with the features as of ``cutoff``."""
+        if cutoff > self.last_day:
+            raise ValueError(f"cutoff {cutoff} is after the builder's last day {self.last_day}")
+        if not self.cutoffs:
+            past = f"day < DATE '{cutoff.isoformat()}'"
+            return materialize_features(
+                self.source, self.spec, cutoff,
+                txn=f"SELECT * FROM _txn_act WHERE {past}",
+                evt=f"SELECT * FROM _evt_act WHERE {past}")
+        if cutoff not in self.cutoffs or (self._done and cutoff <= self._done[-1]):
+            raise ValueError(f"cutoff {cutoff} is not the next of {self.cutoffs}")
+        con = self.source.con
+        for k in range(len(self._done), self.cutoffs.index(cutoff) + 1):
+            txn_all, evt_all = self._advance("txn", k), self._advance("evt", k)
+            self._done.append(self.cutoffs[k])
+        for rel, all_sql, table in (("txn", txn_all, "_ta"), ("evt", evt_all, "_ea")):
+            windowed = self._windowed(rel, cutoff)
+            join = f" LEFT JOIN ({windowed}) w USING (customer_id)" if windowed else ""
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM "
+                        f"({all_sql}) a{join}")
+        sa = None
+        if self.spec.subscriptions:
+            con.execute(f"CREATE OR REPLACE TEMP TABLE _sa AS "
+                        f"{aggregate_sql(self.spec, cutoff, 'sub', subscription_sql(cutoff))}")
+            sa = "_sa"
+        check_aggregates(self.source, cutoff)
+        con.execute("CREATE OR REPLACE TEMP TABLE features AS " + final_sql(
+            self.spec, cutoff, pop=f"({population_sql(self.spec, cutoff)})", ta="_ta",
+            ea="_ea", sa=sa))
+        return "features"
+
+    def snapshot(self, cutoff: date, horizon_days: int, clv_horizon_days: int,
+                 mode: LabelMode = "noncontractual") -> pa.Table:
+        """Features joined to labels for one cutoff (one block of the snapshot grid)."""
+        window_end = cutoff + timedelta(days=max(horizon_days, clv_horizon_days))
+        if window_end > self.last_day:
+            raise ValueError(f"the label window of {cutoff} ends {window_end}, after the "
+                             f"builder's last day {self.last_day}")
+        feats = self.features(cutoff)
+        labels = label_sql(cutoff, horizon_days, clv_horizon_days, mode,
+                           txn="SELECT * FROM _txn_act")
+        join = "JOIN" if mode == "contractual" else "LEFT JOIN"
+        return self.source.con.sql(
+            f"SELECT x.*, l.churned, l.future_spend, l.future_orders FROM {feats} x "
+            f"{join} ({labels}) l USING (customer_id) ORDER BY customer_id").to_arrow_table()
+
+
 def build_snapshot_grid(
     source: Source,
     spec: FeatureSpec,
@@ -340,17 +538,53 @@ def build_snapshot_grid(
     """Several cutoffs stacked, each with its own point-in-time features and labels."""
     if not cutoffs:
         raise ValueError("the snapshot grid needs at least one cutoff")
+    ordered = sorted(cutoffs)
+    last = ordered[-1] + timedelta(days=max(horizon_days, clv_horizon_days))
+    builder = SnapshotBuilder(source, spec, last, ordered)
     tables = []
-    join = "JOIN" if mode == "contractual" else "LEFT JOIN"
-    for i, cutoff in enumerate(sorted(cutoffs)):
-        feats = materialize_features(source, spec, cutoff)
-        labels = label_sql(cutoff, horizon_days, clv_horizon_days, mode)
-        tables.append(source.con.sql(
-            f"SELECT x.*, l.churned, l.future_spend, l.future_orders FROM {feats} x "
-            f"{join} ({labels}) l USING (customer_id) ORDER BY customer_id").to_arrow_table())
+    for i, cutoff in enumerate(ordered):
+        tables.append(builder.snapshot(cutoff, horizon_days, clv_horizon_days, mode))
         if progress:
-            progress(i + 1, len(cutoffs))
+            progress(i + 1, len(ordered))
     return pa.concat_tables(tables)
+
+
+def write_snapshot_grid(
+    source: Source,
+    spec: FeatureSpec,
+    cutoffs: Sequence[date],
+    out: Path,
+    *,
+    horizon_days: int,
+    clv_horizon_days: int,
+    mode: LabelMode = "noncontractual",
+    progress: Callable[[int, int], None] | None = None,
+) -> BuildSummary:
+    """The snapshot grid written to one Parquet file cutoff by cutoff (memory: one cutoff)."""
+    import pyarrow.parquet as pq
+
+    if not cutoffs:
+        raise ValueError("the snapshot grid needs at least one cutoff")
+    start = time.perf_counter()
+    ordered = sorted(cutoffs)
+    last = ordered[-1] + timedelta(days=max(horizon_days, clv_horizon_days))
+    builder = SnapshotBuilder(source, spec, last, ordered)
+    n_rows = 0
+    with atomic_output(out) as tmp:
+        writer: pq.ParquetWriter | None = None
+        try:
+            for i, cutoff in enumerate(ordered):
+                block = builder.snapshot(cutoff, horizon_days, clv_horizon_days, mode)
+                writer = writer or pq.ParquetWriter(tmp, block.schema, compression="zstd")
+                writer.write_table(block)
+                n_rows += block.num_rows
+                if progress:
+                    progress(i + 1, len(ordered))
+        finally:
+            if writer is not None:
+                writer.close()
+    return BuildSummary(out, n_rows, len(spec.features()), tuple(ordered),
+                        time.perf_counter() - start, spec.fingerprint())
 
 
 def monthly_cutoffs(first: date, last: date, step_months: int = 1) -> list[date]:

@@ -9,6 +9,7 @@ exact duplicates, timestamps in the future) are reported as :class:`DataIssue` a
 
 from __future__ import annotations
 
+import os
 import re
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -128,8 +129,9 @@ def connect(memory_limit: str = "1536MB", threads: int | None = None) -> duckdb.
     """An in-memory DuckDB connection with churnguard's settings (UTC, bounded memory)."""
     con = duckdb.connect(":memory:")
     con.execute(f"SET memory_limit = '{memory_limit}'")
-    # Spill to the system temp dir, not a .tmp folder in whatever directory the user is in.
-    spill = Path(tempfile.gettempdir()) / "churnguard-duckdb"
+    # Spill to a private folder under the system temp dir (DuckDB creates it on first spill and
+    # removes it on close), not a .tmp folder shared by every process in the user's directory.
+    spill = Path(tempfile.gettempdir()) / f"churnguard-duckdb-{os.getpid()}-{id(con):x}"
     con.execute(f"SET temp_directory = {_literal(str(spill))}")
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET preserve_insertion_order = false")

@@ -18,7 +18,7 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 
-from churnguard.features.build import build_snapshot_grid, monthly_cutoffs
+from churnguard.features.build import SnapshotBuilder, monthly_cutoffs
 from churnguard.features.definitions import FeatureSpec
 from churnguard.features.sources import Source
 
@@ -40,6 +40,8 @@ class SplitPlan:
     train: tuple[date, ...]
     valid: date
     test: date
+    #: False for the overlapping-window fallback of :func:`plan_split` (``purge=False``).
+    purged: bool = True
 
     @property
     def all(self) -> tuple[date, ...]:
@@ -51,6 +53,7 @@ class SplitPlan:
             "train": [d.isoformat() for d in self.train],
             "valid": self.valid.isoformat(),
             "test": self.test.isoformat(),
+            "purged": self.purged,
         }
 
 
@@ -67,6 +70,7 @@ def plan_split(
     max_train_cutoffs: int = 24,
     min_train_cutoffs: int = 1,
     step_months: int = 1,
+    purge: bool = True,
 ) -> SplitPlan:
     """Purged out-of-time cutoffs for a label window of ``label_days``.
 
@@ -75,6 +79,11 @@ def plan_split(
     train = month starts (every ``step_months``) whose window ends on or before ``valid``,
     at least ``min_history_days`` after ``first_day``, the latest ``max_train_cutoffs`` of them.
     Raises :class:`PlanError` when fewer than ``min_train_cutoffs`` training cutoffs fit.
+
+    ``purge=False`` is the fallback for data too short for purging (three disjoint label
+    windows): the cutoffs are still strictly ordered in time (train < valid < test, one step
+    apart, every label window inside the data known at ``as_of``), but consecutive label
+    windows overlap, so validation and test scores are somewhat optimistic.
     """
     if label_days < 1:
         raise ValueError(f"label_days must be >= 1, got {label_days}")
@@ -82,21 +91,33 @@ def plan_split(
         raise PlanError(f"as-of {as_of} is not after the first day of the data ({first_day})")
     window = timedelta(days=label_days)
     test = _latest_month_start(as_of - window)
-    valid = _latest_month_start(test - window)
+    if purge:
+        valid = _latest_month_start(test - window)
+        last_train = valid - window
+    else:
+        valid = _months_before(test, step_months)
+        last_train = _months_before(valid, step_months)
     earliest = first_day + timedelta(days=min_history_days)
-    last_train = valid - window
     train = [c for c in monthly_cutoffs(earliest, last_train, step_months) if c >= earliest]
     train = train[-max_train_cutoffs:] if max_train_cutoffs > 0 else train
     if len(train) < min_train_cutoffs:
         span = (as_of - first_day).days
         raise PlanError(
-            f"not enough history for a purged out-of-time split with a {label_days}-day label "
+            f"not enough history for a{' purged' if purge else 'n'} out-of-time split with a "
+            f"{label_days}-day label "
             f"window: the data spans {span} days ({first_day} to {as_of}), which leaves "
             f"{len(train)} training cutoff(s) (need {min_train_cutoffs}); test cutoff {test}, "
             f"validation cutoff {valid}, training cutoffs must be on/before {last_train} and "
             f"on/after {earliest}. Use a shorter horizon or more data."
         )
-    return SplitPlan(label_days=label_days, train=tuple(train), valid=valid, test=test)
+    return SplitPlan(label_days=label_days, train=tuple(train), valid=valid, test=test,
+                     purged=purge)
+
+
+def _months_before(day: date, months: int) -> date:
+    """The month start ``months`` months before the month of ``day``."""
+    index = day.year * 12 + day.month - 1 - months
+    return date(index // 12, index % 12 + 1, 1)
 
 
 def longest_feasible_window(
@@ -157,6 +178,8 @@ def build_training_grid(
     """
     cutoffs = sorted(set(churn_cutoffs) | set(clv_cutoffs))
     frames = []
+    # One builder for all cutoffs: it reads the files once and never a row from as_of on.
+    builder = SnapshotBuilder(source, spec, as_of, cutoffs)
     for i, cutoff in enumerate(cutoffs):
         churn_ok = cutoff in churn_cutoffs
         clv_ok = cutoff in clv_cutoffs
@@ -166,7 +189,7 @@ def build_training_grid(
             if cutoff + timedelta(days=days) > as_of:
                 raise PlanError(f"the label window of cutoff {cutoff} ({days} days) ends after "
                                 f"the as-of date {as_of}")
-        table = build_snapshot_grid(source, spec, [cutoff], horizon_days=h, clv_horizon_days=c)
+        table = builder.snapshot(cutoff, h, c)
         df = table.to_pandas()
         df["churned"] = df["churned"].astype("float64") if churn_ok else np.nan
         df["future_spend"] = df["future_spend"].astype("float64") if clv_ok else np.nan
