@@ -7,9 +7,10 @@ as plain arguments: the feature, training and serving code does not read the env
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -52,6 +53,78 @@ class Settings(BaseSettings):
     experiment: str = Field(
         default="churnguard", min_length=1, description="MLflow experiment of training runs."
     )
+
+    # -- serving (churnguard serve) --------------------------------------------------------
+    host: str = Field(default="127.0.0.1", description="Address the API listens on.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port the API listens on.")
+    workers: int = Field(default=1, ge=1, le=64, description="API worker processes.")
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, repr=False,
+        description="Accepted X-API-Key values, comma-separated (several for rotation). "
+        "Empty: the API is open (a warning is logged at start-up).",
+    )
+    online_store: str = Field(
+        default="memory",
+        description="Where the API looks up customer features: 'memory' (the feature snapshot "
+        "loaded into each process) or a redis:// URL shared by several instances.",
+    )
+    feature_snapshot: Path | None = Field(
+        default=None,
+        description="Latest materialised feature snapshot (churnguard features build --out); "
+        "default <data_dir>/features.parquet.",
+    )
+    actions_catalog: Path | None = Field(
+        default=None, description="Action catalog YAML (default: churnguard's actions.yaml).",
+    )
+    poll_seconds: float = Field(
+        default=30.0, gt=0, le=86400,
+        description="How often the API checks the model alias and the feature snapshot.",
+    )
+    max_batch: int = Field(
+        default=1000, ge=1, le=100_000, description="Most customers per scoring request (413)."
+    )
+    max_plan_customers: int = Field(
+        default=10_000, ge=1, le=1_000_000,
+        description="Most customers per campaign plan request (413).",
+    )
+    max_request_bytes: int = Field(
+        default=4 * 1024 * 1024, ge=1024, description="Largest request body accepted (413)."
+    )
+    log_level: str = Field(default="info", description="Log level of the API.")
+
+    @property
+    def snapshot_path(self) -> Path:
+        return self.feature_snapshot or self.data_dir / "features.parquet"
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [k.strip() for k in value.split(",")]
+        if isinstance(value, list | tuple):
+            keys = [str(k).strip() for k in value if str(k).strip()]
+            short = [i for i, k in enumerate(keys) if len(k) < 16]
+            if short:
+                raise ValueError(f"API keys must be at least 16 characters (key(s) number "
+                                 f"{', '.join(str(i + 1) for i in short)} are shorter)")
+            return keys
+        return value
+
+    @field_validator("online_store")
+    @classmethod
+    def _store_url(cls, value: str) -> str:
+        v = value.strip()
+        if v == "memory" or v.startswith(("redis://", "rediss://", "unix://")):
+            return v
+        raise ValueError(f"expected 'memory' or a redis:// URL, got {value!r}")
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        v = value.strip().lower()
+        if v not in ("critical", "error", "warning", "info", "debug"):
+            raise ValueError(f"expected critical, error, warning, info or debug, got {value!r}")
+        return v
 
     @field_validator("duckdb_memory_limit")
     @classmethod

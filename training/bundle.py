@@ -11,6 +11,8 @@ metadata, room for an action ``policy``), ``churn.ubj``, ``clv_buy.ubj``, ``clv_
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ import xgboost as xgb
 from churnguard.features.definitions import FeatureSpec
 from churnguard.training.data import model_matrix
 from churnguard.training.models import Calibrator, ChurnModel, ClvModel
+from churnguard.training.policy import Assessment, Policy, assess, load_catalog, top_drivers
 
 BUNDLE_FORMAT = 1
 OUTPUT_COLUMNS = ("churn_probability", "clv", "p_buy", "expected_spend_if_buy")
@@ -40,6 +43,8 @@ class ScoringBundle:
     clv_horizon_days: int
     metadata: dict[str, Any] = field(default_factory=dict)
     policy: dict[str, Any] | None = None
+    _policy: Policy | None = field(default=None, init=False, repr=False, compare=False)
+    _encoder: RowEncoder | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def feature_names(self) -> list[str]:
@@ -76,6 +81,77 @@ class ScoringBundle:
                                               pred_contribs=True)
         return pd.DataFrame(np.asarray(contribs), index=features.index,
                             columns=[*X.columns, "bias"])
+
+    # -- the full score: churn, CLV, tiers, stage, drivers, actions ----------------------
+
+    def policy_obj(self) -> Policy:
+        """The bundle's action policy (the default catalog, without value tiers, if none)."""
+        if self._policy is None:
+            self._policy = (Policy.from_dict(self.policy, source="bundle policy")
+                            if self.policy else load_catalog())
+        return self._policy
+
+    def encoder(self) -> RowEncoder:
+        if self._encoder is None:
+            self._encoder = RowEncoder(self.spec, self.levels)
+        return self._encoder
+
+    def encode(self, features: pd.DataFrame) -> np.ndarray:
+        """Feature rows as the float32 matrix the boosters read (categories as level codes,
+        missing/unseen as NaN); the same numbers :meth:`score` feeds XGBoost."""
+        X = self.matrix(features)
+        out = np.empty(X.shape, dtype=np.float32)
+        for j, col in enumerate(X.columns):
+            s = X[col]
+            if isinstance(s.dtype, pd.CategoricalDtype):
+                codes = s.cat.codes.to_numpy().astype(np.float32)
+                codes[codes < 0] = np.nan
+                out[:, j] = codes
+            else:
+                out[:, j] = s.to_numpy(dtype=np.float64)
+        return out
+
+    def score_matrix(self, X: np.ndarray, *, drivers: bool = True) -> FullScores:
+        """Everything a score needs, from an encoded matrix (:meth:`encode`,
+        :meth:`RowEncoder.encode_records`): probabilities and CLV exactly as :meth:`score`
+        computes them (XGBoost ``inplace_predict`` on the same float32 numbers), plus risk and
+        value tier, lifecycle stage, top drivers and recommended actions from the policy."""
+        enc = self.encoder()
+        raw = np.asarray(self.churn.booster.inplace_predict(X), dtype=float)
+        p = self.churn.calibrator.predict(raw) if self.churn.calibrator else np.clip(
+            raw, 1e-6, 1 - 1e-6)
+        # float32 like ClvModel.components, so that the product matches score() bit for bit
+        p_buy = np.clip(np.asarray(self.clv.buy.inplace_predict(X)), 0.0, 1.0)
+        spend = np.exp(np.asarray(self.clv.spend.inplace_predict(X), dtype=float)) * self.clv.smear
+        clv = np.maximum(self.clv.scale * p_buy * spend, 0.0)
+        frame: dict[str, np.ndarray] = {name: X[:, j] for j, name in enumerate(enc.names)}
+        frame["churn_probability"] = p
+        frame["clv"] = clv
+        policy = self.policy_obj()
+        top: list[list[dict[str, Any]]] | None = None
+        if drivers:
+            # One thread: building a small DMatrix with an OpenMP team costs milliseconds.
+            d = xgb.DMatrix(X, feature_names=enc.names, feature_types=enc.types,
+                            enable_categorical=True, nthread=1 if len(X) < 1024 else None)
+            contribs = np.asarray(self.churn.booster.predict(d, pred_contribs=True))[:, :-1]
+            top = top_drivers(contribs, enc.names, _LazyValues(enc, X), enc.descriptions,
+                              policy.top_drivers)
+        return FullScores(churn_probability=p, clv=clv, p_buy=p_buy,
+                          expected_spend_if_buy=spend * self.clv.scale,
+                          assessment=assess(frame, policy), drivers=top, frame=frame,
+                          policy=policy)
+
+    def score_full(self, features: pd.DataFrame, *, drivers: bool = True) -> pd.DataFrame:
+        """:meth:`score` plus risk_tier, value_tier, lifecycle_stage, drivers and actions
+        (lists of dicts) per row: the one path the API, the batch job and Spark share."""
+        full = self.score_matrix(self.encode(features), drivers=drivers)
+        out = pd.DataFrame(index=features.index)
+        for col in ("customer_id", "as_of"):
+            if col in features.columns:
+                out[col] = features[col].to_numpy()
+        for key, value in full.row_columns().items():
+            out[key] = value
+        return out
 
     def input_example(self, features: pd.DataFrame, n: int = 3) -> pd.DataFrame:
         """A few rows in the pyfunc's input schema: customer_id plus the feature columns."""
@@ -135,6 +211,153 @@ class ScoringBundle:
             metadata=meta.get("metadata", {}),
             policy=meta.get("policy"),
         )
+
+
+class FeatureError(ValueError):
+    """An inline feature row that cannot be scored; ``field`` names the offending feature."""
+
+    def __init__(self, field: str | None, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+class RowEncoder:
+    """Feature rows (dicts, e.g. JSON) → the float32 matrix of :meth:`ScoringBundle.encode`,
+    with the same rules as ``model_matrix`` and a clear error for anything it cannot read."""
+
+    #: Keys of a feature row that are not features and are ignored.
+    PASSTHROUGH = frozenset({"customer_id", "as_of"})
+
+    def __init__(self, spec: FeatureSpec, levels: dict[str, list[str]]) -> None:
+        feats = spec.features()
+        self.names = [f.name for f in feats]
+        self.kinds = [f.kind for f in feats]
+        self.types = ["c" if f.kind == "category" else "q" for f in feats]
+        self.index = {name: j for j, name in enumerate(self.names)}
+        self.codes = {f.name: {lv: float(i) for i, lv in enumerate(levels.get(f.name, []))}
+                      for f in feats if f.kind == "category"}
+        self.levels = {name: list(levels.get(name, [])) for name in self.codes}
+        self.descriptions = spec.descriptions()
+
+    def encode_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """Rows as a matrix; raises :class:`FeatureError` (row-local: use ``field``) for a
+        missing or unknown feature, or a value of the wrong type."""
+        out = np.empty((len(records), len(self.names)), dtype=np.float32)
+        for i, rec in enumerate(records):
+            self._encode_one(rec, out[i])
+        return out
+
+    def _encode_one(self, rec: Mapping[str, Any], row: np.ndarray) -> None:
+        if len(rec) < len(self.names) or any(k not in self.index for k in rec):
+            unknown = sorted(k for k in rec if k not in self.index and k not in self.PASSTHROUGH)
+            if unknown:
+                raise FeatureError(unknown[0], f"unknown feature(s): {', '.join(unknown[:8])}")
+            missing = [n for n in self.names if n not in rec]
+            if missing:
+                more = " …" if len(missing) > 8 else ""
+                raise FeatureError(None, f"missing {len(missing)} feature(s): "
+                                   f"{', '.join(missing[:8])}{more}")
+        for j, name in enumerate(self.names):
+            v = rec[name]
+            kind = self.kinds[j]
+            if kind == "category":
+                if v is None:
+                    row[j] = np.nan
+                elif isinstance(v, str | int) and not isinstance(v, bool):
+                    row[j] = self.codes[name].get(str(v), np.nan)
+                else:
+                    raise FeatureError(name, f"category feature {name!r} must be a string or "
+                                       f"null, got {type(v).__name__}")
+            elif isinstance(v, int | float) and not isinstance(v, bool):
+                f = float(v)
+                if not math.isfinite(f):
+                    raise FeatureError(name, f"feature {name!r} must be finite, got {v!r}")
+                if kind == "int" and not f.is_integer():
+                    raise FeatureError(name, f"integer feature {name!r} got {v!r}")
+                row[j] = f
+            elif v is None and kind == "float":
+                row[j] = np.nan
+            else:
+                what = "an integer" if kind == "int" else "a number or null"
+                raise FeatureError(name, f"feature {name!r} must be {what}, "
+                                   f"got {type(v).__name__}")
+
+    def display(self, X: np.ndarray, i: int, j: int) -> Any:
+        """The value of feature ``j`` of row ``i`` as a CRM user reads it."""
+        v = float(X[i, j])
+        if math.isnan(v):
+            return None
+        kind = self.kinds[j]
+        if kind == "category":
+            lv = self.levels[self.names[j]]
+            return lv[int(v)] if 0 <= int(v) < len(lv) else None
+        if kind == "int":
+            return int(v)
+        return float(f"{v:.7g}")
+
+
+class _LazyValues:
+    """``values[i][j]`` for :func:`top_drivers` without decoding every feature of every row."""
+
+    def __init__(self, enc: RowEncoder, X: np.ndarray) -> None:
+        self.enc, self.X = enc, X
+
+    def __len__(self) -> int:
+        return self.X.shape[0]
+
+    def __getitem__(self, i: int) -> _LazyRow:
+        return _LazyRow(self.enc, self.X, i)
+
+
+class _LazyRow:
+    def __init__(self, enc: RowEncoder, X: np.ndarray, i: int) -> None:
+        self.enc, self.X, self.i = enc, X, i
+
+    def __len__(self) -> int:
+        return self.X.shape[1]
+
+    def __getitem__(self, j: int) -> Any:
+        return self.enc.display(self.X, self.i, j)
+
+
+@dataclass
+class FullScores:
+    """The output of :meth:`ScoringBundle.score_matrix`, aligned with the input rows."""
+
+    churn_probability: np.ndarray
+    clv: np.ndarray
+    p_buy: np.ndarray
+    expected_spend_if_buy: np.ndarray
+    assessment: Assessment
+    drivers: list[list[dict[str, Any]]] | None
+    frame: dict[str, np.ndarray]
+    policy: Policy
+
+    def __len__(self) -> int:
+        return len(self.churn_probability)
+
+    def actions(self, i: int) -> list[dict[str, Any]]:
+        return self.assessment.actions(self.frame, self.policy, i)
+
+    def row(self, i: int) -> dict[str, Any]:
+        """Score fields of row ``i`` (without id, model version and time)."""
+        a = self.assessment
+        return {"churn_probability": float(self.churn_probability[i]),
+                "risk_tier": a.risk_tier[i], "clv": float(self.clv[i]),
+                "value_tier": a.value_tier[i], "lifecycle_stage": a.lifecycle_stage[i],
+                "drivers": self.drivers[i] if self.drivers is not None else [],
+                "actions": self.actions(i)}
+
+    def row_columns(self) -> dict[str, Any]:
+        n = len(self)
+        a = self.assessment
+        return {"churn_probability": self.churn_probability, "clv": self.clv,
+                "p_buy": self.p_buy, "expected_spend_if_buy": self.expected_spend_if_buy,
+                "risk_tier": a.risk_tier, "value_tier": a.value_tier,
+                "lifecycle_stage": a.lifecycle_stage,
+                "drivers": self.drivers if self.drivers is not None else [[] for _ in range(n)],
+                "actions": [self.actions(i) for i in range(n)]}
 
 
 def signature_frame(features: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:

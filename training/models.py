@@ -16,6 +16,9 @@ References
 - [Cra71] Cragg (1971), "Some Statistical Models for Limited Dependent Variables", Econometrica
   39(5) (the hurdle model: P(y > 0) * E[y | y > 0]).
 - [FHL05] Fader, Hardie & Lee (2005), BG/NBD; [FHL05b] Gamma-Gamma (see ``btyd.py``).
+- [FHS05] Friedman, Hastie & Tibshirani (2000), "Additive Logistic Regression: a Statistical
+  View of Boosting", Annals of Statistics 28(2) (boosting from an initial fit F0: the trees
+  fit corrections to a given log-odds offset, XGBoost's ``base_margin``).
 """
 
 from __future__ import annotations
@@ -44,6 +47,16 @@ CHURN_MONOTONE: dict[str, int] = {
     "complaints_90d": 1,
     "complaints_365d": 1,
 }
+
+
+#: Raw customer-age features. On a young business every training snapshot holds younger
+#: customers than the one scored later, so splits on age are extrapolated; with a BTYD prior,
+#: which models ageing itself, a candidate that never splits on them is tried (``masked``).
+AGE_FEATURES: tuple[str, ...] = ("tenure_days", "days_since_first_purchase")
+
+#: The feature columns a :class:`BtydPrior` reads.
+PRIOR_COLUMNS = ("purchase_days_total", "days_since_first_purchase",
+                 "days_since_last_purchase", "avg_order_value")
 
 
 @dataclass(frozen=True)
@@ -187,23 +200,156 @@ def choose_calibration(
 
 
 # ---------------------------------------------------------------------------------------------
+# BTYD prior: the base margin the boosters correct
+
+
+def _prior_frame(X: pd.DataFrame | np.ndarray, names: list[str] | None = None) -> pd.DataFrame:
+    """The prior's input columns from a feature frame or an encoded matrix + column names."""
+    if isinstance(X, pd.DataFrame):
+        return pd.DataFrame({c: pd.to_numeric(X[c], errors="coerce").to_numpy(dtype=float)
+                             for c in PRIOR_COLUMNS}, index=X.index)
+    if names is None:
+        raise ValueError("an encoded matrix needs its column names")
+    return pd.DataFrame({c: np.asarray(X[:, names.index(c)], dtype=float)
+                         for c in PRIOR_COLUMNS})
+
+
+@dataclass(frozen=True)
+class BtydPrior:
+    """BG/NBD [FHL05] + Gamma-Gamma [FHL05b] fitted on one snapshot's feature rows, used as the
+    base margin of the boosters (boosting from an initial fit [FHS05]).
+
+    The BTYD models extrapolate with customer age by construction (the posterior of a
+    customer's purchase rate and dropout given x, t_x and T), where trees fitted on younger
+    snapshots can only extend their outermost leaf. Margins, with P0(h) = P(no purchase in the
+    next h days | x, t_x, T) ([FHL05] appendix) and E[Y(h)] the expected purchases ([FHL05]
+    eq. 10) times the Gamma-Gamma expected order value E[M] ([FHL05b]):
+
+    - churn: logit P0(h);
+    - buy (CLV hurdle): logit(1 - P0(h));
+    - spend if buying: log(E[Y(h)] · E[M] / (1 - P0(h))).
+
+    Customers without a purchase are outside the BTYD models: their margins are 0 (log-odds)
+    and log of the population mean order value, and the trees learn their level.
+    The RFM statistics come from the feature row (``BtydBaseline.rfm``).
+    """
+
+    bgnbd: dict[str, float]
+    gg: dict[str, float]
+
+    @classmethod
+    def fit(cls, X: pd.DataFrame, *, max_rows: int = 20_000, seed: int = 0) -> BtydPrior:
+        base = BtydBaseline(1, 1, max_fit_rows=max_rows, seed=seed).fit(_prior_frame(X))
+        return cls(bgnbd=dict(base.bgnbd.params_), gg=dict(base.gg.params_))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"bgnbd": dict(self.bgnbd), "gg": dict(self.gg)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BtydPrior:
+        return cls(bgnbd={k: float(v) for k, v in data["bgnbd"].items()},
+                   gg={k: float(v) for k, v in data["gg"].items()})
+
+    def quantities(self, X: pd.DataFrame | np.ndarray, horizon_days: float,
+                   names: list[str] | None = None) -> dict[str, np.ndarray]:
+        """buyer (bool), p0 = P(no purchase in the horizon), spend = expected spend in it."""
+        from churnguard.training.btyd import BetaGeoModel, GammaGammaModel
+
+        r = BtydBaseline.rfm(_prior_frame(X, names))
+        n = len(r)
+        buyer = r["buyer"].to_numpy()
+        p0 = np.full(n, 0.5)
+        spend = np.zeros(n)
+        gg = GammaGammaModel.from_params(**self.gg)
+        p, q, v = self.gg["p"], self.gg["q"], self.gg["v"]
+        mean_value = v * p / (q - 1.0) if q > 1.0 else float("nan")
+        if buyer.any():
+            bg = BetaGeoModel.from_params(**self.bgnbd)
+            rb = r[buyer]
+            x, t_x, T = (rb[c].to_numpy(dtype=float) for c in ("x", "t_x", "T"))
+            weeks = horizon_days / 7.0
+            p0[buyer] = np.asarray(bg.probability_no_purchase(weeks, x, t_x, T), dtype=float)
+            m = rb["m"].to_numpy(dtype=float)
+            value = np.where((x > 0) & (m > 0), np.asarray(
+                gg.conditional_expected_average_value(np.where(m > 0, x, 0.0),
+                                                      np.where(m > 0, m, 1.0)), dtype=float),
+                mean_value)
+            spend[buyer] = np.asarray(bg.expected_purchases(weeks, x, t_x, T),
+                                      dtype=float) * value
+        return {"buyer": buyer, "p0": np.clip(p0, 1e-4, 1 - 1e-4),
+                "spend": np.nan_to_num(spend, nan=0.0), "mean_value": np.full(n, mean_value)}
+
+    def margins(self, X: pd.DataFrame | np.ndarray, horizon_days: float,
+                names: list[str] | None = None) -> dict[str, np.ndarray]:
+        """``churn``, ``buy`` and ``spend`` base margins (see the class docstring)."""
+        qs = self.quantities(X, horizon_days, names)
+        buyer, p0 = qs["buyer"], qs["p0"]
+        churn = np.where(buyer, np.log(p0 / (1.0 - p0)), 0.0)
+        cond = qs["spend"] / (1.0 - p0)
+        fallback = qs["mean_value"]
+        spend = np.log(np.clip(np.where(buyer, cond, fallback), 1e-3, None))
+        spend = np.where(np.isfinite(spend), spend, 0.0)
+        return {"churn": churn, "buy": -churn, "spend": spend}
+
+
+def _masked(X: pd.DataFrame, masked: tuple[str, ...] | list[str]) -> pd.DataFrame:
+    """``X`` with the ``masked`` columns set to missing: the trees never split on them."""
+    cols = [c for c in masked if c in X.columns]
+    if not cols:
+        return X
+    out = X.copy()
+    for c in cols:
+        out[c] = np.nan
+    return out
+
+
+def _dmatrix(X: pd.DataFrame, masked: tuple[str, ...] | list[str] = (),
+             margin: np.ndarray | None = None) -> xgb.DMatrix:
+    return xgb.DMatrix(_masked(X, masked), base_margin=margin, enable_categorical=True)
+
+
+# ---------------------------------------------------------------------------------------------
 # Churn model
 
 
 @dataclass
 class ChurnModel:
-    """XGBoost churn classifier [CG16] plus its calibrator."""
+    """XGBoost churn classifier [CG16] plus its calibrator.
+
+    ``info`` (saved with the bundle) may hold ``prior`` (a :class:`BtydPrior` as a dict) and
+    ``prior_horizon_days``: the booster then adds its trees to the prior's churn log-odds
+    (``base_margin``); and ``masked``: feature columns the booster never sees (set to missing).
+    """
 
     booster: xgb.Booster
     calibrator: Calibrator | None = None
     best_iteration: int = 0
     info: dict[str, Any] = field(default_factory=dict)
 
-    def raw(self, X: pd.DataFrame) -> np.ndarray:
-        return np.asarray(self.booster.predict(xgb.DMatrix(X, enable_categorical=True)))
+    @property
+    def prior(self) -> BtydPrior | None:
+        data = self.info.get("prior")
+        return BtydPrior.from_dict(data) if data else None
 
-    def predict(self, X: pd.DataFrame) -> np.ndarray:
-        raw = self.raw(X)
+    @property
+    def masked(self) -> list[str]:
+        return list(self.info.get("masked", []))
+
+    def margin(self, X: pd.DataFrame | np.ndarray,
+               names: list[str] | None = None) -> np.ndarray | None:
+        """The base margin from the stored prior (None without one)."""
+        prior = self.prior
+        if prior is None:
+            return None
+        return prior.margins(X, float(self.info["prior_horizon_days"]), names)["churn"]
+
+    def raw(self, X: pd.DataFrame, margin: np.ndarray | None = None) -> np.ndarray:
+        """Uncalibrated probability; ``margin`` overrides the stored prior's base margin."""
+        m = self.margin(X) if margin is None else margin
+        return np.asarray(self.booster.predict(_dmatrix(X, self.masked, m)))
+
+    def predict(self, X: pd.DataFrame, margin: np.ndarray | None = None) -> np.ndarray:
+        raw = self.raw(X, margin)
         return self.calibrator.predict(raw) if self.calibrator else _clip(raw)
 
 
@@ -219,8 +365,15 @@ def fit_churn(
     config: BoostConfig = BoostConfig(),
     *,
     monotone: dict[str, int] | None = None,
+    margin_train: np.ndarray | None = None,
+    margin_valid: np.ndarray | None = None,
+    masked: tuple[str, ...] = (),
 ) -> ChurnModel:
-    """Fit the churn classifier with early stopping on the out-of-time validation snapshot."""
+    """Fit the churn classifier with early stopping on the out-of-time validation snapshot.
+
+    With ``margin_*`` the trees boost from that log-odds offset [FHS05] (e.g. a BTYD prior's);
+    ``masked`` columns are hidden from the trees.
+    """
     _check_binary(y_train, "training")
     _check_binary(y_valid, "validation")
     clf = xgb.XGBClassifier(
@@ -230,16 +383,21 @@ def fit_churn(
                                        if monotone is None else monotone) or None,
         **config.params(),
     )
-    clf.fit(X_train, y_train, eval_set=[(X_valid, y_valid)], verbose=False)
+    clf.fit(_masked(X_train, masked), y_train, base_margin=margin_train,
+            eval_set=[(_masked(X_valid, masked), y_valid)],
+            base_margin_eval_set=None if margin_valid is None else [margin_valid],
+            verbose=False)
     best = int(clf.best_iteration)
     booster = clf.get_booster()[: best + 1]
     return ChurnModel(booster=booster, best_iteration=best,
-                      info={"n_trees": best + 1, "n_train": len(X_train)})
+                      info={"n_trees": best + 1, "n_train": len(X_train),
+                            "masked": list(masked)})
 
 
 def refit_churn(
     X: pd.DataFrame, y: np.ndarray, n_trees: int, config: BoostConfig = BoostConfig(),
-    *, monotone: dict[str, int] | None = None,
+    *, monotone: dict[str, int] | None = None, margin: np.ndarray | None = None,
+    masked: tuple[str, ...] = (),
 ) -> ChurnModel:
     """Refit with a fixed number of trees (found by early stopping) on more recent rows."""
     _check_binary(y, "refit")
@@ -249,9 +407,9 @@ def refit_churn(
                                        if monotone is None else monotone) or None,
         **config.params(),
     )
-    clf.fit(X, y, verbose=False)
+    clf.fit(_masked(X, masked), y, base_margin=margin, verbose=False)
     return ChurnModel(booster=clf.get_booster(), best_iteration=n_trees - 1,
-                      info={"n_trees": n_trees, "n_train": len(X)})
+                      info={"n_trees": n_trees, "n_train": len(X), "masked": list(masked)})
 
 
 def _check_binary(y: np.ndarray, what: str) -> None:
@@ -282,14 +440,35 @@ class ClvModel:
     scale: float = 1.0
     info: dict[str, Any] = field(default_factory=dict)
 
-    def components(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        d = xgb.DMatrix(X, enable_categorical=True)
-        p_buy = np.clip(np.asarray(self.buy.predict(d)), 0.0, 1.0)
-        spend = np.exp(np.asarray(self.spend.predict(d), dtype=float)) * self.smear
+    @property
+    def prior(self) -> BtydPrior | None:
+        data = self.info.get("prior")
+        return BtydPrior.from_dict(data) if data else None
+
+    def margins(self, X: pd.DataFrame | np.ndarray, names: list[str] | None = None
+                ) -> tuple[np.ndarray, np.ndarray] | None:
+        """(buy, spend) base margins from the stored prior (None without one)."""
+        prior = self.prior
+        if prior is None:
+            return None
+        m = prior.margins(X, float(self.info["prior_horizon_days"]), names)
+        return m["buy"], m["spend"]
+
+    def components(self, X: pd.DataFrame,
+                   margins: tuple[np.ndarray, np.ndarray] | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """(P(buy), E[spend | buy] before ``scale``); ``margins`` override the stored prior's."""
+        m = self.margins(X) if margins is None else margins
+        masked = list(self.info.get("masked", []))
+        d_buy = _dmatrix(X, masked, None if m is None else m[0])
+        d_spend = _dmatrix(X, masked, None if m is None else m[1])
+        p_buy = np.clip(np.asarray(self.buy.predict(d_buy)), 0.0, 1.0)
+        spend = np.exp(np.asarray(self.spend.predict(d_spend), dtype=float)) * self.smear
         return p_buy, spend
 
-    def predict(self, X: pd.DataFrame) -> np.ndarray:
-        p_buy, spend = self.components(X)
+    def predict(self, X: pd.DataFrame,
+                margins: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        p_buy, spend = self.components(X, margins)
         return np.maximum(self.scale * p_buy * spend, 0.0)
 
 
@@ -299,8 +478,21 @@ def fit_clv(
     X_valid: pd.DataFrame,
     spend_valid: np.ndarray,
     config: BoostConfig = BoostConfig(),
+    *,
+    margins_train: tuple[np.ndarray, np.ndarray] | None = None,
+    margins_valid: tuple[np.ndarray, np.ndarray] | None = None,
+    masked: tuple[str, ...] = (),
 ) -> ClvModel:
-    """Fit the hurdle CLV model; early stopping and the total calibration on validation."""
+    """Fit the hurdle CLV model; early stopping and the total calibration on validation.
+
+    With ``margins_*`` = (buy log-odds, log spend) offsets, both boosters boost from them
+    [FHS05]; ``masked`` columns are hidden from the trees.
+    """
+    if (margins_train is None) != (margins_valid is None):
+        raise ValueError("pass both margins_train and margins_valid, or neither")
+    X_train, X_valid = _masked(X_train, masked), _masked(X_valid, masked)
+    mb_tr, ms_tr = margins_train if margins_train is not None else (None, None)
+    mb_va, ms_va = margins_valid if margins_valid is not None else (None, None)
     y_tr = np.asarray(spend_train, dtype=float)
     y_va = np.asarray(spend_valid, dtype=float)
     if (y_tr < 0).any() or (y_va < 0).any():
@@ -312,7 +504,8 @@ def fit_clv(
                             n_estimators=config.n_estimators,
                             early_stopping_rounds=config.early_stopping_rounds,
                             **config.params())
-    buy.fit(X_train, b_tr, eval_set=[(X_valid, b_va)], verbose=False)
+    buy.fit(X_train, b_tr, base_margin=mb_tr, eval_set=[(X_valid, b_va)],
+            base_margin_eval_set=None if mb_va is None else [mb_va], verbose=False)
     tr, va = y_tr > 0, y_va > 0
     if tr.sum() < 10 or va.sum() < 5:
         raise ValueError(f"too few buyers to fit the spend model (train {tr.sum()}, "
@@ -321,20 +514,50 @@ def fit_clv(
                            n_estimators=config.n_estimators,
                            early_stopping_rounds=config.early_stopping_rounds,
                            **config.params())
-    reg.fit(X_train[tr], np.log(y_tr[tr]), eval_set=[(X_valid[va], np.log(y_va[va]))],
-            verbose=False)
+    reg.fit(X_train[tr], np.log(y_tr[tr]), base_margin=None if ms_tr is None else ms_tr[tr],
+            eval_set=[(X_valid[va], np.log(y_va[va]))],
+            base_margin_eval_set=None if ms_va is None else [ms_va[va]], verbose=False)
     buy_booster = buy.get_booster()[: int(buy.best_iteration) + 1]
     spend_booster = reg.get_booster()[: int(reg.best_iteration) + 1]
-    resid = np.log(y_tr[tr]) - np.asarray(
-        spend_booster.predict(xgb.DMatrix(X_train[tr], enable_categorical=True)))
-    model = ClvModel(buy=buy_booster, spend=spend_booster, smear=float(np.mean(np.exp(resid))))
-    pred_va = model.predict(X_valid)
+    resid = np.log(y_tr[tr]) - np.asarray(spend_booster.predict(xgb.DMatrix(
+        X_train[tr], base_margin=None if ms_tr is None else ms_tr[tr],
+        enable_categorical=True)))
+    model = ClvModel(buy=buy_booster, spend=spend_booster, smear=float(np.mean(np.exp(resid))),
+                     info={"masked": list(masked)})
+    pred_va = model.predict(X_valid, margins_valid)
     total_pred = float(pred_va.sum())
     model.scale = float(y_va.sum() / total_pred) if total_pred > 0 else 1.0
-    model.info = {"buy_trees": int(buy.best_iteration) + 1,
-                  "spend_trees": int(reg.best_iteration) + 1,
-                  "smear": model.smear, "scale": model.scale}
+    model.info.update({"buy_trees": int(buy.best_iteration) + 1,
+                       "spend_trees": int(reg.best_iteration) + 1,
+                       "smear": model.smear, "scale": model.scale})
     return model
+
+
+def refit_clv(
+    X: pd.DataFrame, spend: np.ndarray, buy_trees: int, spend_trees: int,
+    config: BoostConfig = BoostConfig(), *, scale: float = 1.0,
+    margins: tuple[np.ndarray, np.ndarray] | None = None, masked: tuple[str, ...] = (),
+) -> ClvModel:
+    """Refit both hurdle boosters with fixed tree counts (found by early stopping) on more
+    recent rows; ``scale`` (the total calibration) is measured out of sample by the caller."""
+    y = np.asarray(spend, dtype=float)
+    b = (y > 0).astype(int)
+    _check_binary(b, "CLV refit (buy / no buy)")
+    Xm = _masked(X, masked)
+    mb, ms = margins if margins is not None else (None, None)
+    buy = xgb.XGBClassifier(objective="binary:logistic", n_estimators=max(buy_trees, 1),
+                            **config.params())
+    buy.fit(Xm, b, base_margin=mb, verbose=False)
+    pos = y > 0
+    reg = xgb.XGBRegressor(objective="reg:squarederror", n_estimators=max(spend_trees, 1),
+                           **config.params())
+    reg.fit(Xm[pos], np.log(y[pos]), base_margin=None if ms is None else ms[pos],
+            verbose=False)
+    resid = np.log(y[pos]) - reg.predict(Xm[pos], base_margin=None if ms is None else ms[pos])
+    smear = float(np.mean(np.exp(resid)))
+    return ClvModel(buy=buy.get_booster(), spend=reg.get_booster(), smear=smear, scale=scale,
+                    info={"masked": list(masked), "buy_trees": buy_trees,
+                          "spend_trees": spend_trees, "smear": smear, "scale": scale})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -40,14 +40,17 @@ from churnguard.training.data import (
     plan_split,
 )
 from churnguard.training.models import (
+    AGE_FEATURES,
     BoostConfig,
     BtydBaseline,
+    BtydPrior,
     ChurnModel,
     LogisticBaseline,
     choose_calibration,
     fit_churn,
     fit_clv,
     refit_churn,
+    refit_clv,
 )
 from churnguard.training.registry import (
     CHALLENGER,
@@ -103,12 +106,29 @@ def _plans(first: date, as_of: date, config: TrainConfig, say: Say) -> tuple[
         SplitPlan, SplitPlan, TrainConfig]:
     kw = {"min_history_days": config.min_history_days,
           "max_train_cutoffs": config.max_train_cutoffs}
-    churn_plan = plan_split(first, as_of, config.horizon_days, **kw)
+
+    def overlapping(days: int, what: str, error: PlanError) -> SplitPlan:
+        # Too short for three disjoint label windows: keep the cutoffs ordered in time but let
+        # consecutive windows overlap (data.plan_split, purge=False), and say so.
+        try:
+            plan = plan_split(first, as_of, days, purge=False, **kw)
+        except PlanError:
+            raise error from None
+        say(f"warning: the data is too short for a purged split with a {days}-day {what} "
+            f"horizon; using overlapping label windows (test {plan.test}, validation "
+            f"{plan.valid}): validation and test scores are somewhat optimistic")
+        return plan
+
+    try:
+        churn_plan = plan_split(first, as_of, config.horizon_days, **kw)
+    except PlanError as exc:
+        churn_plan = overlapping(config.horizon_days, "churn", exc)
     try:
         clv_plan = plan_split(first, as_of, config.clv_horizon_days, **kw)
-    except PlanError:
+    except PlanError as exc:
         if not config.clv_horizon_auto:
-            raise
+            clv_plan = overlapping(config.clv_horizon_days, "CLV", exc)
+            return churn_plan, clv_plan, config
         # An automatic fallback should leave the CLV model a useful number of cutoffs.
         best = longest_feasible_window(first, as_of, min_history_days=config.min_history_days,
                                        min_train_cutoffs=min(6, config.max_train_cutoffs))
@@ -186,49 +206,135 @@ def fit_models(
     metrics: dict[str, float] = {}
     extra: dict[str, Any] = {}
 
+    # --- BTYD priors ---------------------------------------------------------------------
+    # One BG/NBD + Gamma-Gamma per snapshot, fitted on that snapshot's own feature rows (what
+    # was known at its cutoff), and one on the rows as of ``as_of`` for the shipped bundle.
+    priors = _snapshot_priors(source, spec, levels, grid, X, as_of, config, say)
+    final_prior = priors.pop(as_of) if priors else None
+
+    def prior_margin(kind: str, horizon: int, mask: np.ndarray) -> np.ndarray:
+        cut = grid["as_of"].to_numpy()[mask]
+        Xm = X[mask]
+        out = np.zeros(int(mask.sum()))
+        for c in np.unique(cut):
+            sel = cut == c
+            out[sel] = priors[c].margins(Xm[sel], horizon)[kind]
+        return out
+
+    # Candidates: plain XGBoost, and XGBoost boosting from the BTYD prior with and without
+    # splits on raw customer age. The one with the lowest cross-fitted calibrated log loss on
+    # the out-of-time validation snapshot is shipped.
+    candidates: list[tuple[str, bool, tuple[str, ...]]] = [("xgboost", False, ())]
+    if final_prior is not None:
+        candidates += [("btyd_prior+xgboost", True, ()),
+                       ("btyd_prior+xgboost_no_age", True, AGE_FEATURES)]
+
     # --- churn ----------------------------------------------------------------------------
-    say(f"fitting churn model on {tr.sum():,} rows")
-    base = fit_churn(X[tr], y[tr], X[va], y[va], config.boost)
-    choice = choose_calibration(base.raw(X[va]), y[va], seed=config.seed)
+    say(f"fitting churn model on {tr.sum():,} rows ({len(candidates)} candidates)")
+    tried = []
+    for name, use_prior, masked in candidates:
+        m_tr = prior_margin("churn", config.horizon_days, tr) if use_prior else None
+        m_va = prior_margin("churn", config.horizon_days, va) if use_prior else None
+        cand = fit_churn(X[tr], y[tr], X[va], y[va], config.boost, margin_train=m_tr,
+                         margin_valid=m_va, masked=masked)
+        cand_choice = choose_calibration(cand.raw(X[va], m_va), y[va], seed=config.seed)
+        loss = cand_choice.cv_log_loss[cand_choice.calibrator.method]
+        metrics[f"valid_churn_cv_log_loss_{name}"] = loss
+        tried.append((loss, name, use_prior, masked, cand, cand_choice))
+    _, churn_kind, churn_prior, churn_masked, base, choice = min(tried, key=lambda t: t[0])
     base.calibrator = choice.calibrator
+    m_te = prior_margin("churn", config.horizon_days, te) if churn_prior else None
     metrics.update({f"calib_cv_log_loss_{m}": v for m, v in choice.cv_log_loss.items()})
     metrics["calib_valid_raw_log_loss"] = choice.raw_log_loss
-    norefit = evaluate.churn_metrics(y[te], base.predict(X[te]))
+    norefit = evaluate.churn_metrics(y[te], base.predict(X[te], m_te))
     metrics.update(_prefixed("test_churn_norefit_", norefit))
     churn: ChurnModel = base
     if config.refit:
         both = tr | va
-        refit = refit_churn(X[both], y[both], base.best_iteration + 1, config.boost)
+        refit = refit_churn(X[both], y[both], base.best_iteration + 1, config.boost,
+                            margin=prior_margin("churn", config.horizon_days, both)
+                            if churn_prior else None, masked=churn_masked)
         refit.calibrator = choice.calibrator
         churn = refit
         metrics.update(_prefixed("test_churn_refit_", evaluate.churn_metrics(
-            y[te], refit.predict(X[te]))))
-    p_test = churn.predict(X[te])
+            y[te], refit.predict(X[te], m_te))))
+    p_test = churn.predict(X[te], m_te)
+    if config.refit:
+        # The test snapshot has the freshest labels and the oldest customers: once it has
+        # served for evaluation, the shipped model is refitted with it (same trees, same
+        # calibrator). The test metrics above are those of the model fitted without it.
+        final = tr | va | te
+        churn = refit_churn(X[final], y[final], base.best_iteration + 1, config.boost,
+                            margin=prior_margin("churn", config.horizon_days, final)
+                            if churn_prior else None, masked=churn_masked)
+        churn.calibrator = choice.calibrator
+    if churn_prior and final_prior is not None:
+        churn.info.update(prior=final_prior.to_dict(), prior_horizon_days=config.horizon_days)
+    churn.info["kind"] = churn_kind
     churn_test = evaluate.churn_metrics(y[te], p_test)
     metrics.update(_prefixed("test_churn_", churn_test))
     churn_preds: dict[str, np.ndarray] = {"churnguard": p_test}
     churn_table: dict[str, dict[str, float]] = {"churnguard": churn_test}
     extra["churn_reliability"] = evaluate.reliability_table(y[te], p_test).to_dict("list")
-    notes = [f"Churn calibration: {choice.calibrator.method} (cross-fitted validation log loss "
+    notes = [f"Churn model: {churn_kind}, chosen by cross-fitted calibrated log loss on the "
+             "validation snapshot (" + ", ".join(f"{t[1]} {t[0]:.4f}" for t in tried) + ").",
+             f"Churn calibration: {choice.calibrator.method} (cross-fitted validation log loss "
              + ", ".join(f"{m} {v:.4f}" for m, v in choice.cv_log_loss.items()) + ").",
-             f"Refit on train + validation: {'yes' if config.refit else 'no'}; test log loss "
-             f"without refit {norefit['log_loss']:.4f}, registered model "
-             f"{churn_test['log_loss']:.4f}."]
+             f"Refit: {'yes' if config.refit else 'no'}; test log loss without refit "
+             f"{norefit['log_loss']:.4f}, refitted on train + validation "
+             f"{churn_test['log_loss']:.4f}"
+             + ("; the registered model is refitted once more on train + validation + test "
+                "(same trees and calibrator), so it has no out-of-sample test score of its "
+                "own." if config.refit else ".")]
 
     # --- CLV ------------------------------------------------------------------------------
     ctr, cva, cte = rows(clv_plan.train), rows((clv_plan.valid,)), rows((clv_plan.test,))
     spend = grid["future_spend"].to_numpy(dtype=float)
-    say(f"fitting CLV model on {ctr.sum():,} rows")
-    clv = fit_clv(X[ctr], spend[ctr], X[cva], spend[cva], config.boost)
-    clv_pred = clv.predict(X[cte])
+    say(f"fitting CLV model on {ctr.sum():,} rows ({len(candidates)} candidates)")
+
+    def clv_margins(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return (prior_margin("buy", config.clv_horizon_days, mask),
+                prior_margin("spend", config.clv_horizon_days, mask))
+
+    clv_tried = []
+    for name, use_prior, masked in candidates:
+        mg_tr = clv_margins(ctr) if use_prior else None
+        mg_va = clv_margins(cva) if use_prior else None
+        cand_clv = fit_clv(X[ctr], spend[ctr], X[cva], spend[cva], config.boost,
+                           margins_train=mg_tr, margins_valid=mg_va, masked=masked)
+        mae = _cross_fitted_scaled_mae(spend[cva], cand_clv.predict(X[cva], mg_va)
+                                       / cand_clv.scale, seed=config.seed)
+        metrics[f"valid_clv_cv_mae_{name}"] = mae
+        clv_tried.append((mae, name, use_prior, cand_clv))
+    _, clv_kind, clv_prior, clv = min(clv_tried, key=lambda t: t[0])
+    clv_pred = clv.predict(X[cte], clv_margins(cte) if clv_prior else None)
+    if config.refit:
+        # As for churn: refit on train + validation + test with the early-stopped tree counts;
+        # the total calibration is measured on the test snapshot, out of sample (by the model
+        # fitted without it), the latest such measurement.
+        unscaled = float(clv_pred.sum()) / clv.scale
+        test_scale = float(spend[cte].sum()) / unscaled if unscaled > 0 else clv.scale
+        cfinal = ctr | cva | cte
+        clv_masked = tuple(clv.info.get("masked", ()))
+        clv = refit_clv(X[cfinal], spend[cfinal], int(clv.info["buy_trees"]),
+                        int(clv.info["spend_trees"]), config.boost, scale=test_scale,
+                        margins=clv_margins(cfinal) if clv_prior else None, masked=clv_masked)
+    if clv_prior and final_prior is not None:
+        clv.info.update(prior=final_prior.to_dict(), prior_horizon_days=config.clv_horizon_days)
+    clv.info["kind"] = clv_kind
     clv_test = evaluate.clv_metrics(spend[cte], clv_pred)
     metrics.update(_prefixed("test_clv_", clv_test))
     clv_preds: dict[str, np.ndarray] = {"churnguard": clv_pred}
     clv_table: dict[str, dict[str, float]] = {"churnguard": clv_test}
     extra["clv_deciles"] = evaluate.decile_calibration(spend[cte], clv_pred).to_dict("list")
+    notes.append(f"CLV model: {clv_kind}, chosen by cross-fitted MAE (total scale fitted on "
+                 "the other half) on the validation snapshot ("
+                 + ", ".join(f"{t[1]} {t[0]:.2f}" for t in clv_tried) + ").")
     notes.append(f"CLV total on the test snapshot ({clv_plan.test}): predicted "
-                 f"{clv_test['total_pred']:,.0f} vs actual {clv_test['total_actual']:,.0f} "
-                 f"(scale factor {clv.scale:.3f} fitted on validation).")
+                 f"{clv_test['total_pred']:,.0f} vs actual {clv_test['total_actual']:,.0f}"
+                 + (f"; the shipped models are refitted on train + validation + test, with "
+                    f"the total scale {clv.scale:.3f} measured on the test snapshot."
+                    if config.refit else "."))
 
     # --- baselines ------------------------------------------------------------------------
     say("fitting baselines")
@@ -277,6 +383,39 @@ def fit_models(
         test_rows=te, clv_test_rows=cte)
 
 
+def _snapshot_priors(
+    source: Source, spec: FeatureSpec, levels: dict[str, list[str]], grid: pd.DataFrame,
+    X: pd.DataFrame, as_of: date, config: TrainConfig, say: Say,
+) -> dict[date, BtydPrior]:
+    """A :class:`BtydPrior` per grid cutoff (its own rows) and for ``as_of`` (the feature rows
+    as of it, all known at training time); empty, with a warning, if any fit fails."""
+    cuts = grid["as_of"].to_numpy()
+    priors: dict[date, BtydPrior] = {}
+    try:
+        for c in sorted(set(cuts)):
+            priors[c] = BtydPrior.fit(X[cuts == c], seed=config.seed)
+        now = model_matrix(build_features(source, spec, as_of).to_pandas(), spec, levels)
+        priors[as_of] = BtydPrior.fit(now, seed=config.seed)
+    except (ValueError, RuntimeError, KeyError) as exc:  # ConvergenceError is a RuntimeError
+        say(f"warning: BG/NBD + Gamma-Gamma prior skipped: {exc}")
+        return {}
+    return priors
+
+
+def _cross_fitted_scaled_mae(y: np.ndarray, pred: np.ndarray, *, seed: int = 0,
+                             n_folds: int = 2) -> float:
+    """MAE of ``pred`` after the total calibration, cross-fitted [CCD18]: the scale factor
+    (actual total / predicted total) of each fold comes from the other folds."""
+    folds = np.random.default_rng(seed).permutation(y.size) % n_folds
+    total = 0.0
+    for k in range(n_folds):
+        fit, ev = folds != k, folds == k
+        den = float(pred[fit].sum())
+        scale = float(y[fit].sum()) / den if den > 0 else 1.0
+        total += float(np.abs(scale * pred[ev] - y[ev]).sum())
+    return total / max(y.size, 1)
+
+
 def train(
     source: Source,
     tracking: Tracking,
@@ -285,8 +424,12 @@ def train(
     config: TrainConfig | None = None,
     say: Say = _quiet,
     progress: Callable[[int, int], None] | None = None,
+    actions_catalog: str | Path | None = None,
 ) -> TrainResult:
-    """Train, evaluate, log and register one version; promote it if it beats the champion."""
+    """Train, evaluate, log and register one version; promote it if it beats the champion.
+
+    ``actions_catalog``: the action catalog YAML put in the bundle (default: actions.yaml).
+    """
     import mlflow
 
     t0 = time.perf_counter()
@@ -298,6 +441,12 @@ def train(
     churn, clv, te = bundle.churn, bundle.clv, fitted.test_rows
     assert churn.calibrator is not None
     churn_test = fitted.churn_table["churnguard"]
+    # The action policy travels in the bundle; value tiers are CLV quantiles of the latest
+    # (test) snapshot's predictions, fixed now so every scorer tiers customers the same way.
+    from churnguard.training.policy import load_catalog
+
+    bundle.policy = load_catalog(actions_catalog).fit_value_tiers(
+        fitted.clv_preds["churnguard"]).to_dict()
 
     # --- gate -----------------------------------------------------------------------------
     tracking.activate()

@@ -153,3 +153,89 @@ def test_promotion_rule() -> None:
     assert not promotion_decision(worse_gini, champ).promote
     nan_new = {"churn_log_loss": float("nan"), "clv_mae": 1.0, "clv_normalized_gini": 1.0}
     assert not promotion_decision(nan_new, champ).promote
+
+
+def _rfm_frame(n: int, rng: np.random.Generator) -> pd.DataFrame:
+    """Feature rows as of 1997-10-01 of the CDNOW 1/10 sample (real BG/NBD-like histories),
+    resampled to ``n`` rows, plus a few customers without a purchase."""
+    from datetime import date
+    from pathlib import Path
+
+    from churnguard.training.btyd import rfm_summary
+
+    path = Path(__file__).resolve().parents[1] / "fixtures" / "cdnow_sample.txt.gz"
+    raw = pd.read_csv(path, sep=r"\s+", header=None,
+                      names=["master_id", "customer_id", "date", "cds", "amount"],
+                      dtype={"master_id": str, "customer_id": str, "date": str})
+    raw["ts"] = pd.to_datetime(raw["date"], format="%Y%m%d")
+    r = rfm_summary(raw, as_of=date(1997, 10, 1)).sample(n, replace=True, random_state=0)
+    buyer = rng.uniform(size=n) > 0.05
+    first = r["T"].to_numpy() * 7
+    return pd.DataFrame({
+        "purchase_days_total": np.where(buyer, r["frequency"] + 1, 0).astype(float),
+        "days_since_first_purchase": np.where(buyer, first, np.nan),
+        "days_since_last_purchase": np.where(buyer, first - r["recency"].to_numpy() * 7,
+                                             np.nan),
+        "avg_order_value": np.where(buyer, np.where(r["monetary_value"] > 0,
+                                                    r["monetary_value"], 15.0), np.nan),
+        "tenure_days": first,
+    }).reset_index(drop=True)
+
+
+def test_btyd_prior_margins_match_the_models_and_round_trip() -> None:
+    from churnguard.training.btyd import BetaGeoModel
+    from churnguard.training.models import BtydPrior
+
+    X = _rfm_frame(3000, np.random.default_rng(6))
+    prior = BtydPrior.fit(X)
+    again = BtydPrior.from_dict(prior.to_dict())
+    m = again.margins(X, 91)
+    r = BtydBaseline.rfm(X)
+    b = r["buyer"].to_numpy()
+    p0 = BetaGeoModel.from_params(**prior.bgnbd).probability_no_purchase(
+        13.0, r["x"][b].to_numpy(), r["t_x"][b].to_numpy(), r["T"][b].to_numpy())
+    np.testing.assert_allclose(m["churn"][b], _logit(np.clip(np.asarray(p0), 1e-4, 1 - 1e-4)))
+    np.testing.assert_allclose(m["buy"], -m["churn"])
+    assert np.all(m["churn"][~b] == 0) and np.isfinite(m["spend"]).all()
+    # The same margins from an encoded matrix and its column names.
+    names = list(X.columns)
+    np.testing.assert_allclose(prior.margins(X.to_numpy(), 91, names)["spend"], m["spend"])
+
+
+def test_churn_model_boosts_from_the_stored_prior_and_hides_masked_columns() -> None:
+    from churnguard.training.models import BtydPrior, refit_clv
+
+    rng = np.random.default_rng(8)
+    X = _rfm_frame(4000, rng)
+    prior = BtydPrior.fit(X)
+    m = prior.margins(X, 91)
+    y = (rng.uniform(size=len(X)) < _sigmoid(m["churn"])).astype(int)
+    tr, va = np.arange(len(X)) < 3000, np.arange(len(X)) >= 3000
+    model = fit_churn(X[tr], y[tr], X[va], y[va], FAST, margin_train=m["churn"][tr],
+                      margin_valid=m["churn"][va], masked=("tenure_days",))
+    explicit = model.raw(X[va], m["churn"][va])
+    model.info.update(prior=prior.to_dict(), prior_horizon_days=91)
+    np.testing.assert_allclose(model.raw(X[va]), explicit, rtol=1e-6)
+    moved = X[va].assign(tenure_days=X["tenure_days"][va] * 10)
+    np.testing.assert_allclose(model.raw(moved), explicit, rtol=1e-6)
+    # The prior already explains the labels: the boosted corrections stay small.
+    assert abs(log_loss(y[va], model.raw(X[va])) - log_loss(y[va], _sigmoid(m["churn"][va]))
+               ) < 0.02
+    spend = np.where(y == 0, rng.gamma(2.0, 30.0, len(X)), 0.0)
+    clv = refit_clv(X, spend, 20, 20, FAST, scale=1.1, margins=(m["buy"], m["spend"]))
+    assert clv.scale == 1.1 and (clv.predict(X, (m["buy"], m["spend"])) >= 0).all()
+
+
+def test_overlapping_fallback_when_a_purged_split_does_not_fit() -> None:
+    from datetime import date, timedelta
+
+    from churnguard.training.data import PlanError, plan_split
+
+    first, as_of = date(1997, 1, 1), date(1998, 1, 1)
+    with pytest.raises(PlanError, match="purged"):
+        plan_split(first, as_of, 182)
+    plan = plan_split(first, as_of, 182, purge=False)
+    assert not plan.purged and plan.to_dict()["purged"] is False
+    assert plan.train == (date(1997, 4, 1), date(1997, 5, 1))
+    assert (plan.valid, plan.test) == (date(1997, 6, 1), date(1997, 7, 1))
+    assert plan.test + timedelta(days=182) <= as_of
