@@ -45,6 +45,7 @@ class ScoringBundle:
     policy: dict[str, Any] | None = None
     _policy: Policy | None = field(default=None, init=False, repr=False, compare=False)
     _encoder: RowEncoder | None = field(default=None, init=False, repr=False, compare=False)
+    _fast_ok: bool | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def feature_names(self) -> list[str]:
@@ -65,12 +66,17 @@ class ScoringBundle:
         for col in ("customer_id", "as_of"):
             if col in features.columns:
                 out[col] = features[col].to_numpy()
-        out["churn_probability"] = self.churn.predict(X)
-        p_buy, spend = self.clv.components(X)
-        out["clv"] = np.maximum(self.clv.scale * p_buy * spend, 0.0)
-        out["p_buy"] = p_buy
-        out["expected_spend_if_buy"] = spend * self.clv.scale
+        for key, value in self._core(X).items():
+            out[key] = value
         return out
+
+    def _core(self, X: pd.DataFrame) -> dict[str, np.ndarray]:
+        """churn_probability, clv, p_buy, expected_spend_if_buy of a model matrix: the models'
+        own predict methods, shared by :meth:`score` and :meth:`score_matrix`."""
+        p_buy, spend = self.clv.components(X)
+        return {"churn_probability": self.churn.predict(X),
+                "clv": np.maximum(self.clv.scale * p_buy * spend, 0.0),
+                "p_buy": p_buy, "expected_spend_if_buy": spend * self.clv.scale}
 
     def contributions(self, features: pd.DataFrame) -> pd.DataFrame:
         """Per-feature contributions to the churn model's raw log-odds (XGBoost
@@ -97,14 +103,14 @@ class ScoringBundle:
         return self._encoder
 
     def encode(self, features: pd.DataFrame) -> np.ndarray:
-        """Feature rows as the float32 matrix the boosters read (categories as level codes,
-        missing/unseen as NaN); the same numbers :meth:`score` feeds XGBoost."""
+        """Feature rows as a float64 matrix in spec order (categories as level codes,
+        missing/unseen as NaN): exactly the model matrix :meth:`score` builds, as numbers."""
         X = self.matrix(features)
-        out = np.empty(X.shape, dtype=np.float32)
+        out = np.empty(X.shape, dtype=np.float64)
         for j, col in enumerate(X.columns):
             s = X[col]
             if isinstance(s.dtype, pd.CategoricalDtype):
-                codes = s.cat.codes.to_numpy().astype(np.float32)
+                codes = s.cat.codes.to_numpy().astype(np.float64)
                 codes[codes < 0] = np.nan
                 out[:, j] = codes
             else:
@@ -114,16 +120,11 @@ class ScoringBundle:
     def score_matrix(self, X: np.ndarray, *, drivers: bool = True) -> FullScores:
         """Everything a score needs, from an encoded matrix (:meth:`encode`,
         :meth:`RowEncoder.encode_records`): probabilities and CLV exactly as :meth:`score`
-        computes them (XGBoost ``inplace_predict`` on the same float32 numbers), plus risk and
+        computes them (the same model matrix through the same model methods), plus risk and
         value tier, lifecycle stage, top drivers and recommended actions from the policy."""
         enc = self.encoder()
-        raw = np.asarray(self.churn.booster.inplace_predict(X), dtype=float)
-        p = self.churn.calibrator.predict(raw) if self.churn.calibrator else np.clip(
-            raw, 1e-6, 1 - 1e-6)
-        # float32 like ClvModel.components, so that the product matches score() bit for bit
-        p_buy = np.clip(np.asarray(self.clv.buy.inplace_predict(X)), 0.0, 1.0)
-        spend = np.exp(np.asarray(self.clv.spend.inplace_predict(X), dtype=float)) * self.clv.smear
-        clv = np.maximum(self.clv.scale * p_buy * spend, 0.0)
+        core = self._core_checked(X)
+        p, clv = core["churn_probability"], core["clv"]
         frame: dict[str, np.ndarray] = {name: X[:, j] for j, name in enumerate(enc.names)}
         frame["churn_probability"] = p
         frame["clv"] = clv
@@ -131,15 +132,64 @@ class ScoringBundle:
         top: list[list[dict[str, Any]]] | None = None
         if drivers:
             # One thread: building a small DMatrix with an OpenMP team costs milliseconds.
-            d = xgb.DMatrix(X, feature_names=enc.names, feature_types=enc.types,
+            d = xgb.DMatrix(self._masked(X), feature_names=enc.names, feature_types=enc.types,
                             enable_categorical=True, nthread=1 if len(X) < 1024 else None)
             contribs = np.asarray(self.churn.booster.predict(d, pred_contribs=True))[:, :-1]
             top = top_drivers(contribs, enc.names, _LazyValues(enc, X), enc.descriptions,
                               policy.top_drivers)
-        return FullScores(churn_probability=p, clv=clv, p_buy=p_buy,
-                          expected_spend_if_buy=spend * self.clv.scale,
+        return FullScores(churn_probability=p, clv=clv, p_buy=core["p_buy"],
+                          expected_spend_if_buy=core["expected_spend_if_buy"],
                           assessment=assess(frame, policy), drivers=top, frame=frame,
                           policy=policy)
+
+    def _masked(self, X: np.ndarray) -> np.ndarray:
+        masked = [self.encoder().index[c] for c in self.churn.info.get("masked", [])
+                  if c in self.encoder().index]
+        if not masked:
+            return X
+        X = X.copy()
+        X[:, masked] = np.nan
+        return X
+
+    def _core_fast(self, X: np.ndarray) -> dict[str, np.ndarray]:
+        """:meth:`_core` on the encoded matrix without building pandas frames: the same model
+        steps (prior base margins, masked columns, calibration) with XGBoost ``inplace_predict``,
+        which reads the same float32 numbers as a DMatrix."""
+        names = self.encoder().names
+        cm = self.churn.margin(X, names)
+        clv_m = self.clv.margins(X, names)
+        Xc = self._masked(X)
+        mask_clv = [self.encoder().index[c] for c in self.clv.info.get("masked", [])
+                    if c in self.encoder().index]
+        Xv = X
+        if mask_clv:
+            Xv = X.copy()
+            Xv[:, mask_clv] = np.nan
+        raw = np.asarray(self.churn.booster.inplace_predict(Xc, base_margin=cm))
+        p = self.churn.calibrator.predict(raw) if self.churn.calibrator else np.clip(
+            np.asarray(raw, dtype=float), 1e-6, 1 - 1e-6)
+        p_buy = np.clip(np.asarray(self.clv.buy.inplace_predict(
+            Xv, base_margin=None if clv_m is None else clv_m[0])), 0.0, 1.0)
+        spend = np.exp(np.asarray(self.clv.spend.inplace_predict(
+            Xv, base_margin=None if clv_m is None else clv_m[1]), dtype=float)) * self.clv.smear
+        return {"churn_probability": p, "clv": np.maximum(self.clv.scale * p_buy * spend, 0.0),
+                "p_buy": p_buy, "expected_spend_if_buy": spend * self.clv.scale}
+
+    def _core_checked(self, X: np.ndarray) -> dict[str, np.ndarray]:
+        """The fast path once it has been shown to equal :meth:`_core` bit for bit on this
+        bundle (checked on the first rows scored); otherwise the models' own methods."""
+        if self._fast_ok is None:
+            slow = self._core(self.encoder().frame(X))
+            try:
+                fast = self._core_fast(X)
+                ok = all(np.array_equal(slow[k], fast[k], equal_nan=True) for k in slow)
+            except Exception:  # a model step the fast path does not know
+                ok = False
+            self._fast_ok = ok
+            return slow
+        if self._fast_ok:
+            return self._core_fast(X)
+        return self._core(self.encoder().frame(X))
 
     def score_full(self, features: pd.DataFrame, *, drivers: bool = True) -> pd.DataFrame:
         """:meth:`score` plus risk_tier, value_tier, lifecycle_stage, drivers and actions
@@ -238,12 +288,13 @@ class RowEncoder:
         self.codes = {f.name: {lv: float(i) for i, lv in enumerate(levels.get(f.name, []))}
                       for f in feats if f.kind == "category"}
         self.levels = {name: list(levels.get(name, [])) for name in self.codes}
+        self.dtypes = {name: pd.CategoricalDtype(lv) for name, lv in self.levels.items()}
         self.descriptions = spec.descriptions()
 
     def encode_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """Rows as a matrix; raises :class:`FeatureError` (row-local: use ``field``) for a
         missing or unknown feature, or a value of the wrong type."""
-        out = np.empty((len(records), len(self.names)), dtype=np.float32)
+        out = np.empty((len(records), len(self.names)), dtype=np.float64)
         for i, rec in enumerate(records):
             self._encode_one(rec, out[i])
         return out
@@ -283,6 +334,17 @@ class RowEncoder:
                 raise FeatureError(name, f"feature {name!r} must be {what}, "
                                    f"got {type(v).__name__}")
 
+    def frame(self, X: np.ndarray) -> pd.DataFrame:
+        """The model matrix (``model_matrix``'s frame) of an encoded matrix."""
+        cols: dict[str, Any] = {}
+        for j, name in enumerate(self.names):
+            if self.kinds[j] == "category":
+                codes = np.nan_to_num(X[:, j], nan=-1.0).astype(np.int64)
+                cols[name] = pd.Categorical.from_codes(codes, dtype=self.dtypes[name])
+            else:
+                cols[name] = X[:, j]
+        return pd.DataFrame(cols)
+
     def display(self, X: np.ndarray, i: int, j: int) -> Any:
         """The value of feature ``j`` of row ``i`` as a CRM user reads it."""
         v = float(X[i, j])
@@ -294,7 +356,7 @@ class RowEncoder:
             return lv[int(v)] if 0 <= int(v) < len(lv) else None
         if kind == "int":
             return int(v)
-        return float(f"{v:.7g}")
+        return float(f"{v:.10g}")
 
 
 class _LazyValues:

@@ -221,27 +221,31 @@ def fit_models(
             out[sel] = priors[c].margins(Xm[sel], horizon)[kind]
         return out
 
-    # Candidates: plain XGBoost, and XGBoost boosting from the BTYD prior with and without
-    # splits on raw customer age. The one with the lowest cross-fitted calibrated log loss on
-    # the out-of-time validation snapshot is shipped.
-    candidates: list[tuple[str, bool, tuple[str, ...]]] = [("xgboost", False, ())]
+    # Candidates: plain XGBoost; XGBoost boosting from the BTYD prior, with and without splits
+    # on raw customer age; the prior alone (no trees: learning rate 0), recalibrated. The one
+    # with the best cross-fitted score on the out-of-time validation snapshot is shipped.
+    no_trees = replace(config.boost, learning_rate=0.0, n_estimators=2, early_stopping_rounds=1)
+    candidates: list[tuple[str, bool, tuple[str, ...], BoostConfig]] = [
+        ("xgboost", False, (), config.boost)]
     if final_prior is not None:
-        candidates += [("btyd_prior+xgboost", True, ()),
-                       ("btyd_prior+xgboost_no_age", True, AGE_FEATURES)]
+        candidates += [("btyd_prior+xgboost", True, (), config.boost),
+                       ("btyd_prior+xgboost_no_age", True, AGE_FEATURES, config.boost),
+                       ("btyd_prior", True, (), no_trees)]
 
     # --- churn ----------------------------------------------------------------------------
     say(f"fitting churn model on {tr.sum():,} rows ({len(candidates)} candidates)")
     tried = []
-    for name, use_prior, masked in candidates:
+    for name, use_prior, masked, boost in candidates:
         m_tr = prior_margin("churn", config.horizon_days, tr) if use_prior else None
         m_va = prior_margin("churn", config.horizon_days, va) if use_prior else None
-        cand = fit_churn(X[tr], y[tr], X[va], y[va], config.boost, margin_train=m_tr,
+        cand = fit_churn(X[tr], y[tr], X[va], y[va], boost, margin_train=m_tr,
                          margin_valid=m_va, masked=masked)
         cand_choice = choose_calibration(cand.raw(X[va], m_va), y[va], seed=config.seed)
         loss = cand_choice.cv_log_loss[cand_choice.calibrator.method]
         metrics[f"valid_churn_cv_log_loss_{name}"] = loss
-        tried.append((loss, name, use_prior, masked, cand, cand_choice))
-    _, churn_kind, churn_prior, churn_masked, base, choice = min(tried, key=lambda t: t[0])
+        tried.append((loss, name, use_prior, masked, boost, cand, cand_choice))
+    _, churn_kind, churn_prior, churn_masked, churn_boost, base, choice = min(
+        tried, key=lambda t: t[0])
     base.calibrator = choice.calibrator
     m_te = prior_margin("churn", config.horizon_days, te) if churn_prior else None
     metrics.update({f"calib_cv_log_loss_{m}": v for m, v in choice.cv_log_loss.items()})
@@ -251,7 +255,7 @@ def fit_models(
     churn: ChurnModel = base
     if config.refit:
         both = tr | va
-        refit = refit_churn(X[both], y[both], base.best_iteration + 1, config.boost,
+        refit = refit_churn(X[both], y[both], base.best_iteration + 1, churn_boost,
                             margin=prior_margin("churn", config.horizon_days, both)
                             if churn_prior else None, masked=churn_masked)
         refit.calibrator = choice.calibrator
@@ -264,7 +268,7 @@ def fit_models(
         # served for evaluation, the shipped model is refitted with it (same trees, same
         # calibrator). The test metrics above are those of the model fitted without it.
         final = tr | va | te
-        churn = refit_churn(X[final], y[final], base.best_iteration + 1, config.boost,
+        churn = refit_churn(X[final], y[final], base.best_iteration + 1, churn_boost,
                             margin=prior_margin("churn", config.horizon_days, final)
                             if churn_prior else None, masked=churn_masked)
         churn.calibrator = choice.calibrator
@@ -297,16 +301,16 @@ def fit_models(
                 prior_margin("spend", config.clv_horizon_days, mask))
 
     clv_tried = []
-    for name, use_prior, masked in candidates:
+    for name, use_prior, masked, boost in candidates:
         mg_tr = clv_margins(ctr) if use_prior else None
         mg_va = clv_margins(cva) if use_prior else None
-        cand_clv = fit_clv(X[ctr], spend[ctr], X[cva], spend[cva], config.boost,
+        cand_clv = fit_clv(X[ctr], spend[ctr], X[cva], spend[cva], boost,
                            margins_train=mg_tr, margins_valid=mg_va, masked=masked)
         mae = _cross_fitted_scaled_mae(spend[cva], cand_clv.predict(X[cva], mg_va)
                                        / cand_clv.scale, seed=config.seed)
         metrics[f"valid_clv_cv_mae_{name}"] = mae
-        clv_tried.append((mae, name, use_prior, cand_clv))
-    _, clv_kind, clv_prior, clv = min(clv_tried, key=lambda t: t[0])
+        clv_tried.append((mae, name, use_prior, boost, cand_clv))
+    _, clv_kind, clv_prior, clv_boost, clv = min(clv_tried, key=lambda t: t[0])
     clv_pred = clv.predict(X[cte], clv_margins(cte) if clv_prior else None)
     if config.refit:
         # As for churn: refit on train + validation + test with the early-stopped tree counts;
@@ -317,7 +321,7 @@ def fit_models(
         cfinal = ctr | cva | cte
         clv_masked = tuple(clv.info.get("masked", ()))
         clv = refit_clv(X[cfinal], spend[cfinal], int(clv.info["buy_trees"]),
-                        int(clv.info["spend_trees"]), config.boost, scale=test_scale,
+                        int(clv.info["spend_trees"]), clv_boost, scale=test_scale,
                         margins=clv_margins(cfinal) if clv_prior else None, masked=clv_masked)
     if clv_prior and final_prior is not None:
         clv.info.update(prior=final_prior.to_dict(), prior_horizon_days=config.clv_horizon_days)
