@@ -578,9 +578,14 @@ def serve_cmd(
     Example: CHURNGUARD_API_KEYS=change-me-0123456789 churnguard serve --port 8000 --workers 2
     """
     import logging
+    import os
 
     import uvicorn
     from pydantic import ValidationError
+
+    # One OpenMP thread per worker (inherited by worker processes): requests are small, and an
+    # OpenMP team per prediction costs more than it saves; scale with --workers instead.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
     try:
         settings = Settings()

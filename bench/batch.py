@@ -1,0 +1,131 @@
+"""Batch scoring throughput: churnguard's batch path against the XGBoost floor and MLflow pyfunc.
+
+    .venv/bin/python bench/batch.py --customers 200000
+
+In one run, on the same precomputed feature matrix (built once with DuckDB from demo data):
+
+- ``churnguard``: the batch job's scoring + writing path (``training.batch``: chunks →
+  ``score_frame`` without drivers → the fixed output schema → Parquet through a temp file and
+  an atomic rename);
+- ``floor``: ``inplace_predict`` of the churn booster and the two CLV boosters on the encoded
+  float32 matrix in memory (no calibration, no policy, no output): nothing scores faster;
+- ``pyfunc``: ``mlflow.pyfunc`` ``predict`` on a pandas frame of the same rows.
+
+Writes ``bench/results/batch.json`` and ``bench/results/batch.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import tempfile
+import time
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--customers", type=int, default=200_000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--as-of", default="2025-07-01")
+    ap.add_argument("--chunk-size", type=int, default=100_000)
+    ap.add_argument("--pyfunc-rows", type=int, default=50_000,
+                    help="rows scored through mlflow.pyfunc (it is slow; the rate is per row)")
+    ap.add_argument("--out-dir", type=Path, default=HERE / "results")
+    args = ap.parse_args()
+
+    import mlflow.pyfunc
+
+    from churnguard.features.build import write_features
+    from churnguard.features.demo_data import generate_demo_data
+    from churnguard.features.sources import open_source
+    from churnguard.training.batch import FileSink, score_frame, to_output
+    from churnguard.training.bundle import ChurnguardPyfunc, ScoringBundle
+    from churnguard.training.models import BoostConfig
+    from churnguard.training.pipeline import TrainConfig, fit_models
+
+    as_of = date.fromisoformat(args.as_of)
+    cache = HERE / ".data"
+    data = cache / f"demo-{args.customers}-seed{args.seed}"
+    if not (data / "customers.parquet").exists():
+        generate_demo_data(data, n_customers=args.customers, seed=args.seed)
+    work = Path(tempfile.mkdtemp(prefix="bench-batch-"))
+    # A model fitted on a small slice of customers (the bench measures scoring, not fitting).
+    small = cache / "demo-3000-seed1"
+    if not (small / "customers.parquet").exists():
+        generate_demo_data(small, n_customers=3000, seed=1)
+    with open_source(small) as src:
+        fitted = fit_models(src, config=TrainConfig(
+            horizon_days=90, clv_horizon_days=180, max_train_cutoffs=6,
+            boost=BoostConfig(n_estimators=300, early_stopping_rounds=20)))
+    bundle: ScoringBundle = fitted.bundle
+    bundle_dir = bundle.save(work / "bundle")
+    feats_file = work / "features.parquet"
+    with open_source(data) as src:
+        write_features(src, bundle.spec, as_of, feats_file)
+    n = pq.ParquetFile(feats_file).metadata.num_rows
+
+    results: dict[str, dict[str, float]] = {}
+    # (a) churnguard batch path, no drivers
+    t = time.perf_counter()
+    sink = FileSink(work / "scores.parquet", "parquet")
+    sink.prepare()
+    at = datetime.now(UTC)
+    for batch in pq.ParquetFile(feats_file).iter_batches(batch_size=args.chunk_size):
+        frame = batch.to_pandas()
+        sink.write(to_output(score_frame(bundle, frame, drivers=False), as_of=as_of,
+                             model_version="bench", scored_at=at))
+    sink.commit(lambda _: None)
+    sec = time.perf_counter() - t
+    results["churnguard"] = {"rows": n, "seconds": sec, "per_s": n / sec}
+
+    # (b) floor: inplace_predict of the three boosters on the encoded matrix in memory
+    X = np.concatenate([bundle.encode(b.to_pandas()) for b in
+                        pq.ParquetFile(feats_file).iter_batches(batch_size=args.chunk_size)])
+    t = time.perf_counter()
+    for booster in (bundle.churn.booster, bundle.clv.buy, bundle.clv.spend):
+        booster.inplace_predict(X)
+    sec = time.perf_counter() - t
+    results["floor"] = {"rows": n, "seconds": sec, "per_s": n / sec}
+    del X
+
+    # (c) mlflow.pyfunc predict on a pandas frame
+    mlflow.pyfunc.save_model(str(work / "pyfunc"), python_model=ChurnguardPyfunc(),
+                             artifacts={"bundle": str(bundle_dir)})
+    model = mlflow.pyfunc.load_model(str(work / "pyfunc"))
+    frame = pq.read_table(feats_file).slice(0, args.pyfunc_rows).to_pandas()
+    m = len(frame)
+    t = time.perf_counter()
+    model.predict(frame)
+    sec = time.perf_counter() - t
+    results["pyfunc"] = {"rows": m, "seconds": sec, "per_s": m / sec}
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    a, b, c = (results[k]["per_s"] for k in ("churnguard", "floor", "pyfunc"))
+    checks = {"churnguard >= 50% of floor": a >= 0.5 * b, "churnguard >= 5x pyfunc": a >= 5 * c}
+    report = {"command": f"python bench/batch.py --customers {args.customers}",
+              "customers": n, "results": results, "ratio_to_floor": a / b,
+              "ratio_to_pyfunc": a / c, "checks": checks, "peak_rss_mib": peak,
+              "python": platform.python_version(), "machine": platform.machine(),
+              "cpus": __import__("os").cpu_count()}
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / "batch.json").write_text(json.dumps(report, indent=2))
+    lines = [f"`{report['command']}` — {n:,} customers, peak RSS {peak:,.0f} MiB", "",
+             "| row | rows | seconds | customers/s |", "|---|---:|---:|---:|"]
+    lines += [f"| {k} | {v['rows']:,} | {v['seconds']:.2f} | {v['per_s']:,.0f} |"
+              for k, v in results.items()]
+    lines += ["", *(f"- {k}: {'pass' if ok else 'FAIL'}" for k, ok in checks.items())]
+    (args.out_dir / "batch.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,588 @@
+"""The production batch job behind ``churnguard score``: every customer scored, never half-written.
+
+Flow: features as of the cutoff (DuckDB, or Spark with the same feature SQL) → chunks of
+``chunk_size`` customers → :func:`score_frame` (the bundle's one scoring path) →
+:func:`to_output` (one fixed Arrow schema for every engine and destination) → a :class:`Sink`.
+
+Atomic and idempotent:
+
+- files (Parquet, CSV) are streamed to a hidden temporary name beside the target and renamed
+  onto it only after the last chunk (``os.replace``); a Parquet *directory* is partitioned by
+  ``as_of`` and holds one file per model version, swapped in the same way; temporaries left by
+  a killed run are removed by the next one;
+- PostgreSQL: every chunk is COPYed into a temporary staging table and one transaction upserts
+  it on (customer_id, as_of, model_version) and deletes the rows of that key the run no longer
+  produces; a re-run replaces, never duplicates, and a killed run commits nothing.
+
+``checkpoint`` is called at named points (``features``, ``chunk:<i>``, ``before_commit``,
+``after_commit``) so fault tests can kill the job there (the CLI wires it to an env var).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from churnguard.features.sources import Source
+from churnguard.training.bundle import ScoringBundle
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import DataFrame
+
+    from churnguard.features.spark import SparkSource
+
+Checkpoint = Callable[[str], None]
+Progress = Callable[[int, int], None]
+DestKind = Literal["parquet", "parquet_dir", "csv", "postgres"]
+
+#: One schema for every engine and destination; drivers and actions are JSON text.
+OUTPUT_SCHEMA = pa.schema([
+    ("customer_id", pa.string()),
+    ("as_of", pa.date32()),
+    ("churn_probability", pa.float64()),
+    ("risk_tier", pa.string()),
+    ("clv", pa.float64()),
+    ("value_tier", pa.string()),
+    ("lifecycle_stage", pa.string()),
+    ("recommended_action", pa.string()),
+    ("drivers", pa.string()),
+    ("actions", pa.string()),
+    ("p_buy", pa.float64()),
+    ("expected_spend_if_buy", pa.float64()),
+    ("model_version", pa.string()),
+    ("scored_at", pa.timestamp("us", tz="UTC")),
+])
+KEY = ("customer_id", "as_of", "model_version")
+_PG_TYPES = {pa.string(): "text", pa.date32(): "date", pa.float64(): "double precision",
+             pa.timestamp("us", tz="UTC"): "timestamptz"}
+_JSON_COLUMNS = ("drivers", "actions")
+
+
+class BatchInputError(ValueError):
+    """A bad destination, option or table: raised before anything is written."""
+
+
+def _noop(_: str) -> None:
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring: the bundle's one path, then the fixed output schema
+
+
+def score_frame(bundle: ScoringBundle, features: pd.DataFrame, *, drivers: bool) -> pd.DataFrame:
+    """The bundle's full score of each feature row (``score_full`` when the bundle has the
+    action policy, else ``score``); the API, the CLI and Spark all call this."""
+    if hasattr(bundle, "score_full"):
+        return bundle.score_full(features, drivers=drivers)
+    return bundle.score(features)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def _to_json(values: Any, n: int) -> list[str | None]:
+    if values is None:
+        return [None] * n
+    return [json.dumps(v, separators=(",", ":"), default=_json_default) for v in values]
+
+
+def to_output(scored: pd.DataFrame, *, as_of: date, model_version: str,
+              scored_at: datetime) -> pa.Table:
+    """Scores in :data:`OUTPUT_SCHEMA` order and types (absent fields are null)."""
+    n = len(scored)
+
+    def col(name: str) -> Any:
+        return scored[name].to_numpy() if name in scored.columns else None
+
+    actions = col("actions")
+    recommended = ([a[0].get("action_id") if len(a) else None for a in actions]
+                   if actions is not None else [None] * n)
+    arrays: dict[str, Any] = {
+        "customer_id": scored["customer_id"].astype(str).to_numpy(),
+        "as_of": [as_of] * n,
+        "churn_probability": col("churn_probability"),
+        "risk_tier": col("risk_tier"),
+        "clv": col("clv"),
+        "value_tier": col("value_tier"),
+        "lifecycle_stage": col("lifecycle_stage"),
+        "recommended_action": recommended,
+        "drivers": _to_json(col("drivers"), n),
+        "actions": _to_json(actions, n),
+        "p_buy": col("p_buy"),
+        "expected_spend_if_buy": col("expected_spend_if_buy"),
+        "model_version": [model_version] * n,
+        "scored_at": pa.array([scored_at] * n, pa.timestamp("us", tz="UTC")),
+    }
+    cols = []
+    for f in OUTPUT_SCHEMA:
+        value = arrays[f.name]
+        cols.append(pa.nulls(n, f.type) if value is None else pa.array(value, f.type))
+    return pa.Table.from_arrays(cols, schema=OUTPUT_SCHEMA)
+
+
+# ---------------------------------------------------------------------------------------------
+# Destinations
+
+
+@dataclass(frozen=True)
+class Destination:
+    kind: DestKind
+    target: str  # a path, or the PostgreSQL URL
+    table: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.target} (table {self.table})" if self.table else self.target
+
+
+_PG_URL = re.compile(r"^postgres(ql)?(\+\w+)?://")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+def parse_destination(out: str, table: str | None = None) -> Destination:
+    """Where scores go: a ``.parquet`` or ``.csv`` file, a directory (Parquet, partitioned by
+    as_of), or ``postgresql://…`` with ``table`` (``name`` or ``schema.name``)."""
+    if _PG_URL.match(out):
+        if not table:
+            raise BatchInputError("a PostgreSQL destination needs --table NAME "
+                                  "(or SCHEMA.NAME)")
+        parts = table.split(".")
+        if len(parts) > 2 or not all(_IDENT.match(p) for p in parts):
+            raise BatchInputError(f"--table must be NAME or SCHEMA.NAME (letters, digits, _), "
+                                  f"got {table!r}")
+        return Destination("postgres", out, table)
+    if table:
+        raise BatchInputError("--table is only for a postgresql:// destination")
+    if "://" in out:
+        raise BatchInputError(f"unsupported destination {out!r}: use a .parquet or .csv file, "
+                              "a directory, or a postgresql:// URL")
+    path = Path(out)
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        kind: DestKind = "csv"
+    elif suffix == ".parquet" and not path.is_dir():
+        kind = "parquet"
+    elif path.is_dir() or out.endswith(("/", os.sep)) or not suffix:
+        kind = "parquet_dir"
+    else:
+        raise BatchInputError(f"--out must be a .parquet or .csv file, a directory, or a "
+                              f"postgresql:// URL, got {out!r}")
+    if path.exists() and kind != "parquet_dir" and path.is_dir():
+        raise BatchInputError(f"{out} is a directory")
+    if kind != "parquet_dir" and path.parent.exists() and not path.parent.is_dir():
+        raise BatchInputError(f"{path.parent} is not a directory")
+    return Destination(kind, str(path))
+
+
+class Sink(Protocol):
+    def prepare(self) -> None: ...
+    def write(self, table: pa.Table) -> None: ...
+    def commit(self, checkpoint: Checkpoint) -> None: ...
+    def abort(self) -> None: ...
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _clean_stale(target: Path) -> None:
+    """Remove temporaries of ``target`` left by runs that were killed (their pid is gone)."""
+    if not target.parent.is_dir():
+        return
+    for tmp in target.parent.glob(f".{target.name}.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class FileSink:
+    """One Parquet or CSV file, streamed to ``.<name>.tmp-<pid>`` and renamed onto it."""
+
+    def __init__(self, target: Path, fmt: Literal["parquet", "csv"],
+                 schema: pa.Schema = OUTPUT_SCHEMA) -> None:
+        self.target = Path(target)
+        self.fmt = fmt
+        self.schema = schema
+        self.tmp = self.target.with_name(f".{self.target.name}.tmp-{os.getpid()}")
+        self._writer: Any = None
+
+    def prepare(self) -> None:
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(self.target.parent, os.W_OK):
+            raise BatchInputError(f"cannot write to {self.target.parent}")
+        _clean_stale(self.target)
+        self.tmp.unlink(missing_ok=True)
+
+    def write(self, table: pa.Table) -> None:
+        table = table.select(self.schema.names)
+        if self._writer is None:
+            if self.fmt == "parquet":
+                self._writer = pq.ParquetWriter(self.tmp, self.schema, compression="zstd")
+            else:
+                self._writer = pacsv.CSVWriter(self.tmp, self.schema)
+        self._writer.write_table(table)
+
+    def commit(self, checkpoint: Checkpoint) -> None:
+        if self._writer is None:  # no customers: still an (empty) file with the schema
+            self.write(self.schema.empty_table())
+        self._writer.close()
+        self._writer = None
+        with open(self.tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        checkpoint("before_commit")
+        os.replace(self.tmp, self.target)
+        _fsync_dir(self.target.parent)
+        checkpoint("after_commit")
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                self._writer.close()
+            self._writer = None
+        self.tmp.unlink(missing_ok=True)
+
+
+def _slug(value: str) -> str:
+    return re.sub(r"[^0-9A-Za-z_.-]+", "_", value).strip("._") or "model"
+
+
+def partition_file(root: Path, as_of: date, model_version: str) -> Path:
+    """The file of one (as_of, model version) in a Parquet directory destination."""
+    return Path(root) / f"as_of={as_of.isoformat()}" / f"scores-{_slug(model_version)}.parquet"
+
+
+def sink_for(dest: Destination, *, as_of: date, model_version: str) -> Sink:
+    if dest.kind == "parquet":
+        return FileSink(Path(dest.target), "parquet")
+    if dest.kind == "csv":
+        return FileSink(Path(dest.target), "csv")
+    if dest.kind == "parquet_dir":
+        # Hive layout: as_of lives in the path, not in the file (readers add it back).
+        schema = pa.schema([f for f in OUTPUT_SCHEMA if f.name != "as_of"])
+        return FileSink(partition_file(Path(dest.target), as_of, model_version), "parquet",
+                        schema)
+    assert dest.table
+    return PostgresSink(dest.target, dest.table, as_of=as_of, model_version=model_version)
+
+
+class PostgresSink:
+    """Upsert into a PostgreSQL table in one transaction (COPY into a staging table first)."""
+
+    def __init__(self, url: str, table: str, *, as_of: date, model_version: str) -> None:
+        from churnguard.features.sources import split_postgres_url
+
+        self.dsn, _ = split_postgres_url(url)
+        schema, _, name = table.rpartition(".")
+        self.schema = schema or None
+        self.name = name
+        self.as_of = as_of
+        self.model_version = model_version
+        self._pg: Any = None
+        self._exists = False
+        self.n_rows = 0
+
+    @property
+    def qualified(self) -> str:
+        return (f'"{self.schema}".' if self.schema else "") + f'"{self.name}"'
+
+    def prepare(self) -> None:
+        import psycopg
+
+        try:
+            self._pg = psycopg.connect(self.dsn, autocommit=False)
+        except psycopg.Error as exc:
+            raise BatchInputError(f"cannot connect to PostgreSQL: {exc}".strip()) from None
+        rows = self._pg.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = %s AND "
+            "table_schema = coalesce(%s, current_schema())", [self.name, self.schema]).fetchall()
+        self._pg.rollback()
+        have = {r[0] for r in rows}
+        self._exists = bool(have)
+        if have and not set(OUTPUT_SCHEMA.names) <= have:
+            missing = [c for c in OUTPUT_SCHEMA.names if c not in have]
+            self.abort()
+            raise BatchInputError(
+                f"table {self.qualified} exists but lacks the score columns "
+                f"{', '.join(missing)}; use another --table or add them")
+        cols = ", ".join(
+            f'"{f.name}" ' + ("jsonb" if f.name in _JSON_COLUMNS else _PG_TYPES[f.type])
+            + (" NOT NULL" if f.name in KEY else "") for f in OUTPUT_SCHEMA)
+        key = ", ".join(KEY)
+        # Inside the transaction: a run that fails or is killed creates nothing.
+        self._pg.execute(f"CREATE TABLE IF NOT EXISTS {self.qualified} ({cols}, "
+                         f"PRIMARY KEY ({key}))")
+        stage_cols = ", ".join(f'"{f.name}" ' + ("jsonb" if f.name in _JSON_COLUMNS
+                                                 else _PG_TYPES[f.type]) for f in OUTPUT_SCHEMA)
+        self._pg.execute(f"CREATE TEMP TABLE _churnguard_stage ({stage_cols}) ON COMMIT DROP")
+        if self._exists:
+            # An upsert needs a unique index on the key; say so before scoring, not at the end.
+            ok = self._pg.execute(
+                "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid "
+                "WHERE i.indisunique AND c.oid = %s::regclass AND "
+                "(SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_attribute a "
+                " WHERE a.attrelid = c.oid AND a.attnum = ANY(i.indkey)) = %s",
+                [self.qualified, sorted(KEY)]).fetchall()
+            if not ok:
+                self.abort()
+                raise BatchInputError(f"table {self.qualified} has no unique key on "
+                                      f"({key}); the upsert needs one")
+
+    def write(self, table: pa.Table) -> None:
+        buf = io.BytesIO()
+        pacsv.write_csv(table.select(OUTPUT_SCHEMA.names), buf,
+                        pacsv.WriteOptions(include_header=False))
+        names = ", ".join(f'"{c}"' for c in OUTPUT_SCHEMA.names)
+        with self._pg.cursor() as cur, cur.copy(
+                f"COPY _churnguard_stage ({names}) FROM STDIN (FORMAT csv)") as copy:
+            copy.write(buf.getvalue())
+        self.n_rows += table.num_rows
+
+    def commit(self, checkpoint: Checkpoint) -> None:
+        names = ", ".join(f'"{c}"' for c in OUTPUT_SCHEMA.names)
+        updates = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in OUTPUT_SCHEMA.names
+                            if c not in KEY)
+        self._pg.execute(f"INSERT INTO {self.qualified} ({names}) SELECT {names} FROM "
+                         f"_churnguard_stage ON CONFLICT ({', '.join(KEY)}) DO UPDATE SET "
+                         f"{updates}")
+        # A re-run replaces the whole (as_of, model_version) slice: customers no longer scored
+        # (e.g. removed from the source) go too.
+        self._pg.execute(f"DELETE FROM {self.qualified} t WHERE t.as_of = %s AND "
+                         "t.model_version = %s AND NOT EXISTS (SELECT 1 FROM _churnguard_stage "
+                         "s WHERE s.customer_id = t.customer_id)",
+                         [self.as_of, self.model_version])
+        checkpoint("before_commit")
+        self._pg.commit()
+        checkpoint("after_commit")
+        self._pg.close()
+        self._pg = None
+
+    def abort(self) -> None:
+        if self._pg is not None:
+            with contextlib.suppress(Exception):
+                self._pg.rollback()
+                self._pg.close()
+            self._pg = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Engines: feature chunks in, output tables out
+
+
+@dataclass
+class BatchSummary:
+    destination: str
+    as_of: date
+    model_version: str
+    engine: str
+    n_scored: int = 0
+    n_chunks: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    issues: list[str] = field(default_factory=list)
+
+
+def _duckdb_chunks(source: Source, bundle: ScoringBundle, as_of: date, chunk_size: int
+                   ) -> tuple[int, Iterator[pd.DataFrame]]:
+    from churnguard.features.build import materialize_features
+
+    table = materialize_features(source, bundle.spec, as_of, name="_batch_features")
+    total = int(source.con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0])
+
+    def gen() -> Iterator[pd.DataFrame]:
+        # Sorted, so that a re-run writes the same rows in the same order.
+        reader = source.con.sql(
+            f"SELECT * FROM {table} ORDER BY customer_id").to_arrow_reader(chunk_size)
+        for batch in reader:
+            if batch.num_rows:
+                yield batch.to_pandas()
+        source.con.execute(f"DROP TABLE IF EXISTS {table}")
+
+    return total, gen()
+
+
+def _duckdb_not_yet_signed_up(source: Source, as_of: date) -> int:
+    return int(source.con.execute(
+        "SELECT count(*) FROM customers WHERE signup_date >= ?", [as_of]).fetchall()[0][0])
+
+
+def spark_scores(features: DataFrame, bundle: ScoringBundle, *, as_of: date,
+                 model_version: str, scored_at: datetime, drivers: bool) -> DataFrame:
+    """Score a Spark DataFrame of features with the same bundle code (``mapInArrow``):
+    the output has :data:`OUTPUT_SCHEMA` and the numbers of the DuckDB path."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    spark = features.sparkSession
+    shared = spark.sparkContext.broadcast(bundle)
+
+    def score_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        b = shared.value
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            out = to_output(score_frame(b, batch.to_pandas(), drivers=drivers), as_of=as_of,
+                            model_version=model_version, scored_at=scored_at)
+            yield from out.to_batches()
+
+    return features.mapInArrow(score_batches, from_arrow_schema(OUTPUT_SCHEMA))
+
+
+def _spark_chunks(src: SparkSource, bundle: ScoringBundle, *, as_of: date, model_version: str,
+                  scored_at: datetime, drivers: bool, chunk_size: int, staging: Path
+                  ) -> tuple[int, Iterator[pa.Table]]:
+    """Score on Spark into a local Parquet staging directory (sorted by customer_id), then
+    stream it back in chunks for the destination's sink."""
+    import pyarrow.dataset as ds
+
+    from churnguard.features.spark import spark_features
+
+    feats = spark_features(src, bundle.spec, as_of)
+    scored = spark_scores(feats, bundle, as_of=as_of, model_version=model_version,
+                          scored_at=scored_at, drivers=drivers)
+    out = staging / "scores"
+    scored.orderBy("customer_id").write.mode("overwrite").parquet(str(out))
+    files = sorted(str(p) for p in out.glob("part-*.parquet"))
+    dataset = ds.dataset(files, format="parquet")
+    total = int(dataset.count_rows())
+
+    def gen() -> Iterator[pa.Table]:
+        for batch in dataset.to_batches(batch_size=chunk_size):
+            if batch.num_rows:
+                yield pa.Table.from_batches([batch]).cast(OUTPUT_SCHEMA)
+
+    return total, gen()
+
+
+def run_batch(
+    *,
+    bundle: ScoringBundle,
+    as_of: date,
+    dest: Destination,
+    model_version: str,
+    source: Source | None = None,
+    spark_source: SparkSource | None = None,
+    chunk_size: int = 100_000,
+    drivers: bool = True,
+    scored_at: datetime | None = None,
+    progress: Progress | None = None,
+    checkpoint: Checkpoint = _noop,
+    staging_dir: Path | None = None,
+) -> BatchSummary:
+    """Score every customer signed up before ``as_of`` and write the scores to ``dest``.
+
+    Exactly one of ``source`` (DuckDB engine) and ``spark_source`` (Spark engine). The
+    destination is checked (and a database connection opened) before any feature is built;
+    contract violations raise :class:`~churnguard.features.sources.DataContractError` before
+    anything is written. On any error the sink is rolled back: the previous output stays.
+    """
+    if (source is None) == (spark_source is None):
+        raise ValueError("pass exactly one of source (DuckDB) and spark_source (Spark)")
+    if chunk_size < 1:
+        raise BatchInputError("--chunk-size must be at least 1")
+    start = time.perf_counter()
+    scored_at = scored_at or datetime.now(UTC).replace(microsecond=0)
+    engine = "duckdb" if source is not None else "spark"
+    summary = BatchSummary(str(dest), as_of, model_version, engine)
+    sink = sink_for(dest, as_of=as_of, model_version=model_version)
+    sink.prepare()
+    staging: Path | None = None
+    try:
+        if source is not None:
+            total, frames = _duckdb_chunks(source, bundle, as_of, chunk_size)
+            later = _duckdb_not_yet_signed_up(source, as_of)
+            tables: Iterator[pa.Table] = (
+                to_output(score_frame(bundle, f, drivers=drivers), as_of=as_of,
+                          model_version=model_version, scored_at=scored_at) for f in frames)
+            issues = source.issues
+        else:
+            import tempfile
+
+            assert spark_source is not None
+            staging = Path(tempfile.mkdtemp(prefix="churnguard-spark-", dir=staging_dir))
+            total, tables = _spark_chunks(spark_source, bundle, as_of=as_of,
+                                          model_version=model_version, scored_at=scored_at,
+                                          drivers=drivers, chunk_size=chunk_size,
+                                          staging=staging)
+            later = int(spark_source.spark.sql(
+                f"SELECT count(*) FROM {spark_source.view('customers')} "
+                f"WHERE signup_date >= DATE '{as_of.isoformat()}'").collect()[0][0])
+            issues = spark_source.issues
+        checkpoint("features")
+        if progress:
+            progress(0, total)
+        for table in tables:
+            sink.write(table)
+            summary.n_scored += table.num_rows
+            summary.n_chunks += 1
+            if progress:
+                progress(summary.n_scored, total)
+            checkpoint(f"chunk:{summary.n_chunks}")
+        if summary.n_scored != total:
+            raise RuntimeError(f"scored {summary.n_scored} of {total} customers")
+        sink.commit(checkpoint)
+    except BaseException:
+        sink.abort()
+        raise
+    finally:
+        if staging is not None:
+            import shutil
+
+            shutil.rmtree(staging, ignore_errors=True)
+    if later:
+        summary.skipped["signed up on or after the as-of date"] = later
+    for issue in issues:
+        if issue.kind == "unknown_customer":
+            summary.skipped[f"{issue.table} rows for unknown customers"] = issue.n_rows
+        summary.issues.append(str(issue))
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def fault_checkpoint(spec: str | None) -> Checkpoint:
+    """A checkpoint that kills the process at a named point: ``POINT`` or ``POINT=raise``
+    (e.g. ``chunk:2``, ``before_commit``). ``os._exit`` skips every cleanup, like SIGKILL."""
+    if not spec:
+        return _noop
+    point, _, action = spec.partition("=")
+
+    def hit(name: str) -> None:
+        if name == point:
+            if action == "raise":
+                raise RuntimeError(f"injected fault at {name}")
+            os._exit(86)
+
+    return hit
