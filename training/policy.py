@@ -409,13 +409,18 @@ def eligibility(frame: Frame, policy: Policy, stage: np.ndarray, tier: np.ndarra
             continue
         ok = (p >= a.risk[0]) & (p <= a.risk[1]) & (clv >= a.min_clv)
         if a.stages:
-            ok &= np.isin(stage, a.stages)
+            ok &= _member(stage, a.stages)
         if a.value_tiers:
-            ok &= np.isin(tier, a.value_tiers)
+            ok &= _member(tier, a.value_tiers)
         if a.signals:
             ok &= np.logical_or.reduce([np.asarray(sig[s], dtype=bool) for s in a.signals])
         out[:, j] = ok
     return out
+
+
+def _member(values: np.ndarray, allowed: tuple[str, ...]) -> np.ndarray:
+    """``np.isin`` for a short object array (several times faster on the API's small rows)."""
+    return np.fromiter((v in allowed for v in values), dtype=bool, count=len(values))
 
 
 def expected_values(frame: Frame, policy: Policy, eligible: np.ndarray) -> np.ndarray:

@@ -1,0 +1,477 @@
+"""Serving benchmark: churnguard's API against ``mlflow models serve`` and a minimal endpoint.
+
+One command (see bench/README.md)::
+
+    .venv/bin/python bench/serving.py
+
+prepares (or reuses) demo data, a trained and registered model and its feature snapshot under
+``bench/.data/serving/``, then, in the same run, starts each server on 127.0.0.1 with the same
+number of workers and loads it with ``wrk`` (bounded runs):
+
+- ``churnguard``: ``churnguard serve``, ``POST /v1/scores`` with one customer (inline features,
+  and by id from the in-memory snapshot), full response (tiers, stage, drivers, actions);
+- ``mlflow``: ``mlflow models serve`` on the same registered version (``--env-manager local``),
+  ``POST /invocations`` with the same row as ``dataframe_records``;
+- ``minimal``: a FastAPI endpoint that only parses the same payload into a preallocated numpy
+  row and runs the churn booster's ``inplace_predict`` (no calibration, CLV, drivers, actions);
+- ``churnguard batch``: 100 customers per request (customers/s).
+
+Writes ``<out-dir>/serving.json`` and ``<out-dir>/serving.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+BIN = Path(sys.executable).parent
+
+# Targets from the issue.
+VS_MLFLOW_MIN = 15.0  # churnguard rps >= 15x mlflow models serve (32 connections)
+VS_MINIMAL_MIN = 0.5  # churnguard rps >= 50 % of the minimal endpoint (32 connections)
+P50_1_MAX_MS = 2.0  # 1 connection
+P99_1_MAX_MS = 10.0
+P99_32_VS_MINIMAL_MAX = 2.0
+BATCH_CUSTOMERS_PER_S_MIN = 20_000
+
+MINIMAL_APP = '''
+import sys, numpy as np, xgboost as xgb
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+import orjson
+from churnguard.training.bundle import ScoringBundle
+bundle = ScoringBundle.load(sys.argv[1])
+names = bundle.feature_names
+kinds = {f.name: f.kind for f in bundle.spec.features()}
+codes = {k: {lv: float(i) for i, lv in enumerate(v)} for k, v in bundle.levels.items()}
+booster = bundle.churn.booster
+booster.set_param({"nthread": 1})
+row = np.empty((1, len(names)), dtype=np.float32)
+app = FastAPI()
+
+@app.post("/predict")
+async def predict(request: Request) -> Response:
+    body = orjson.loads(await request.body())
+    out = []
+    for c in body["customers"]:
+        f = c["features"]
+        for j, n in enumerate(names):
+            v = f[n]
+            if kinds[n] == "category":
+                row[0, j] = codes[n].get(v, np.nan) if v is not None else np.nan
+            else:
+                row[0, j] = np.nan if v is None else v
+        out.append({"customer_id": c["customer_id"],
+                    "churn_score": float(booster.inplace_predict(row)[0])})
+    return Response(orjson.dumps({"scores": out}), media_type="application/json")
+
+if __name__ == "__main__":
+    import uvicorn
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning",
+                access_log=False)
+'''
+
+WRK_LUA = '''
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["X-API-Key"] = "{key}"
+local f = io.open("{body}", "rb")
+wrk.body = f:read("*a")
+f:close()
+'''
+
+API_KEY = "bench-key-0123456789abcdef"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run(argv: list[str], env: dict[str, str] | None = None) -> None:
+    print("+", " ".join(argv), flush=True)
+    subprocess.run(argv, check=True, cwd=ROOT, env=env)
+
+
+def prepare(args: argparse.Namespace) -> tuple[Path, Path, dict[str, str]]:
+    """Demo data, a trained + registered model (champion) and the feature snapshot."""
+    base = Path(args.data_dir)
+    demo = base / f"demo-{args.customers}-seed{args.seed}"
+    store = base / f"store-{args.customers}-seed{args.seed}"
+    env = {**os.environ, "CHURNGUARD_DATA_DIR": str(store)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    cli = str(BIN / "churnguard")
+    if not (demo / "customers.parquet").exists():
+        run([cli, "demo-data", "--out", str(demo), "--customers", str(args.customers),
+             "--seed", str(args.seed), "--end", args.end], env)
+    if args.bundle and not _has_champion(store):
+        NOTES.append(f"model: the existing bundle {args.bundle} (--bundle), registered as the "
+                     "churnguard pyfunc")
+        register_bundle(Path(args.bundle), store)
+    if not _has_champion(store):
+        try:
+            run([cli, "train", "--data", str(demo), "--max-train-cutoffs",
+                 str(args.train_cutoffs)], env)
+        except subprocess.CalledProcessError:
+            NOTES.append("`churnguard train` failed in this checkout; the model was fitted with "
+                         "training.pipeline.fit_models and registered as the same pyfunc")
+            register_fallback(demo, store, args.train_cutoffs)
+    snapshot = store / "features.parquet"
+    if not snapshot.exists():
+        run([cli, "features", "build", "--data", str(demo), "--as-of", args.as_of,
+             "--out", str(snapshot)], env)
+    return store, snapshot, env
+
+
+NOTES: list[str] = []
+
+
+def _has_champion(store: Path) -> bool:
+    if not (store / "mlflow.db").exists():
+        return False
+    try:
+        champion_version(store)
+    except Exception:
+        return False
+    return True
+
+
+def champion_version(store: Path) -> str:
+    sys.path.insert(0, str(ROOT))
+    from churnguard.training.registry import Tracking
+
+    tracking = Tracking.resolve(store)
+    tracking.activate()
+    return str(tracking.client().get_model_version_by_alias("churnguard", "champion").version)
+
+
+def register_fallback(demo: Path, store: Path, cutoffs: int) -> None:
+    """fit_models + the default policy, logged as the churnguard pyfunc and made champion."""
+    sys.path.insert(0, str(ROOT))
+
+    from churnguard.features.sources import open_source
+    from churnguard.training.pipeline import TrainConfig, fit_models
+    from churnguard.training.policy import load_catalog
+
+    source = open_source(demo)
+    fitted = fit_models(source, config=TrainConfig(max_train_cutoffs=cutoffs,
+                                                   clv_horizon_auto=True))
+    bundle = fitted.bundle
+    bundle.policy = load_catalog().fit_value_tiers(fitted.clv_preds["churnguard"]).to_dict()
+    with tempfile.TemporaryDirectory() as tmp:
+        register_bundle(bundle.save(Path(tmp) / "bundle"), store)
+    source.close()
+
+
+def register_bundle(bundle_dir: Path, store: Path) -> None:
+    """Log a saved bundle directory as the churnguard pyfunc and make it champion."""
+    sys.path.insert(0, str(ROOT))
+    import mlflow
+
+    from churnguard.training.bundle import ChurnguardPyfunc
+    from churnguard.training.registry import Tracking
+
+    tracking = Tracking.resolve(store)
+    tracking.activate()
+    with mlflow.start_run(experiment_id=tracking.experiment_id("bench")):
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=ChurnguardPyfunc(), artifacts={"bundle": str(bundle_dir)},
+            registered_model_name="churnguard", pip_requirements=["churnguard"])
+    tracking.client().set_registered_model_alias("churnguard", "champion",
+                                                 str(info.registered_model_version))
+
+
+def champion(store: Path) -> tuple[str, Path]:
+    """(version, local bundle directory) of the champion."""
+    sys.path.insert(0, str(ROOT))
+    import mlflow
+
+    from churnguard.training.registry import Tracking
+
+    tracking = Tracking.resolve(store)
+    tracking.activate()
+    version = str(tracking.client().get_model_version_by_alias("churnguard", "champion").version)
+    local = Path(mlflow.artifacts.download_artifacts(
+        f"models:/churnguard/{version}", dst_path=tempfile.mkdtemp(prefix="cg-bench-")))
+    found = sorted(local.glob("artifacts/*/bundle.json"))
+    if not found:
+        raise RuntimeError(f"no bundle.json under {local}/artifacts")
+    return version, found[0].parent
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], seconds: float = 180) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before answering {url}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} did not answer within {seconds}s")
+
+
+def start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    print("+", " ".join(argv), flush=True)
+    return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log.open("ab"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def _ms(text: str) -> float:
+    m = re.match(r"([\d.]+)(us|ms|s)", text)
+    assert m, text
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def wrk(url: str, body: Path, connections: int, seconds: int, threads: int,
+        tmp: Path) -> dict[str, Any]:
+    script = tmp / f"post-{body.stem}.lua"
+    script.write_text(WRK_LUA.format(key=API_KEY, body=body))
+    argv = ["wrk", f"-t{min(threads, connections)}", f"-c{connections}", f"-d{seconds}s",
+            "--timeout", "10s", "--latency", "-s", str(script), url]
+    out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    lat = {p: _ms(v) for p, v in re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", out, re.M)}
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    return {"connections": connections, "seconds": seconds, "rps": rps, "requests": total,
+            "p50_ms": lat.get("50"), "p90_ms": lat.get("90"), "p99_ms": lat.get("99"),
+            "non_2xx": int(bad.group(1)) if bad else 0,
+            "socket_errors": errors.group(1) if errors else "", "raw": out}
+
+
+def payloads(snapshot: Path, tmp: Path) -> dict[str, Path]:
+    import pandas as pd
+
+    frame = pd.read_parquet(snapshot)
+    row = frame.iloc[len(frame) // 2]
+    cid = str(row["customer_id"])
+    feats = json.loads(row.drop(["customer_id", "as_of"]).to_json())
+    batch = [{"customer_id": str(c)} for c in frame["customer_id"].head(100)]
+    files = {
+        "inline": {"customers": [{"customer_id": cid, "features": feats}]},
+        "by_id": {"customers": [{"customer_id": cid}]},
+        "batch100": {"customers": batch},
+        "mlflow": {"dataframe_records": [{"customer_id": cid, **feats}]},
+    }
+    out = {}
+    for name, body in files.items():
+        out[name] = tmp / f"{name}.json"
+        out[name].write_text(json.dumps(body))
+    return out
+
+
+def check_response(url: str, body: Path) -> dict[str, Any]:
+    req = urllib.request.Request(url, data=body.read_bytes(), method="POST", headers={
+        "Content-Type": "application/json", "X-API-Key": API_KEY})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        data: dict[str, Any] = json.loads(r.read())
+    return data
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("wrk is not installed (apt-get install -y wrk)", file=sys.stderr)
+        return 2
+    store, snapshot, env = prepare(args)
+    version, bundle_dir = champion(store)
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log = out_dir / "serving.log"
+    log.write_text("")
+    tmp = Path(tempfile.mkdtemp(prefix="cg-bench-serving-"))
+    bodies = payloads(snapshot, tmp)
+    env = {**env, "CHURNGUARD_API_KEYS": API_KEY, "CHURNGUARD_LOG_LEVEL": "warning",
+           "OMP_NUM_THREADS": "1", "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    (tmp / "minimal_app.py").write_text(MINIMAL_APP)
+    results: dict[str, Any] = {"runs": [], "notes": list(NOTES)}
+    servers = {
+        "churnguard": ([str(BIN / "churnguard"), "serve", "--workers", str(args.workers)],
+                       "/readyz", "/v1/scores"),
+        "minimal": ([sys.executable, str(tmp / "minimal_app.py"), str(bundle_dir)], None,
+                    "/predict"),
+        "mlflow": ([str(BIN / "mlflow"), "models", "serve", "-m", f"models:/churnguard/{version}",
+                    "--env-manager", "local", "--host", "127.0.0.1", "--workers",
+                    str(args.workers)], "/ping", "/invocations"),
+    }
+    plan = {"churnguard": [("inline", c) for c in args.connections]
+            + [("by_id", c) for c in args.connections] + [("batch100", args.batch_connections)],
+            "minimal": [("inline", c) for c in args.connections],
+            "mlflow": [("mlflow", c) for c in args.connections]}
+    for name in args.servers:
+        argv_, health, path = servers[name]
+        port = free_port()
+        if name == "churnguard":
+            argv_ = [*argv_, "--port", str(port)]
+        elif name == "minimal":
+            argv_ = [*argv_, str(port)]
+        else:
+            argv_ = [*argv_, "--port", str(port)]
+        server_env = env
+        if name == "mlflow":
+            server_env = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{store.resolve()}/mlflow.db"}
+        proc = start(argv_, server_env, log)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            if health:
+                wait_http(base + health, proc)
+            else:
+                deadline = time.time() + 120
+                while True:
+                    try:
+                        check_response(base + path, bodies["inline"])
+                        break
+                    except OSError:
+                        if time.time() > deadline or proc.poll() is not None:
+                            raise
+                        time.sleep(0.3)
+            sample = check_response(base + path, bodies[plan[name][0][0]])
+            if name == "churnguard":
+                s = sample["scores"][0]
+                assert {"drivers", "actions", "lifecycle_stage", "value_tier"} <= set(s)
+            for payload, conns in plan[name]:
+                wrk(base + path, bodies[payload], conns, 2, args.threads, tmp)  # warm-up
+                r = wrk(base + path, bodies[payload], conns, args.seconds, args.threads, tmp)
+                r.update({"server": name, "payload": payload,
+                          "customers_per_request": 100 if payload == "batch100" else 1})
+                r["customers_per_s"] = r["rps"] * r["customers_per_request"]
+                print(f"{name:10s} {payload:9s} c={conns:<3d} {r['rps']:9.1f} req/s  "
+                      f"p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  "
+                      f"non-2xx {r['non_2xx']}", flush=True)
+                with log.open("a") as fh:
+                    fh.write(r.pop("raw"))
+                results["runs"].append(r)
+        except Exception as exc:  # record why a server could not be measured
+            results["notes"].append(f"{name}: not measured ({type(exc).__name__}: {exc})")
+            print(results["notes"][-1], flush=True)
+        finally:
+            stop(proc)
+    results["checks"] = checks(results["runs"])
+    results["config"] = {**vars(args), "model_version": version,
+                         "python": platform.python_version(), "machine": platform.machine(),
+                         "cpus": os.cpu_count(), "when": datetime.now().isoformat()}
+    (out_dir / "serving.json").write_text(json.dumps(results, indent=2))
+    (out_dir / "serving.md").write_text(markdown(results))
+    print((out_dir / "serving.md").read_text())
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def _get(runs: list[dict[str, Any]], server: str, payload: str, conns: int) -> dict[str, Any]:
+    for r in runs:
+        if r["server"] == server and r["payload"] == payload and r["connections"] == conns:
+            return r
+    return {}
+
+
+def checks(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    a32, a1 = _get(runs, "churnguard", "inline", 32), _get(runs, "churnguard", "inline", 1)
+    b32, c32 = _get(runs, "mlflow", "mlflow", 32), _get(runs, "minimal", "inline", 32)
+    batch = next((r for r in runs if r["payload"] == "batch100"), {})
+    out = []
+
+    def add(name: str, value: float | None, target: str, ok: bool | None) -> None:
+        out.append({"check": name, "value": value, "target": target,
+                    "pass": ok})
+
+    if a32 and b32:
+        v = a32["rps"] / b32["rps"]
+        add("churnguard / mlflow req/s (32 conn)", v, f">= {VS_MLFLOW_MIN}", v >= VS_MLFLOW_MIN)
+    if a32 and c32:
+        v = a32["rps"] / c32["rps"]
+        add("churnguard / minimal req/s (32 conn)", v, f">= {VS_MINIMAL_MIN}",
+            v >= VS_MINIMAL_MIN)
+        v = a32["p99_ms"] / c32["p99_ms"]
+        add("churnguard p99 / minimal p99 (32 conn)", v, f"<= {P99_32_VS_MINIMAL_MAX}",
+            v <= P99_32_VS_MINIMAL_MAX)
+    if a1:
+        add("churnguard p50 ms (1 conn)", a1["p50_ms"], f"<= {P50_1_MAX_MS}",
+            a1["p50_ms"] <= P50_1_MAX_MS)
+        add("churnguard p99 ms (1 conn)", a1["p99_ms"], f"<= {P99_1_MAX_MS}",
+            a1["p99_ms"] <= P99_1_MAX_MS)
+    if batch:
+        add("churnguard customers/s (100-customer batches)", batch["customers_per_s"],
+            f">= {BATCH_CUSTOMERS_PER_S_MIN:,}",
+            batch["customers_per_s"] >= BATCH_CUSTOMERS_PER_S_MIN)
+    return out
+
+
+def markdown(results: dict[str, Any]) -> str:
+    cfg = results["config"]
+    lines = [f"# Serving benchmark ({cfg['when'][:16]})", "",
+             f"`.venv/bin/python bench/serving.py` — {cfg['customers']:,} demo customers, model "
+             f"v{cfg['model_version']}, {cfg['workers']} worker(s) per server, wrk "
+             f"{cfg['seconds']} s per row on 127.0.0.1, {cfg['cpus']} CPUs (shared with wrk).",
+             "", "| server | payload | connections | req/s | customers/s | p50 ms | p90 ms | "
+             "p99 ms | non-2xx |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results["runs"]:
+        lines.append(f"| {r['server']} | {r['payload']} | {r['connections']} | {r['rps']:,.0f} | "
+                     f"{r['customers_per_s']:,.0f} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | "
+                     f"{r['p99_ms']:.2f} | {r['non_2xx']} |")
+    lines += ["", "| check | value | target | result |", "|---|---:|---|---|"]
+    for c in results["checks"]:
+        lines.append(f"| {c['check']} | {c['value']:,.2f} | {c['target']} | "
+                     f"{'pass' if c['pass'] else 'FAIL'} |")
+    for note in results["notes"]:
+        lines.append(f"\nNote: {note}")
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    p.add_argument("--customers", type=int, default=5000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--end", default="2025-06-30", help="Last day of the demo data.")
+    p.add_argument("--as-of", default="2025-07-01", help="Feature snapshot cutoff.")
+    p.add_argument("--train-cutoffs", type=int, default=12)
+    p.add_argument("--bundle", default=None, help="Register this saved bundle directory instead "
+                   "of training one (when the store has no champion yet).")
+    p.add_argument("--data-dir", default=str(HERE / ".data" / "serving"))
+    p.add_argument("--out-dir", default=str(HERE / "results"))
+    p.add_argument("--workers", type=int, default=1, help="Workers of every server.")
+    p.add_argument("--threads", type=int, default=1, help="wrk threads.")
+    p.add_argument("--seconds", type=int, default=10, help="wrk duration per row.")
+    p.add_argument("--connections", type=int, nargs="+", default=[1, 32])
+    p.add_argument("--batch-connections", type=int, default=8)
+    p.add_argument("--servers", nargs="+", default=["churnguard", "minimal", "mlflow"],
+                   choices=["churnguard", "minimal", "mlflow"])
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

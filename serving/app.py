@@ -1,0 +1,133 @@
+"""The churnguard scoring API (FastAPI): ``create_app()`` builds it from :class:`Settings`.
+
+Run it with ``churnguard serve``; uvicorn calls :func:`create_app` in each worker, so nothing is
+configured at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI
+
+from churnguard.config import Settings
+from churnguard.serving import errors
+from churnguard.serving.metrics import Metrics
+from churnguard.serving.middleware import ServiceMiddleware
+from churnguard.serving.model import LoadedModel, ModelHolder, mlflow_loader, mlflow_resolver
+from churnguard.serving.routers import campaigns, meta, scores
+from churnguard.serving.schemas import ErrorResponse
+from churnguard.serving.security import require_api_key
+from churnguard.serving.store import FeatureStore, open_store
+
+log = logging.getLogger("churnguard.serving")
+
+API_VERSION = "1"
+
+
+def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    text = {401: "Missing or invalid API key", 404: "Unknown customer",
+            413: "Request too large or too many customers",
+            422: "Invalid input, with the path of each bad field", 503: "No model loaded",
+            500: "Internal error"}
+    return {c: {"model": ErrorResponse, "description": text[c]} for c in codes}
+
+
+def build_holder(settings: Settings, metrics: Metrics) -> ModelHolder:
+    from churnguard.training.registry import Tracking
+
+    tracking = Tracking.resolve(settings.data_dir, settings.mlflow_tracking_uri)
+    tracking.activate()
+    client = tracking.client()
+    return ModelHolder(settings.model_name, settings.model_alias,
+                       mlflow_resolver(client, settings.model_name, settings.model_alias),
+                       mlflow_loader(client, settings.model_name, settings.model_alias))
+
+
+def create_app(settings: Settings | None = None, *, holder: ModelHolder | None = None,
+               store: FeatureStore | None = None) -> FastAPI:
+    """The API. ``holder`` and ``store`` default to the MLflow registry and the store in
+    ``settings`` (tests may pass their own)."""
+    settings = settings or Settings()
+    metrics = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        h: ModelHolder = app.state.holder or await asyncio.to_thread(
+            build_holder, settings, metrics)
+        s: FeatureStore = app.state.store or open_store(settings.online_store,
+                                                        settings.snapshot_path)
+
+        def changed(model: LoadedModel | None) -> None:
+            metrics.set_model(h.name, model.version if model else None)
+
+        h._on_change = changed
+        h._on_failure = metrics.reload_failures.inc
+        app.state.holder, app.state.store = h, s
+        if not settings.api_keys:
+            log.warning("no API keys configured (CHURNGUARD_API_KEYS): the scoring API is open "
+                        "to anyone who can reach it")
+        await asyncio.to_thread(h.check)
+        changed(h.current)
+        await asyncio.to_thread(s.refresh)
+        if s.info:
+            metrics.snapshot_rows.set(s.info.rows)
+        if h.current is None:
+            log.warning("starting without a model: %s; scoring answers 503 until one loads",
+                        h.alias_problem or (h.last_error or {}).get("error"))
+        task = asyncio.create_task(_poll(h, s, settings.poll_seconds, metrics))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await s.close()
+
+    app = FastAPI(
+        title="churnguard",
+        version=API_VERSION,
+        summary="Churn risk, customer lifetime value and retention actions for CRM systems.",
+        description="Scores are calibrated churn probabilities in the model's horizon with the "
+        "CLV at stake, the drivers behind the risk and the retention actions worth taking. "
+        "Send the API key in `X-API-Key`. Errors always have the shape "
+        "`{\"error\": {status, code, message, request_id, details}}`.",
+        lifespan=lifespan,
+        responses=_responses(500),
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.holder = holder
+    app.state.store = store
+    app.state.api_keys = tuple(k.encode() for k in settings.api_keys)
+    errors.install(app)
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)],
+                   responses=_responses(401, 413, 422, 503))
+    v1.include_router(scores.router, responses=_responses(404))
+    v1.include_router(campaigns.router, responses=_responses(404))
+    v1.include_router(meta.router)
+    app.include_router(v1)
+    app.include_router(meta.ops)
+    templates = {id(r): "/v1" + getattr(r, "path", "")
+                 for router in (scores.router, campaigns.router, meta.router)
+                 for r in router.routes}
+    templates.update({id(r): getattr(r, "path", "") for r in meta.ops.routes})
+    app.add_middleware(ServiceMiddleware, metrics=metrics,  # type: ignore[arg-type]
+                       max_body=settings.max_request_bytes, templates=templates)
+    return app
+
+
+async def _poll(holder: ModelHolder, store: FeatureStore, seconds: float,
+                metrics: Metrics) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await asyncio.to_thread(holder.check)
+            if await asyncio.to_thread(store.refresh) and store.info:
+                metrics.snapshot_rows.set(store.info.rows)
+        except Exception:  # never let the poller die
+            log.exception("model/snapshot poll failed")
