@@ -16,6 +16,8 @@ References
 - [Cra71] Cragg (1971), "Some Statistical Models for Limited Dependent Variables", Econometrica
   39(5) (the hurdle model: P(y > 0) * E[y | y > 0]).
 - [FHL05] Fader, Hardie & Lee (2005), BG/NBD; [FHL05b] Gamma-Gamma (see ``btyd.py``).
+- [SMC87] Schmittlein, Morrison & Colombo (1987), "Counting Your Customers", Management
+  Science 33(1) (Pareto/NBD; see ``btyd.py``).
 - [FHS05] Friedman, Hastie & Tibshirani (2000), "Additive Logistic Regression: a Statistical
   View of Boosting", Annals of Statistics 28(2) (boosting from an initial fit F0: the trees
   fit corrections to a given log-odds offset, XGBoost's ``base_margin``).
@@ -206,24 +208,36 @@ def choose_calibration(
 def _prior_frame(X: pd.DataFrame | np.ndarray, names: list[str] | None = None) -> pd.DataFrame:
     """The prior's input columns from a feature frame or an encoded matrix + column names."""
     if isinstance(X, pd.DataFrame):
-        return pd.DataFrame({c: pd.to_numeric(X[c], errors="coerce").to_numpy(dtype=float)
-                             for c in PRIOR_COLUMNS}, index=X.index)
-    if names is None:
-        raise ValueError("an encoded matrix needs its column names")
-    return pd.DataFrame({c: np.asarray(X[:, names.index(c)], dtype=float)
-                         for c in PRIOR_COLUMNS})
+        cols = {c: pd.to_numeric(X[c], errors="coerce").to_numpy(dtype=float)
+                for c in PRIOR_COLUMNS}
+        index = X.index
+    else:
+        if names is None:
+            raise ValueError("an encoded matrix needs its column names")
+        cols = {c: np.asarray(X[:, names.index(c)], dtype=float) for c in PRIOR_COLUMNS}
+        index = pd.RangeIndex(len(X))
+    # Any row must score: counts become whole and non-negative, ages non-negative, the last
+    # purchase no earlier than the first (the BTYD models reject anything else).
+    first = np.clip(cols["days_since_first_purchase"], 0.0, None)
+    return pd.DataFrame({
+        "purchase_days_total": np.round(np.clip(cols["purchase_days_total"], 0.0, None)),
+        "days_since_first_purchase": first,
+        "days_since_last_purchase": np.clip(cols["days_since_last_purchase"], 0.0, first),
+        "avg_order_value": np.clip(cols["avg_order_value"], 0.0, None),
+    }, index=index)
 
 
 @dataclass(frozen=True)
 class BtydPrior:
-    """BG/NBD [FHL05] + Gamma-Gamma [FHL05b] fitted on one snapshot's feature rows, used as the
-    base margin of the boosters (boosting from an initial fit [FHS05]).
+    """A BTYD purchase model (BG/NBD [FHL05] or Pareto/NBD [SMC87]) + Gamma-Gamma [FHL05b]
+    fitted on one snapshot's feature rows, used as the base margin of the boosters (boosting
+    from an initial fit [FHS05]).
 
     The BTYD models extrapolate with customer age by construction (the posterior of a
     customer's purchase rate and dropout given x, t_x and T), where trees fitted on younger
     snapshots can only extend their outermost leaf. Margins, with P0(h) = P(no purchase in the
-    next h days | x, t_x, T) ([FHL05] appendix) and E[Y(h)] the expected purchases ([FHL05]
-    eq. 10) times the Gamma-Gamma expected order value E[M] ([FHL05b]):
+    next h days | x, t_x, T) and E[Y(h)] the expected purchases ([FHL05] eq. 10; [SMC87]) times
+    the Gamma-Gamma expected order value E[M] ([FHL05b]):
 
     - churn: logit P0(h);
     - buy (CLV hurdle): logit(1 - P0(h));
@@ -231,29 +245,53 @@ class BtydPrior:
 
     Customers without a purchase are outside the BTYD models: their margins are 0 (log-odds)
     and log of the population mean order value, and the trees learn their level.
-    The RFM statistics come from the feature row (``BtydBaseline.rfm``).
+    The RFM statistics come from the feature row (``BtydBaseline.rfm``). ``family=None`` fits
+    both purchase models and keeps the one with the higher likelihood (both have four
+    parameters, so this is also the AIC choice).
     """
 
-    bgnbd: dict[str, float]
+    family: str
+    purchase: dict[str, float]
     gg: dict[str, float]
 
     @classmethod
-    def fit(cls, X: pd.DataFrame, *, max_rows: int = 20_000, seed: int = 0) -> BtydPrior:
+    def fit(cls, X: pd.DataFrame, *, family: str | None = None, max_rows: int = 20_000,
+            seed: int = 0) -> BtydPrior:
+        from churnguard.training.btyd import GammaGammaModel, ParetoNBDModel
+
         base = BtydBaseline(1, 1, max_fit_rows=max_rows, seed=seed).fit(_prior_frame(X))
-        return cls(bgnbd=dict(base.bgnbd.params_), gg=dict(base.gg.params_))
+        gg = dict(base.gg.params_)
+        if family == "bgnbd":
+            return cls("bgnbd", dict(base.bgnbd.params_), gg)
+        r = BtydBaseline.rfm(_prior_frame(X))
+        r = r[r["buyer"]]
+        if len(r) > max_rows:
+            r = r.sample(max_rows, random_state=seed)
+        pnbd = ParetoNBDModel().fit(r["x"], r["t_x"], r["T"])
+        if family == "pnbd":
+            return cls("pnbd", dict(pnbd.params_), gg)
+        if family is not None:
+            raise ValueError(f"unknown BTYD family {family!r}; use 'bgnbd' or 'pnbd'")
+        assert isinstance(base.gg, GammaGammaModel)
+        bg_ll = float(np.sum(base.bgnbd.log_likelihood(r["x"], r["t_x"], r["T"])))
+        pn_ll = float(np.sum(pnbd.log_likelihood(r["x"], r["t_x"], r["T"])))
+        if pn_ll > bg_ll:
+            return cls("pnbd", dict(pnbd.params_), gg)
+        return cls("bgnbd", dict(base.bgnbd.params_), gg)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"bgnbd": dict(self.bgnbd), "gg": dict(self.gg)}
+        return {"family": self.family, "purchase": dict(self.purchase), "gg": dict(self.gg)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BtydPrior:
-        return cls(bgnbd={k: float(v) for k, v in data["bgnbd"].items()},
+        return cls(family=str(data["family"]),
+                   purchase={k: float(v) for k, v in data["purchase"].items()},
                    gg={k: float(v) for k, v in data["gg"].items()})
 
     def quantities(self, X: pd.DataFrame | np.ndarray, horizon_days: float,
                    names: list[str] | None = None) -> dict[str, np.ndarray]:
         """buyer (bool), p0 = P(no purchase in the horizon), spend = expected spend in it."""
-        from churnguard.training.btyd import BetaGeoModel, GammaGammaModel
+        from churnguard.training.btyd import BetaGeoModel, GammaGammaModel, ParetoNBDModel
 
         r = BtydBaseline.rfm(_prior_frame(X, names))
         n = len(r)
@@ -264,17 +302,19 @@ class BtydPrior:
         p, q, v = self.gg["p"], self.gg["q"], self.gg["v"]
         mean_value = v * p / (q - 1.0) if q > 1.0 else float("nan")
         if buyer.any():
-            bg = BetaGeoModel.from_params(**self.bgnbd)
+            model = (ParetoNBDModel if self.family == "pnbd" else BetaGeoModel).from_params(
+                **self.purchase)
             rb = r[buyer]
             x, t_x, T = (rb[c].to_numpy(dtype=float) for c in ("x", "t_x", "T"))
             weeks = horizon_days / 7.0
-            p0[buyer] = np.asarray(bg.probability_no_purchase(weeks, x, t_x, T), dtype=float)
+            p0[buyer] = np.asarray(model.probability_no_purchase(weeks, x, t_x, T),
+                                   dtype=float)
             m = rb["m"].to_numpy(dtype=float)
             value = np.where((x > 0) & (m > 0), np.asarray(
                 gg.conditional_expected_average_value(np.where(m > 0, x, 0.0),
                                                       np.where(m > 0, m, 1.0)), dtype=float),
                 mean_value)
-            spend[buyer] = np.asarray(bg.expected_purchases(weeks, x, t_x, T),
+            spend[buyer] = np.asarray(model.expected_purchases(weeks, x, t_x, T),
                                       dtype=float) * value
         return {"buyer": buyer, "p0": np.clip(p0, 1e-4, 1 - 1e-4),
                 "spend": np.nan_to_num(spend, nan=0.0), "mean_value": np.full(n, mean_value)}
@@ -285,6 +325,7 @@ class BtydPrior:
         qs = self.quantities(X, horizon_days, names)
         buyer, p0 = qs["buyer"], qs["p0"]
         churn = np.where(buyer, np.log(p0 / (1.0 - p0)), 0.0)
+        churn = np.where(np.isfinite(churn), churn, 0.0)
         cond = qs["spend"] / (1.0 - p0)
         fallback = qs["mean_value"]
         spend = np.log(np.clip(np.where(buyer, cond, fallback), 1e-3, None))
@@ -300,6 +341,15 @@ def _masked(X: pd.DataFrame, masked: tuple[str, ...] | list[str]) -> pd.DataFram
     out = X.copy()
     for c in cols:
         out[c] = np.nan
+    return out
+
+
+def _masked_matrix(X: np.ndarray, names: list[str], masked: list[str]) -> np.ndarray:
+    cols = [names.index(c) for c in masked if c in names]
+    if not cols:
+        return X
+    out = np.array(X, copy=True)
+    out[:, cols] = np.nan
     return out
 
 
@@ -351,6 +401,14 @@ class ChurnModel:
     def predict(self, X: pd.DataFrame, margin: np.ndarray | None = None) -> np.ndarray:
         raw = self.raw(X, margin)
         return self.calibrator.predict(raw) if self.calibrator else _clip(raw)
+
+    def raw_encoded(self, X: np.ndarray, names: list[str]) -> np.ndarray:
+        """:meth:`raw` for an encoded float matrix with columns ``names`` (XGBoost
+        ``inplace_predict``): boosters with a prior need its base margin, so callers that
+        bypass :meth:`raw` must use this instead of ``booster.inplace_predict``."""
+        m = self.margin(X, names)  # from the unmasked columns: the prior reads age
+        X = _masked_matrix(X, names, self.masked)
+        return np.asarray(self.booster.inplace_predict(X, base_margin=m), dtype=float)
 
 
 def _monotone(columns: list[str], constraints: dict[str, int]) -> dict[str, int]:
@@ -470,6 +528,18 @@ class ClvModel:
                 margins: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         p_buy, spend = self.components(X, margins)
         return np.maximum(self.scale * p_buy * spend, 0.0)
+
+    def components_encoded(self, X: np.ndarray, names: list[str]
+                           ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`components` for an encoded float matrix with columns ``names`` (see
+        :meth:`ChurnModel.raw_encoded`)."""
+        m = self.margins(X, names)  # from the unmasked columns: the prior reads age
+        X = _masked_matrix(X, names, list(self.info.get("masked", [])))
+        p_buy = np.clip(np.asarray(self.buy.inplace_predict(
+            X, base_margin=None if m is None else m[0]), dtype=float), 0.0, 1.0)
+        spend = np.exp(np.asarray(self.spend.inplace_predict(
+            X, base_margin=None if m is None else m[1]), dtype=float)) * self.smear
+        return p_buy, spend
 
 
 def fit_clv(

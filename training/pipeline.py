@@ -228,8 +228,8 @@ def fit_models(
     candidates: list[tuple[str, bool, tuple[str, ...], BoostConfig]] = [
         ("xgboost", False, (), config.boost)]
     if final_prior is not None:
-        candidates += [("btyd_prior+xgboost", True, (), config.boost),
-                       ("btyd_prior+xgboost_no_age", True, AGE_FEATURES, config.boost),
+        candidates += [("btyd_prior_xgboost", True, (), config.boost),
+                       ("btyd_prior_xgboost_no_age", True, AGE_FEATURES, config.boost),
                        ("btyd_prior", True, (), no_trees)]
 
     # --- churn ----------------------------------------------------------------------------
@@ -396,10 +396,13 @@ def _snapshot_priors(
     cuts = grid["as_of"].to_numpy()
     priors: dict[date, BtydPrior] = {}
     try:
-        for c in sorted(set(cuts)):
-            priors[c] = BtydPrior.fit(X[cuts == c], seed=config.seed)
+        # BG/NBD: its fit takes seconds; Pareto/NBD (BtydPrior.fit(family=None) picks by
+        # likelihood) can take minutes per snapshot on young customer bases.
         now = model_matrix(build_features(source, spec, as_of).to_pandas(), spec, levels)
-        priors[as_of] = BtydPrior.fit(now, seed=config.seed)
+        priors[as_of] = BtydPrior.fit(now, family="bgnbd", seed=config.seed)
+        for c in sorted(set(cuts)):
+            priors[c] = BtydPrior.fit(X[cuts == c], family=priors[as_of].family,
+                                      seed=config.seed)
     except (ValueError, RuntimeError, KeyError) as exc:  # ConvergenceError is a RuntimeError
         say(f"warning: BG/NBD + Gamma-Gamma prior skipped: {exc}")
         return {}

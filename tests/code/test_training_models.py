@@ -187,12 +187,12 @@ def test_btyd_prior_margins_match_the_models_and_round_trip() -> None:
     from churnguard.training.models import BtydPrior
 
     X = _rfm_frame(3000, np.random.default_rng(6))
-    prior = BtydPrior.fit(X)
+    prior = BtydPrior.fit(X, family="bgnbd")
     again = BtydPrior.from_dict(prior.to_dict())
     m = again.margins(X, 91)
     r = BtydBaseline.rfm(X)
     b = r["buyer"].to_numpy()
-    p0 = BetaGeoModel.from_params(**prior.bgnbd).probability_no_purchase(
+    p0 = BetaGeoModel.from_params(**prior.purchase).probability_no_purchase(
         13.0, r["x"][b].to_numpy(), r["t_x"][b].to_numpy(), r["T"][b].to_numpy())
     np.testing.assert_allclose(m["churn"][b], _logit(np.clip(np.asarray(p0), 1e-4, 1 - 1e-4)))
     np.testing.assert_allclose(m["buy"], -m["churn"])
@@ -200,6 +200,11 @@ def test_btyd_prior_margins_match_the_models_and_round_trip() -> None:
     # The same margins from an encoded matrix and its column names.
     names = list(X.columns)
     np.testing.assert_allclose(prior.margins(X.to_numpy(), 91, names)["spend"], m["spend"])
+    # Without a family, the purchase model with the higher likelihood is kept.
+    best = BtydPrior.fit(X)
+    assert best.family in ("bgnbd", "pnbd")
+    assert BtydPrior.from_dict(best.to_dict()) == best
+    assert np.isfinite(best.margins(X, 91)["churn"]).all()
 
 
 def test_churn_model_boosts_from_the_stored_prior_and_hides_masked_columns() -> None:
@@ -239,3 +244,27 @@ def test_overlapping_fallback_when_a_purged_split_does_not_fit() -> None:
     assert plan.train == (date(1997, 4, 1), date(1997, 5, 1))
     assert (plan.valid, plan.test) == (date(1997, 6, 1), date(1997, 7, 1))
     assert plan.test + timedelta(days=182) <= as_of
+
+
+def test_encoded_matrix_paths_match_the_frame_paths() -> None:
+    """raw_encoded / components_encoded (for callers scoring a float matrix with
+    ``inplace_predict``) apply the stored prior and the masking exactly like raw/components."""
+    from churnguard.training.models import BtydPrior
+
+    rng = np.random.default_rng(9)
+    X = _rfm_frame(2000, rng)
+    prior = BtydPrior.fit(X)
+    m = prior.margins(X, 91)
+    y = (rng.uniform(size=len(X)) < _sigmoid(m["churn"])).astype(int)
+    spend = np.where(y == 0, rng.gamma(2.0, 30.0, len(X)), 0.0)
+    churn = fit_churn(X, y, X, y, FAST, margin_train=m["churn"], margin_valid=m["churn"],
+                      masked=("days_since_first_purchase",))
+    clv = fit_clv(X, spend, X, spend, FAST, margins_train=(m["buy"], m["spend"]),
+                  margins_valid=(m["buy"], m["spend"]), masked=("days_since_first_purchase",))
+    for model, h in ((churn, 91), (clv, 91)):
+        model.info.update(prior=prior.to_dict(), prior_horizon_days=h)
+    names = list(X.columns)
+    enc = X.to_numpy(dtype=np.float32)
+    np.testing.assert_allclose(churn.raw_encoded(enc, names), churn.raw(X), rtol=1e-4)
+    for a, b in zip(clv.components_encoded(enc, names), clv.components(X), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4)

@@ -80,9 +80,31 @@ def test_contributions_add_up_to_the_raw_log_odds(small_fitted: Any) -> None:
     bundle: ScoringBundle = small_fitted.bundle
     contrib = bundle.contributions(rows)
     assert list(contrib.columns) == [*bundle.feature_names, "bias"]
-    raw = bundle.churn.raw(bundle.matrix(rows))
-    logit = np.log(raw / (1 - raw))
-    np.testing.assert_allclose(contrib.sum(axis=1).to_numpy(), logit, atol=1e-4)
+    X = bundle.matrix(rows)
+    margin = bundle.churn.margin(X)
+    if margin is None:
+        raw = bundle.churn.raw(X)
+        logit = np.log(raw / (1 - raw))
+        np.testing.assert_allclose(contrib.sum(axis=1).to_numpy(), logit, atol=1e-4)
+    else:
+        # Boosted from a BTYD prior: the base margin replaces XGBoost's constant base score,
+        # which the ``bias`` column includes, so the raw log-odds are
+        # sum(contributions) - logit(base score) + margin.
+        import json
+
+        import xgboost as xgb
+
+        from churnguard.training.models import _masked
+
+        booster = bundle.churn.booster
+        log_odds = booster.predict(
+            xgb.DMatrix(_masked(X, bundle.churn.masked), base_margin=margin,
+                        enable_categorical=True), output_margin=True)
+        score = json.loads(booster.save_config())["learner"]["learner_model_param"][
+            "base_score"]
+        b = float(str(score).strip("[]"))
+        expected = contrib.sum(axis=1).to_numpy() - np.log(b / (1 - b)) + margin
+        np.testing.assert_allclose(expected, log_odds, atol=1e-3)
 
 
 def test_bundle_round_trips_through_files(small_fitted: Any, tmp_path: Path) -> None:
