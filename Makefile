@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DATA   ?= data
 DEMO_CUSTOMERS ?= 20000
-AS_OF  ?= 2025-10-01
+AS_OF  ?= 2026-01-01
 
 .PHONY: install demo test lint bench clean
 
@@ -17,13 +17,15 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## Main job on embedded defaults: demo data -> features -> train (MLflow under data/) -> score.
+## Main job on embedded defaults: demo data -> train (MLflow under data/) -> batch scores ->
+## feature snapshot -> the API on http://127.0.0.1:8000 (Ctrl-C stops it).
 demo: $(STAMP)
 	test -d $(DATA)/demo || $(BIN)/churnguard demo-data --out $(DATA)/demo --customers $(DEMO_CUSTOMERS) --seed 7
-	$(BIN)/churnguard features build --data $(DATA)/demo --as-of $(AS_OF) --out $(DATA)/features.parquet
 	CHURNGUARD_DATA_DIR=$(DATA) $(BIN)/churnguard train --data $(DATA)/demo
 	CHURNGUARD_DATA_DIR=$(DATA) $(BIN)/churnguard models
-	CHURNGUARD_DATA_DIR=$(DATA) $(BIN)/churnguard score --data $(DATA)/demo --as-of 2026-01-01 --out $(DATA)/scores.parquet
+	CHURNGUARD_DATA_DIR=$(DATA) $(BIN)/churnguard score --data $(DATA)/demo --as-of $(AS_OF) --out $(DATA)/scores.parquet
+	$(BIN)/churnguard features build --data $(DATA)/demo --as-of $(AS_OF) --out $(DATA)/features.parquet
+	CHURNGUARD_DATA_DIR=$(DATA) $(BIN)/churnguard serve --host 127.0.0.1 --port 8000
 
 ## The whole test suite (what CI runs).
 test: $(STAMP)
