@@ -363,12 +363,25 @@ def _fmt_days(x: float) -> str:
     return f"{d} day{'s' if d != 1 else ''}"
 
 
-def evidence(frame: Frame, i: int, sig: Mapping[str, np.ndarray]) -> dict[str, str]:
-    """Readable facts behind each active signal of row ``i`` (signal name → text)."""
+#: Columns the readable reasons quote; converted to float arrays once per batch (assess).
+EVIDENCE_COLUMNS = ("churn_probability", "clv", "complaints_90d", "tickets_90d",
+                    "purchase_trend", "interaction_trend", "days_since_last_purchase",
+                    "overdue_ratio", "days_since_last_interaction", "tenure_days")
+
+
+def evidence_columns(frame: Frame) -> dict[str, np.ndarray]:
+    """The float columns :func:`evidence` reads, each converted once for the whole batch."""
     n = _len(frame)
+    return {name: _col(frame, name, n) for name in EVIDENCE_COLUMNS}
+
+
+def evidence(columns: Mapping[str, np.ndarray], i: int,
+             sig: Mapping[str, np.ndarray]) -> dict[str, str]:
+    """Readable facts behind each active signal of row ``i`` (signal name → text), from the
+    batch's :func:`evidence_columns`."""
 
     def v(name: str) -> float:
-        return float(_col(frame, name, n)[i])
+        return float(columns[name][i])
 
     out: dict[str, str] = {}
     if sig["complaints"][i]:
@@ -440,15 +453,17 @@ class Assessment:
     lifecycle_stage: np.ndarray
     signals: dict[str, np.ndarray]
     ev: np.ndarray  # n × actions, −inf where not eligible
+    columns: dict[str, np.ndarray]  # evidence_columns of the frame, for the reasons
 
     def actions(self, frame: Frame, policy: Policy, i: int) -> list[dict[str, Any]]:
         """Recommended actions of row ``i``: positive EV, best first, each with a reason; the
         catalog's no_action (with its reason) when nothing pays."""
         row = self.ev[i]
         pos = np.flatnonzero(row > 0)
-        p = float(np.asarray(frame["churn_probability"], dtype=float)[i])
-        clv = float(np.asarray(frame["clv"], dtype=float)[i])
-        facts = evidence(frame, i, self.signals)
+        # Per-row work only: the columns were converted once for the batch in assess().
+        p = float(self.columns["churn_probability"][i])
+        clv = float(self.columns["clv"][i])
+        facts = evidence(self.columns, i, self.signals)
         stake = (f"churn risk {p:.0%} ({self.risk_tier[i]}) with {clv:,.2f} expected spend "
                  "at stake")
         out = []
@@ -481,7 +496,8 @@ def assess(frame: Frame, policy: Policy) -> Assessment:
     elig = eligibility(frame, policy, stage, tier, sig)
     return Assessment(risk_tier=risk_tier(np.asarray(frame["churn_probability"]), policy),
                       value_tier=tier, lifecycle_stage=stage, signals=sig,
-                      ev=expected_values(frame, policy, elig))
+                      ev=expected_values(frame, policy, elig),
+                      columns=evidence_columns(frame))
 
 
 # ---------------------------------------------------------------------------------------------
