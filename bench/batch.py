@@ -4,9 +4,10 @@
 
 In one run, on the same precomputed feature matrix (built once with DuckDB from demo data):
 
-- ``churnguard``: the batch job's scoring + writing path (``training.batch``: chunks →
-  ``score_frame`` without drivers → the fixed output schema → Parquet through a temp file and
-  an atomic rename);
+- ``churnguard``: the batch job's scoring + writing path (``training.batch``: Arrow chunks →
+  ``score_table`` without drivers: churn, CLV, tiers, lifecycle stage, recommended actions with
+  their reasons, in the fixed output schema → Parquet through a temp file and an atomic
+  rename);
 - ``floor``: ``inplace_predict`` of the churn booster and the two CLV boosters on the encoded
   float32 matrix in memory (no calibration, no policy, no output): nothing scores faster;
 - ``pyfunc``: ``mlflow.pyfunc`` ``predict`` on a pandas frame of the same rows.
@@ -47,7 +48,7 @@ def main() -> None:
     from churnguard.features.build import write_features
     from churnguard.features.demo_data import generate_demo_data
     from churnguard.features.sources import open_source
-    from churnguard.training.batch import FileSink, score_frame, to_output
+    from churnguard.training.batch import FileSink, score_table
     from churnguard.training.bundle import ChurnguardPyfunc, ScoringBundle
     from churnguard.training.models import BoostConfig
     from churnguard.training.pipeline import TrainConfig, fit_models
@@ -80,15 +81,14 @@ def main() -> None:
     sink.prepare()
     at = datetime.now(UTC)
     for batch in pq.ParquetFile(feats_file).iter_batches(batch_size=args.chunk_size):
-        frame = batch.to_pandas()
-        sink.write(to_output(score_frame(bundle, frame, drivers=False), as_of=as_of,
-                             model_version="bench", scored_at=at))
+        sink.write(score_table(bundle, batch, drivers=False, as_of=as_of,
+                               model_version="bench", scored_at=at))
     sink.commit(lambda _: None)
     sec = time.perf_counter() - t
     results["churnguard"] = {"rows": n, "seconds": sec, "per_s": n / sec}
 
     # (b) floor: inplace_predict of the three boosters on the encoded matrix in memory
-    X = np.concatenate([bundle.encode(b.to_pandas()) for b in
+    X = np.concatenate([bundle.encode_arrow(b) for b in
                         pq.ParquetFile(feats_file).iter_batches(batch_size=args.chunk_size)])
     t = time.perf_counter()
     for booster in (bundle.churn.booster, bundle.clv.buy, bundle.clv.spend):

@@ -1,8 +1,8 @@
 """The production batch job behind ``churnguard score``: every customer scored, never half-written.
 
 Flow: features as of the cutoff (DuckDB, or Spark with the same feature SQL) → chunks of
-``chunk_size`` customers → :func:`score_frame` (the bundle's one scoring path) →
-:func:`to_output` (one fixed Arrow schema for every engine and destination) → a :class:`Sink`.
+``chunk_size`` customers → :func:`score_table` (the bundle's one scoring path, into one fixed
+Arrow schema for every engine and destination) → a :class:`Sink`.
 
 Atomic and idempotent:
 
@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -85,12 +86,46 @@ def _noop(_: str) -> None:
 # Scoring: the bundle's one path, then the fixed output schema
 
 
-def score_frame(bundle: ScoringBundle, features: pd.DataFrame, *, drivers: bool) -> pd.DataFrame:
-    """The bundle's full score of each feature row (``score_full`` when the bundle has the
-    action policy, else ``score``); the API, the CLI and Spark all call this."""
-    if hasattr(bundle, "score_full"):
-        return bundle.score_full(features, drivers=drivers)
-    return bundle.score(features)
+def score_table(bundle: ScoringBundle, features: pa.Table | pa.RecordBatch | pd.DataFrame, *,
+                drivers: bool, as_of: date, model_version: str,
+                scored_at: datetime) -> pa.Table:
+    """Score feature rows with the bundle's one scoring path (:meth:`ScoringBundle.score_matrix`:
+    churn, CLV, tiers, lifecycle stage, drivers, recommended actions) into
+    :data:`OUTPUT_SCHEMA`; the API, the CLI and Spark all call it. Drivers are null with
+    ``drivers=False``; ``actions`` is the API's ``actions`` list as JSON text."""
+    if isinstance(features, pd.DataFrame):
+        features = pa.Table.from_pandas(features, preserve_index=False)
+    n = features.num_rows
+    full = bundle.score_matrix(bundle.encode_arrow(features), drivers=drivers)
+    a = full.assessment
+    recs = a.recommendations(full.policy)
+    action_ids = np.asarray([act.id for act in full.policy.actions], dtype=object)
+    arrays: dict[str, Any] = {
+        "customer_id": pc.cast(features.column("customer_id"), pa.string()),
+        "as_of": pa.repeat(pa.scalar(as_of, pa.date32()), n),
+        "churn_probability": full.churn_probability,
+        "risk_tier": a.risk_tier,
+        "clv": full.clv,
+        "value_tier": a.value_tier,
+        "lifecycle_stage": a.lifecycle_stage,
+        "recommended_action": action_ids[recs.first()],
+        "drivers": _to_json(full.drivers, n) if drivers else None,
+        "actions": a.actions_json(full.policy),
+        "p_buy": full.p_buy,
+        "expected_spend_if_buy": full.expected_spend_if_buy,
+        "model_version": pa.repeat(pa.scalar(model_version, pa.string()), n),
+        "scored_at": pa.repeat(pa.scalar(scored_at, pa.timestamp("us", tz="UTC")), n),
+    }
+    cols = []
+    for f in OUTPUT_SCHEMA:
+        value = arrays[f.name]
+        if value is None:
+            cols.append(pa.nulls(n, f.type))
+        elif isinstance(value, pa.Array | pa.ChunkedArray):
+            cols.append(value.cast(f.type))
+        else:
+            cols.append(pa.array(value, f.type))
+    return pa.Table.from_arrays(cols, schema=OUTPUT_SCHEMA)
 
 
 def _json_default(value: Any) -> Any:
@@ -105,40 +140,6 @@ def _to_json(values: Any, n: int) -> list[str | None]:
     if values is None:
         return [None] * n
     return [json.dumps(v, separators=(",", ":"), default=_json_default) for v in values]
-
-
-def to_output(scored: pd.DataFrame, *, as_of: date, model_version: str,
-              scored_at: datetime) -> pa.Table:
-    """Scores in :data:`OUTPUT_SCHEMA` order and types (absent fields are null)."""
-    n = len(scored)
-
-    def col(name: str) -> Any:
-        return scored[name].to_numpy() if name in scored.columns else None
-
-    actions = col("actions")
-    recommended = ([a[0].get("action_id") if len(a) else None for a in actions]
-                   if actions is not None else [None] * n)
-    arrays: dict[str, Any] = {
-        "customer_id": scored["customer_id"].astype(str).to_numpy(),
-        "as_of": [as_of] * n,
-        "churn_probability": col("churn_probability"),
-        "risk_tier": col("risk_tier"),
-        "clv": col("clv"),
-        "value_tier": col("value_tier"),
-        "lifecycle_stage": col("lifecycle_stage"),
-        "recommended_action": recommended,
-        "drivers": _to_json(col("drivers"), n),
-        "actions": _to_json(actions, n),
-        "p_buy": col("p_buy"),
-        "expected_spend_if_buy": col("expected_spend_if_buy"),
-        "model_version": [model_version] * n,
-        "scored_at": pa.array([scored_at] * n, pa.timestamp("us", tz="UTC")),
-    }
-    cols = []
-    for f in OUTPUT_SCHEMA:
-        value = arrays[f.name]
-        cols.append(pa.nulls(n, f.type) if value is None else pa.array(value, f.type))
-    return pa.Table.from_arrays(cols, schema=OUTPUT_SCHEMA)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -417,19 +418,19 @@ class BatchSummary:
 
 
 def _duckdb_chunks(source: Source, bundle: ScoringBundle, as_of: date, chunk_size: int
-                   ) -> tuple[int, Iterator[pd.DataFrame]]:
+                   ) -> tuple[int, Iterator[pa.RecordBatch]]:
     from churnguard.features.build import materialize_features
 
     table = materialize_features(source, bundle.spec, as_of, name="_batch_features")
     total = int(source.con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0])
 
-    def gen() -> Iterator[pd.DataFrame]:
+    def gen() -> Iterator[pa.RecordBatch]:
         # Sorted, so that a re-run writes the same rows in the same order.
         reader = source.con.sql(
             f"SELECT * FROM {table} ORDER BY customer_id").to_arrow_reader(chunk_size)
         for batch in reader:
             if batch.num_rows:
-                yield batch.to_pandas()
+                yield batch
         source.con.execute(f"DROP TABLE IF EXISTS {table}")
 
     return total, gen()
@@ -454,8 +455,8 @@ def spark_scores(features: DataFrame, bundle: ScoringBundle, *, as_of: date,
         for batch in batches:
             if batch.num_rows == 0:
                 continue
-            out = to_output(score_frame(b, batch.to_pandas(), drivers=drivers), as_of=as_of,
-                            model_version=model_version, scored_at=scored_at)
+            out = score_table(b, batch, drivers=drivers, as_of=as_of,
+                              model_version=model_version, scored_at=scored_at)
             yield from out.to_batches()
 
     return features.mapInArrow(score_batches, from_arrow_schema(OUTPUT_SCHEMA))
@@ -525,8 +526,8 @@ def run_batch(
             total, frames = _duckdb_chunks(source, bundle, as_of, chunk_size)
             later = _duckdb_not_yet_signed_up(source, as_of)
             tables: Iterator[pa.Table] = (
-                to_output(score_frame(bundle, f, drivers=drivers), as_of=as_of,
-                          model_version=model_version, scored_at=scored_at) for f in frames)
+                score_table(bundle, f, drivers=drivers, as_of=as_of,
+                            model_version=model_version, scored_at=scored_at) for f in frames)
             issues = source.issues
         else:
             import tempfile

@@ -20,15 +20,19 @@ from typing import Any
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import xgboost as xgb
 
 from churnguard.features.definitions import FeatureSpec
-from churnguard.training.data import model_matrix
+from churnguard.training.data import category_column, model_matrix
 from churnguard.training.models import Calibrator, ChurnModel, ClvModel
 from churnguard.training.policy import Assessment, Policy, assess, load_catalog, top_drivers
 
 BUNDLE_FORMAT = 1
 OUTPUT_COLUMNS = ("churn_probability", "clv", "p_buy", "expected_spend_if_buy")
+#: Rows on which the fast scoring path is checked against the models' own methods, once.
+FAST_CHECK_ROWS = 512
 
 
 @dataclass
@@ -117,6 +121,38 @@ class ScoringBundle:
                 out[:, j] = s.to_numpy(dtype=np.float64)
         return out
 
+    def encode_arrow(self, table: pa.Table | pa.RecordBatch) -> np.ndarray:
+        """:meth:`encode` of an Arrow table without going through pandas (the batch job reads
+        Arrow): numbers cast to float64 (null → NaN), string or integer categories looked up in
+        the fixed levels (null or unseen → NaN). The same numbers as :meth:`encode`."""
+        enc = self.encoder()
+        missing = [n for n in enc.names if n not in table.schema.names]
+        if missing:
+            raise ValueError(f"feature frame is missing {len(missing)} column(s): "
+                             f"{', '.join(missing[:8])}{' …' if len(missing) > 8 else ''}")
+        out = np.empty((table.num_rows, len(enc.names)), dtype=np.float64)
+        for j, name in enumerate(enc.names):
+            col = table.column(name)
+            if enc.kinds[j] == "category":
+                typ = col.type.value_type if pa.types.is_dictionary(col.type) else col.type
+                if (pa.types.is_string(typ) or pa.types.is_large_string(typ)
+                        or pa.types.is_integer(typ)):  # str(v) as Arrow casts it
+                    codes = pc.index_in(pc.cast(col, pa.string()),
+                                        value_set=pa.array(enc.levels[name], pa.string()))
+                    out[:, j] = pc.fill_null(pc.cast(codes, pa.float64()), np.nan).to_numpy(
+                        zero_copy_only=False)
+                else:  # floats, booleans, …: model_matrix's own str(v) rule
+                    frame = table.select([name]).to_pandas()
+                    out[:, j] = RowEncoder.category_codes(frame[name], enc.levels[name])
+            else:
+                if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)
+                        or pa.types.is_boolean(col.type) or pa.types.is_decimal(col.type)
+                        or pa.types.is_null(col.type)):
+                    raise ValueError(f"feature {name!r} must be numeric, got {col.type}")
+                out[:, j] = pc.fill_null(pc.cast(col, pa.float64()), np.nan).to_numpy(
+                    zero_copy_only=False)
+        return out
+
     def score_matrix(self, X: np.ndarray, *, drivers: bool = True) -> FullScores:
         """Everything a score needs, from an encoded matrix (:meth:`encode`,
         :meth:`RowEncoder.encode_records`): probabilities and CLV exactly as :meth:`score`
@@ -177,16 +213,19 @@ class ScoringBundle:
 
     def _core_checked(self, X: np.ndarray) -> dict[str, np.ndarray]:
         """The fast path once it has been shown to equal :meth:`_core` bit for bit on this
-        bundle (checked on the first rows scored); otherwise the models' own methods."""
+        bundle (checked on the first :data:`FAST_CHECK_ROWS` rows scored); otherwise the
+        models' own methods."""
         if self._fast_ok is None:
-            slow = self._core(self.encoder().frame(X))
+            head = X[:FAST_CHECK_ROWS]
+            slow = self._core(self.encoder().frame(head))
             try:
-                fast = self._core_fast(X)
+                fast = self._core_fast(head)
                 ok = all(np.array_equal(slow[k], fast[k], equal_nan=True) for k in slow)
             except Exception:  # a model step the fast path does not know
                 ok = False
             self._fast_ok = ok
-            return slow
+            if len(X) == len(head):
+                return slow
         if self._fast_ok:
             return self._core_fast(X)
         return self._core(self.encoder().frame(X))
@@ -333,6 +372,14 @@ class RowEncoder:
                 what = "an integer" if kind == "int" else "a number or null"
                 raise FeatureError(name, f"feature {name!r} must be {what}, "
                                    f"got {type(v).__name__}")
+
+    @staticmethod
+    def category_codes(values: pd.Series, levels: list[str]) -> np.ndarray:
+        """Level codes of a category column as ``model_matrix`` maps it (``str(v)``; missing or
+        unseen → NaN)."""
+        codes = category_column(values, levels).codes.astype(np.float64)
+        codes[codes < 0] = np.nan
+        return codes
 
     def frame(self, X: np.ndarray) -> pd.DataFrame:
         """The model matrix (``model_matrix``'s frame) of an encoded matrix."""

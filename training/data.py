@@ -217,6 +217,15 @@ def category_levels(spec: FeatureSpec, frame: pd.DataFrame | None = None) -> dic
     return levels
 
 
+def category_column(col: pd.Series, levels: list[str]) -> pd.Categorical:
+    """A category feature with fixed levels: values compared as ``str(v)``; missing or unseen
+    values become missing."""
+    values = col.astype("object").where(col.notna(), None)
+    values = values.map(lambda v: None if v is None else str(v))
+    # Unseen values are made missing here: pandas deprecates doing it in the constructor.
+    return pd.Categorical(values.where(values.isin(levels), None), categories=levels)
+
+
 def model_matrix(
     frame: pd.DataFrame, spec: FeatureSpec, levels: dict[str, list[str]]
 ) -> pd.DataFrame:
@@ -234,9 +243,7 @@ def model_matrix(
     for feat in spec.features():
         col = frame[feat.name]
         if feat.kind == "category":
-            values = col.astype("object").where(col.notna(), None)
-            values = values.map(lambda v: None if v is None else str(v))
-            out[feat.name] = pd.Categorical(values, categories=levels.get(feat.name, []))
+            out[feat.name] = category_column(col, levels.get(feat.name, []))
         else:
             try:
                 out[feat.name] = pd.to_numeric(col, errors="raise").astype("float64").to_numpy()

@@ -23,6 +23,7 @@ the EV of one increment).
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -375,34 +376,41 @@ def evidence_columns(frame: Frame) -> dict[str, np.ndarray]:
     return {name: _col(frame, name, n) for name in EVIDENCE_COLUMNS}
 
 
-def evidence(columns: Mapping[str, np.ndarray], i: int,
-             sig: Mapping[str, np.ndarray]) -> dict[str, str]:
-    """Readable facts behind each active signal of row ``i`` (signal name → text), from the
-    batch's :func:`evidence_columns`."""
+def evidence(columns: Mapping[str, np.ndarray],
+             sig: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Readable facts behind each active signal (signal name → object array of text, None
+    where the signal is off), from the batch's :func:`evidence_columns`. Only the rows where a
+    signal is on are formatted."""
 
-    def v(name: str) -> float:
-        return float(columns[name][i])
+    def fmt(name: str, make: Any) -> np.ndarray:
+        on = np.flatnonzero(np.asarray(sig[name], dtype=bool))
+        out = np.full(len(sig[name]), None, dtype=object)
+        if len(on):
+            out[on] = [make(i) for i in on.tolist()]
+        return out
 
-    out: dict[str, str] = {}
-    if sig["complaints"][i]:
-        c = int(v("complaints_90d"))
-        out["complaints"] = f"{c} complaint{'s' if c != 1 else ''} in the last 90 days"
-    if sig["support_friction"][i]:
-        out["support_friction"] = f"{int(v('tickets_90d'))} support tickets in the last 90 days"
-    if sig["purchase_decline"][i]:
-        out["purchase_decline"] = (f"purchase frequency fell {1 - v('purchase_trend'):.0%} "
-                                   "vs. their usual")
-    if sig["interaction_decline"][i]:
-        out["interaction_decline"] = (f"interactions fell {1 - v('interaction_trend'):.0%} "
-                                      "vs. the last 90 days")
-    if sig["overdue"][i]:
-        out["overdue"] = (f"{_fmt_days(v('days_since_last_purchase'))} since the last "
-                          f"purchase, {v('overdue_ratio'):.1f}× their usual gap")
-    if sig["inactive"][i]:
-        out["inactive"] = f"no interaction for {_fmt_days(v('days_since_last_interaction'))}"
-    if sig["new_customer"][i]:
-        out["new_customer"] = f"signed up {_fmt_days(v('tenure_days'))} ago"
-    return out
+    c = {k: v.tolist() for k, v in columns.items()}
+
+    def complaints(i: int) -> str:
+        n = int(c["complaints_90d"][i])
+        return f"{n} complaint{'s' if n != 1 else ''} in the last 90 days"
+
+    return {
+        "complaints": fmt("complaints", complaints),
+        "support_friction": fmt("support_friction", lambda i: (
+            f"{int(c['tickets_90d'][i])} support tickets in the last 90 days")),
+        "purchase_decline": fmt("purchase_decline", lambda i: (
+            f"purchase frequency fell {1 - c['purchase_trend'][i]:.0%} vs. their usual")),
+        "interaction_decline": fmt("interaction_decline", lambda i: (
+            f"interactions fell {1 - c['interaction_trend'][i]:.0%} vs. the last 90 days")),
+        "overdue": fmt("overdue", lambda i: (
+            f"{_fmt_days(c['days_since_last_purchase'][i])} since the last purchase, "
+            f"{c['overdue_ratio'][i]:.1f}× their usual gap")),
+        "inactive": fmt("inactive", lambda i: (
+            f"no interaction for {_fmt_days(c['days_since_last_interaction'][i])}")),
+        "new_customer": fmt("new_customer", lambda i: (
+            f"signed up {_fmt_days(c['tenure_days'][i])} ago")),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -432,8 +440,12 @@ def eligibility(frame: Frame, policy: Policy, stage: np.ndarray, tier: np.ndarra
 
 
 def _member(values: np.ndarray, allowed: tuple[str, ...]) -> np.ndarray:
-    """``np.isin`` for a short object array (several times faster on the API's small rows)."""
-    return np.fromiter((v in allowed for v in values), dtype=bool, count=len(values))
+    """``np.isin`` for an object array of short strings: a generator on the API's few rows,
+    element-wise comparisons on a batch."""
+    if len(values) <= 64:
+        return np.fromiter((v in allowed for v in values), dtype=bool, count=len(values))
+    return np.logical_or.reduce([values == v for v in allowed]) if allowed else np.zeros(
+        len(values), dtype=bool)
 
 
 def expected_values(frame: Frame, policy: Policy, eligible: np.ndarray) -> np.ndarray:
@@ -442,6 +454,22 @@ def expected_values(frame: Frame, policy: Policy, eligible: np.ndarray) -> np.nd
     clv = np.asarray(frame["clv"], dtype=float)[:, None]
     ev = p * policy.effects[None, :] * clv - policy.costs[None, :]
     return np.where(eligible, ev, -np.inf)
+
+
+@dataclass
+class Recommendations:
+    """The recommended actions of a batch, flattened: row ``i`` owns the pairs
+    ``offsets[i]:offsets[i + 1]`` (at least one: the catalog's no_action when nothing pays),
+    best first, each an action index, its EV and a reason."""
+
+    offsets: np.ndarray
+    action: np.ndarray
+    value: np.ndarray
+    reason: list[str]
+
+    def first(self) -> np.ndarray:
+        """The recommended (best) action index of each row."""
+        return self.action[self.offsets[:-1]]
 
 
 @dataclass
@@ -454,33 +482,95 @@ class Assessment:
     signals: dict[str, np.ndarray]
     ev: np.ndarray  # n × actions, −inf where not eligible
     columns: dict[str, np.ndarray]  # evidence_columns of the frame, for the reasons
+    _recs: Recommendations | None = field(default=None, init=False, repr=False)
+
+    def recommendations(self, policy: Policy) -> Recommendations:
+        """Every row's recommended actions: positive EV, best first, each with a reason; the
+        catalog's no_action (with its reason) when nothing pays. Computed once per batch, with
+        the per-row work reduced to formatting the reason text."""
+        if self._recs is None:
+            self._recs = _recommend(self, policy)
+        return self._recs
 
     def actions(self, frame: Frame, policy: Policy, i: int) -> list[dict[str, Any]]:
-        """Recommended actions of row ``i``: positive EV, best first, each with a reason; the
-        catalog's no_action (with its reason) when nothing pays."""
-        row = self.ev[i]
-        pos = np.flatnonzero(row > 0)
-        # Per-row work only: the columns were converted once for the batch in assess().
-        p = float(self.columns["churn_probability"][i])
-        clv = float(self.columns["clv"][i])
-        facts = evidence(self.columns, i, self.signals)
-        stake = (f"churn risk {p:.0%} ({self.risk_tier[i]}) with {clv:,.2f} expected spend "
-                 "at stake")
-        out = []
-        for j in pos[np.argsort(-row[pos], kind="stable")]:
-            a = policy.actions[j]
-            own = [facts[s] for s in a.signals if s in facts]
-            other = [t for s, t in facts.items() if s not in a.signals]
-            detail = "; ".join([*own, *other][:3])
-            reason = (f"{a.why}: {stake}" + (f"; {detail}" if detail else "")
-                      + f". Expected value {row[j]:+,.2f} for a cost of {a.cost:,.2f}.")
-            out.append(_action_out(a, float(row[j]), reason))
-        if not out:
-            none = next(a for a in policy.actions if a.id == NO_ACTION)
-            detail = "; ".join(list(facts.values())[:2])
-            reason = (f"{none.why}: {stake}" + (f"; {detail}" if detail else "") + ".")
-            out.append(_action_out(none, 0.0, reason))
-        return out
+        """Recommended actions of row ``i`` as dicts (see :meth:`recommendations`)."""
+        r = self.recommendations(policy)
+        return [_action_out(policy.actions[j], v, reason) for j, v, reason in zip(
+            r.action[r.offsets[i]:r.offsets[i + 1]].tolist(),
+            r.value[r.offsets[i]:r.offsets[i + 1]].tolist(),
+            r.reason[r.offsets[i]:r.offsets[i + 1]], strict=True)]
+
+    def actions_json(self, policy: Policy) -> list[str]:
+        """Each row's :meth:`actions` as compact JSON text (what ``json.dumps`` with
+        ``separators=(",", ":")`` writes), built without the dicts."""
+        r = self.recommendations(policy)
+        heads = [json.dumps(_action_out(a, 0.0, ""), separators=(",", ":"))
+                 .split('"expected_value":')[0] + '"expected_value":' for a in policy.actions]
+        esc = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+        # float.__repr__ is what json.dumps writes for a finite float.
+        pairs = [f'{heads[j]}{round(v, 4)!r},"reason":{esc(t)}}}'
+                 for j, v, t in zip(r.action.tolist(), r.value.tolist(), r.reason, strict=True)]
+        off = r.offsets.tolist()
+        return [f"[{pairs[a]}]" if b - a == 1 else "[" + ",".join(pairs[a:b]) + "]"
+                for a, b in itertools.pairwise(off)]
+
+
+def _recommend(a: Assessment, policy: Policy) -> Recommendations:
+    ev = a.ev
+    n = ev.shape[0]
+    none_j = next(j for j, act in enumerate(policy.actions) if act.id == NO_ACTION)
+    positive = ev > 0
+    count = positive.sum(axis=1)
+    # Stable, so equal EVs keep catalog order; −inf (ineligible) sorts last.
+    order = np.argsort(-ev, axis=1, kind="stable")
+    n_pairs = np.maximum(count, 1)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(n_pairs, out=offsets[1:])
+    rows = np.repeat(np.arange(n), n_pairs)
+    rank = np.arange(len(rows)) - offsets[rows]
+    paid = count[rows] > 0
+    action = np.where(paid, order[rows, rank], none_j)
+    value = np.where(paid, ev[rows, action], 0.0)
+
+    facts = evidence(a.columns, a.signals)
+    fact_cols = [facts[s] for s in SIGNALS]
+    bits = np.zeros(n, dtype=np.int64)
+    for b, s in enumerate(SIGNALS):
+        bits |= np.asarray(a.signals[s], dtype=np.int64) << b
+    p = a.columns["churn_probability"].tolist()
+    clv = a.columns["clv"].tolist()
+    tiers = a.risk_tier.tolist()
+    stake = [f"churn risk {p[i]:.0%} ({tiers[i]}) with {clv[i]:,.2f} expected spend at stake"
+             for i in range(n)]
+    whys = [act.why for act in policy.actions]
+    costs = [f"{act.cost:,.2f}" for act in policy.actions]
+    own = [tuple(SIGNALS.index(s) for s in act.signals if s in SIGNALS)
+           for act in policy.actions]
+    chosen: dict[tuple[int, int], tuple[int, ...]] = {}
+
+    def detail_signals(j: int, mask: int) -> tuple[int, ...]:
+        """The facts quoted for action ``j``: its own signals first, then the others; at most
+        three (two for no_action)."""
+        on = [b for b in range(len(SIGNALS)) if mask >> b & 1]
+        if j == none_j:
+            return tuple(on[:2])
+        mine = [b for b in own[j] if mask >> b & 1]
+        return tuple([*mine, *(b for b in on if b not in own[j])][:3])
+
+    reasons: list[str] = []
+    mask = bits.tolist()
+    for i, j, v in zip(rows.tolist(), action.tolist(), value.tolist(), strict=True):
+        key = (j, mask[i])
+        sel = chosen.get(key)
+        if sel is None:
+            sel = chosen[key] = detail_signals(j, mask[i])
+        detail = "; ".join([fact_cols[b][i] for b in sel])
+        if j == none_j:
+            reasons.append(f"{whys[j]}: {stake[i]}" + (f"; {detail}" if detail else "") + ".")
+        else:
+            reasons.append(f"{whys[j]}: {stake[i]}" + (f"; {detail}" if detail else "")
+                           + f". Expected value {v:+,.2f} for a cost of {costs[j]}.")
+    return Recommendations(offsets=offsets, action=action, value=value, reason=reasons)
 
 
 def _action_out(a: Action, ev: float, reason: str) -> dict[str, Any]:

@@ -177,3 +177,97 @@ def test_bundle_score_full_matches_score_and_round_trips(small_fitted: Any,
     with pytest.raises(FeatureError, match="missing 1 feature"):
         loaded.encoder().encode_records([{k: v for k, v in recs[0].items()
                                           if k != "tenure_days"}])
+
+
+def _reference_actions(f: dict[str, np.ndarray], policy: Policy, i: int) -> list[dict[str, Any]]:
+    """Row ``i``'s recommended actions computed the slow, obvious way (one row at a time), to
+    check the batch-wide :meth:`Assessment.recommendations` against."""
+    a = assess({k: v[i:i + 1] for k, v in f.items()}, policy)
+    row = a.ev[0]
+    pos = [j for j in np.argsort(-row, kind="stable") if row[j] > 0]
+    if pos:
+        return [{"action_id": policy.actions[j].id, "expected_value": round(float(row[j]), 4)}
+                for j in pos]
+    return [{"action_id": NO_ACTION, "expected_value": 0.0}]
+
+
+def test_batch_recommendations_equal_row_by_row_and_json_round_trips() -> None:
+    import json
+
+    rng = np.random.default_rng(3)
+    n = 300
+    policy = load_catalog().fit_value_tiers(np.arange(1000.0))
+    f = frame(churn_probability=rng.uniform(0, 1, n).tolist(),
+              clv=rng.gamma(1.0, 400.0, n).tolist(),
+              complaints_90d=rng.poisson(0.4, n).tolist(),
+              tickets_90d=rng.poisson(0.8, n).tolist(),
+              purchase_trend=rng.uniform(0, 1.5, n).tolist(),
+              interaction_trend=rng.uniform(0, 1.5, n).tolist(),
+              tenure_days=rng.uniform(10, 900, n).tolist(),
+              overdue_ratio=rng.uniform(0, 5, n).tolist(),
+              days_since_last_purchase=rng.uniform(1, 400, n).tolist(),
+              days_since_last_interaction=rng.uniform(0, 90, n).tolist())
+    a = assess(f, policy)
+    texts = a.actions_json(policy)
+    kinds = set()
+    for i in range(n):
+        acts = a.actions(f, policy, i)
+        assert [{k: x[k] for k in ("action_id", "expected_value")} for x in acts] == \
+            _reference_actions(f, policy, i)
+        assert json.loads(texts[i]) == acts
+        assert texts[i] == json.dumps(acts, separators=(",", ":"))
+        assert all(x["reason"].endswith(".") for x in acts)
+        kinds.add(len(acts))
+    assert {1, 2} <= kinds  # single and several recommendations were both exercised
+
+
+def test_actions_json_escapes_catalog_text(tmp_path: Path) -> None:
+    import json
+
+    import yaml
+
+    policy = load_catalog()
+    data = policy.to_dict()
+    data["actions"][0]["name"] = 'The "special" \\ offer'
+    data["actions"][0]["why"] = 'Say "hi"\nnow'
+    data["actions"][0]["risk"] = [0.0, 1.0]
+    data["actions"][0]["stages"] = []
+    data["actions"][0]["signals"] = []
+    data["actions"][0]["value_tiers"] = []
+    data["actions"][0]["min_clv"] = 0.0
+    path = tmp_path / "catalog.yaml"
+    path.write_text(yaml.safe_dump({k: v for k, v in data.items() if k != "format"}))
+    custom = load_catalog(path)
+    f = frame(churn_probability=0.9, clv=5000.0)
+    a = assess(f, custom)
+    acts = json.loads(a.actions_json(custom)[0])
+    assert acts == a.actions(f, custom, 0)
+    assert any(x["name"] == 'The "special" \\ offer' and x["reason"].startswith('Say "hi"\nnow')
+               for x in acts)
+
+
+def test_encode_arrow_equals_encode(small_fitted: Any) -> None:
+    import pyarrow as pa
+
+    bundle = small_fitted.bundle
+    rows = small_fitted.grid[small_fitted.test_rows].head(300).reset_index(drop=True)
+    cats = [f.name for f in bundle.spec.features() if f.kind == "category"]
+    assert cats, "the demo spec has category features"
+    rows.loc[0, cats[0]] = "a level never seen"
+    rows.loc[1, cats[0]] = None
+    num = next(n for n in bundle.feature_names if n not in cats)
+    rows.loc[2, num] = np.nan
+    expected = bundle.encode(rows)
+    got = bundle.encode_arrow(pa.Table.from_pandas(rows, preserve_index=False))
+    np.testing.assert_array_equal(got, expected)
+    assert np.isnan(got[0, bundle.encoder().index[cats[0]]])
+    # categories stored as dictionaries or as non-string values follow the same str(v) rule
+    as_dict = pa.Table.from_pandas(rows.assign(**{cats[0]: rows[cats[0]].astype("category")}),
+                                   preserve_index=False)
+    np.testing.assert_array_equal(bundle.encode_arrow(as_dict), expected)
+    with pytest.raises(ValueError, match="missing 1 column"):
+        bundle.encode_arrow(pa.Table.from_pandas(rows.drop(columns=[num]),
+                                                 preserve_index=False))
+    with pytest.raises(ValueError, match=f"feature '{num}' must be numeric"):
+        bundle.encode_arrow(pa.Table.from_pandas(rows.assign(**{num: "x"}),
+                                                 preserve_index=False))
