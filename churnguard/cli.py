@@ -326,20 +326,35 @@ def train_cmd(
     refit: Annotated[bool, typer.Option(
         "--refit/--no-refit", help="Refit the churn model on train + validation snapshots.")
     ] = True,
+    actions: Annotated[Path | None, typer.Option(
+        "--actions", help="Action catalog YAML put in the model bundle (default: settings "
+        "CHURNGUARD_ACTIONS_CATALOG, else churnguard's actions.yaml).")] = None,
+    min_uplift_customers: Annotated[int | None, typer.Option(
+        "--min-uplift-customers", min=1,
+        help="Customers needed in each arm (treated, hold-out) of the campaign log before an "
+        "action's measured effect replaces the catalog's prior (default: 200).")] = None,
     allow_unknown_customers: AllowUnknownOpt = False,
 ) -> None:
     """Train the churn + CLV models and baselines, log them to MLflow, register a version.
 
     The new version gets the alias 'challenger'; it becomes 'champion' only if it beats the
-    current champion on the same out-of-time test snapshot.
+    current champion on the same out-of-time test snapshot. With a campaigns table, action
+    effects are measured on its randomised hold-outs and replace the catalog's priors.
 
     Example: churnguard train --data data/demo --as-of 2025-12-01 --horizon-days 90
     """
     from churnguard.training.data import PlanError
     from churnguard.training.pipeline import TrainConfig, train
+    from churnguard.training.policy import PolicyError, load_catalog
+    from churnguard.training.uplift import UpliftError
 
     settings = Settings()
     cutoff = _parse_date(as_of, "--as-of")
+    catalog = actions or settings.actions_catalog
+    try:
+        load_catalog(catalog)  # before opening the data: a bad catalog fails at once
+    except PolicyError as exc:
+        raise _fail(str(exc)) from None
     config = TrainConfig(
         horizon_days=horizon_days or settings.horizon_days,
         clv_horizon_days=clv_horizon_days or settings.clv_horizon_days,
@@ -355,8 +370,9 @@ def train_cmd(
                 source, _tracking(settings), as_of=cutoff, config=config,
                 say=lambda m: err.print(m, highlight=False, soft_wrap=True),
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
+                actions_catalog=catalog, uplift_min_customers=min_uplift_customers,
             )
-        except PlanError as exc:
+        except (PlanError, PolicyError, UpliftError) as exc:
             raise _fail(str(exc)) from None
     m = result.metrics
     table = Table("model", "ROC AUC", "log loss", "ECE", "lift@10", "CLV MAE", "CLV Gini",

@@ -432,15 +432,41 @@ def train(
     say: Say = _quiet,
     progress: Callable[[int, int], None] | None = None,
     actions_catalog: str | Path | None = None,
+    uplift_min_customers: int | None = None,
+    uplift_max_ci_width: float | None = None,
 ) -> TrainResult:
     """Train, evaluate, log and register one version; promote it if it beats the champion.
 
     ``actions_catalog``: the action catalog YAML put in the bundle (default: actions.yaml).
+    When the source has a ``campaigns`` table, each action's effect is estimated from its
+    randomised hold-outs (:mod:`churnguard.training.uplift`, contacts whose churn window ends
+    by ``as_of``) and replaces the catalog's prior when at least ``uplift_min_customers``
+    customers are in each arm and the confidence interval is no wider than
+    ``uplift_max_ci_width`` (defaults: ``uplift.MIN_CUSTOMERS``, ``uplift.MAX_CI_WIDTH``).
     """
     import mlflow
 
+    from churnguard.training import uplift as uplift_mod
+    from churnguard.training.policy import load_catalog
+
     t0 = time.perf_counter()
+    # The catalog and the campaign log are checked before the long fit, so bad input fails fast.
+    catalog = load_catalog(actions_catalog)
+    uplift_kw: dict[str, Any] = {
+        "min_customers": uplift_mod.MIN_CUSTOMERS if uplift_min_customers is None
+        else uplift_min_customers,
+        "max_ci_width": uplift_mod.MAX_CI_WIDTH if uplift_max_ci_width is None
+        else uplift_max_ci_width}
+    effects_key = (as_of or data_window(source)[1], (config or TrainConfig()).horizon_days)
+    policy, effects = uplift_mod.estimate_from_source(
+        source, catalog, as_of=effects_key[0], horizon_days=effects_key[1], **uplift_kw)
     fitted = fit_models(source, as_of=as_of, config=config, say=say, progress=progress)
+    if (fitted.as_of, fitted.config.horizon_days) != effects_key:
+        policy, effects = uplift_mod.estimate_from_source(
+            source, catalog, as_of=fitted.as_of, horizon_days=fitted.config.horizon_days,
+            **uplift_kw)
+    if source.has("campaigns"):
+        say(effects.summary())
     as_of, config, spec, grid = fitted.as_of, fitted.config, fitted.spec, fitted.grid
     churn_plan, clv_plan, bundle = fitted.churn_plan, fitted.clv_plan, fitted.bundle
     metrics, extra, notes, fingerprint = (fitted.metrics, fitted.extra, fitted.notes,
@@ -448,12 +474,10 @@ def train(
     churn, clv, te = bundle.churn, bundle.clv, fitted.test_rows
     assert churn.calibrator is not None
     churn_test = fitted.churn_table["churnguard"]
-    # The action policy travels in the bundle; value tiers are CLV quantiles of the latest
-    # (test) snapshot's predictions, fixed now so every scorer tiers customers the same way.
-    from churnguard.training.policy import load_catalog
-
-    bundle.policy = load_catalog(actions_catalog).fit_value_tiers(
-        fitted.clv_preds["churnguard"]).to_dict()
+    # The action policy (catalog + campaign-log effects) travels in the bundle; value tiers are
+    # CLV quantiles of the latest (test) snapshot's predictions, fixed now so every scorer tiers
+    # customers the same way.
+    bundle.policy = policy.fit_value_tiers(fitted.clv_preds["churnguard"]).to_dict()
 
     # --- gate -----------------------------------------------------------------------------
     tracking.activate()
@@ -510,6 +534,10 @@ def train(
                          "gate_reason": decision.reason})
         metrics["train_seconds"] = time.perf_counter() - t0
         mlflow.log_metrics(metrics)
+        mlflow.log_params({"uplift_min_customers": effects.min_customers,
+                           "uplift_max_ci_width": effects.max_ci_width,
+                           "uplift_actions_estimated": len(effects.estimated())})
+        mlflow.log_metrics(effects.metrics())
         out = Path(tmp)
         (out / "feature_spec.json").write_text(json.dumps(spec.to_dict(), indent=2))
         (out / "cutoffs.json").write_text(json.dumps(
@@ -518,8 +546,9 @@ def train(
         (out / "data_fingerprint.json").write_text(json.dumps(fingerprint, indent=2))
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         (out / "evaluation_tables.json").write_text(json.dumps(extra, indent=2, default=str))
+        (out / "action_effects.json").write_text(json.dumps(effects.to_dict(), indent=2))
         for name in ("feature_spec.json", "cutoffs.json", "data_fingerprint.json",
-                     "metrics.json", "evaluation_tables.json"):
+                     "metrics.json", "evaluation_tables.json", "action_effects.json"):
             mlflow.log_artifact(str(out / name))
         _log_report(
             out, y=grid.loc[te, "churned"].to_numpy(float), churn_preds=fitted.churn_preds,

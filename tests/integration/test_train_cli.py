@@ -42,7 +42,8 @@ def test_train_promote_score(tmp_path: Path, embedded_store: Path) -> None:
     assert 0.5 < v["1"]["metrics"]["test_churn_roc_auc"] <= 1.0
 
     # A second version, trained a month earlier, goes through the gate against v1.
-    out = _ok(["train", "--data", str(data), "--as-of", "2025-06-01", *TRAIN])
+    out = _ok(["train", "--data", str(data), "--as-of", "2025-06-01", *TRAIN,
+               "--min-uplift-customers", "20"])
     assert "registered churnguard v2" in out
     v = _models()
     assert "challenger" in v["2"]["aliases"] and "challenger" not in v["1"]["aliases"]
@@ -89,6 +90,17 @@ def test_train_promote_score(tmp_path: Path, embedded_store: Path) -> None:
     Tracking.resolve(embedded_store).activate()
     bundle, version = load_bundle("models:/churnguard@champion")
     assert version == "2"
+    # v2 measured the effects with enough hold-out customers from the campaign log; the rest
+    # kept the catalog's priors, and the run logged every estimate.
+    sources = {a.id: a.effect_source for a in bundle.policy_obj().actions}
+    assert sources["winback_offer"].startswith("campaign log: n_treated=")
+    assert sources["vip_outreach"] == "catalog prior"
+    run_id = bundle.metadata["run_id"]
+    effects = json.loads(Path(mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path="action_effects.json", dst_path=str(tmp_path))).read_text())
+    assert {a["action_id"]: a["source"] for a in effects["actions"]} == sources
+    assert effects["min_customers"] == 20 and effects["as_of"] == "2025-06-01"
+    assert "effect_winback_offer" in mlflow.get_run(run_id).data.metrics
     pyfunc = mlflow.pyfunc.load_model("models:/churnguard@champion")
     with open_source(data) as source:
         feats = build_features(source, bundle.spec, date(2025, 7, 1)).to_pandas()
@@ -117,6 +129,26 @@ def test_bad_requests_fail_clearly(tmp_path: Path, embedded_store: Path) -> None
     bad_out = runner.invoke(app, ["score", "--data", str(data), "--as-of", "2025-06-01",
                                   "--out", str(tmp_path / "s.json")])
     assert bad_out.exit_code == 2
+
+
+def test_train_rejects_a_bad_catalog_or_campaign_log(tmp_path: Path,
+                                                     embedded_store: Path) -> None:
+    data = tmp_path / "demo"
+    _ok(["demo-data", "--out", str(data), "--customers", "50", "--seed", "1",
+         "--start", "2024-06-01", "--end", "2025-06-30"])
+    missing = runner.invoke(app, ["train", "--data", str(data), "--actions",
+                                  str(tmp_path / "nope.yaml")])
+    assert missing.exit_code == 2 and "nope.yaml does not exist" in missing.output
+    # A catalog without the campaign log's winback_offer: training stops before fitting.
+    catalog = tmp_path / "actions.yaml"
+    catalog.write_text("actions:\n  - {id: care_email, name: Care, cost: 0.1, effect: 0.05}\n"
+                       "  - {id: exclusive_offer, name: Offer, cost: 5, effect: 0.1}\n"
+                       "  - {id: loyalty_bonus, name: Bonus, cost: 3, effect: 0.1}\n"
+                       "  - {id: satisfaction_survey, name: Survey, cost: 5, effect: 0.1}\n"
+                       "  - {id: vip_outreach, name: VIP, cost: 35, effect: 0.3}\n")
+    unknown = runner.invoke(app, ["train", "--data", str(data), "--actions", str(catalog)])
+    assert unknown.exit_code == 2, unknown.output
+    assert "'winback_offer' (" in unknown.output and "not in the action catalog" in unknown.output
 
 
 @pytest.mark.parametrize("command", ["train", "promote", "models", "score"])
