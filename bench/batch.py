@@ -21,6 +21,7 @@ import argparse
 import json
 import platform
 import resource
+import sys
 import tempfile
 import time
 from datetime import UTC, date, datetime
@@ -46,28 +47,18 @@ def main() -> None:
     import mlflow.pyfunc
 
     from churnguard.features.build import write_features
-    from churnguard.features.demo_data import generate_demo_data
     from churnguard.features.sources import open_source
     from churnguard.training.batch import FileSink, score_table
-    from churnguard.training.bundle import ChurnguardPyfunc, ScoringBundle
-    from churnguard.training.models import BoostConfig
-    from churnguard.training.pipeline import TrainConfig, fit_models
+    from churnguard.training.bundle import ChurnguardPyfunc
+
+    sys.path.insert(0, str(HERE))
+    from common import demo_data, small_bundle
 
     as_of = date.fromisoformat(args.as_of)
     cache = HERE / ".data"
-    data = cache / f"demo-{args.customers}-seed{args.seed}"
-    if not (data / "customers.parquet").exists():
-        generate_demo_data(data, n_customers=args.customers, seed=args.seed)
+    data = demo_data(cache, args.customers, args.seed)
     work = Path(tempfile.mkdtemp(prefix="bench-batch-"))
-    # A model fitted on a small slice of customers (the bench measures scoring, not fitting).
-    small = cache / "demo-3000-seed1"
-    if not (small / "customers.parquet").exists():
-        generate_demo_data(small, n_customers=3000, seed=1)
-    with open_source(small) as src:
-        fitted = fit_models(src, config=TrainConfig(
-            horizon_days=90, clv_horizon_days=180, max_train_cutoffs=6,
-            boost=BoostConfig(n_estimators=300, early_stopping_rounds=20)))
-    bundle: ScoringBundle = fitted.bundle
+    bundle = small_bundle(cache)
     bundle_dir = bundle.save(work / "bundle")
     feats_file = work / "features.parquet"
     with open_source(data) as src:

@@ -1,0 +1,29 @@
+"""What several benchmarks share: cached demo data and a small fitted bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from churnguard.features.demo_data import generate_demo_data
+from churnguard.features.sources import open_source
+from churnguard.training.bundle import ScoringBundle
+from churnguard.training.models import BoostConfig
+from churnguard.training.pipeline import TrainConfig, fit_models
+
+
+def demo_data(cache: Path, customers: int, seed: int) -> Path:
+    """Demo data for ``customers`` customers, generated once into ``cache``."""
+    data = cache / f"demo-{customers}-seed{seed}"
+    if not (data / "customers.parquet").exists():
+        generate_demo_data(data, n_customers=customers, seed=seed)
+    return data
+
+
+def small_bundle(cache: Path) -> ScoringBundle:
+    """A bundle fitted on 3,000 demo customers (the benchmarks measure scoring, not fitting)."""
+    with open_source(demo_data(cache, 3000, 1)) as src:
+        fitted = fit_models(src, config=TrainConfig(
+            horizon_days=90, clv_horizon_days=180, max_train_cutoffs=6,
+            boost=BoostConfig(n_estimators=300, early_stopping_rounds=20)))
+    bundle: ScoringBundle = fitted.bundle
+    return bundle
