@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 STAGES = ("new", "active", "loyal", "declining", "at_risk", "lapsed")
 VALUE_TIERS = ("low", "medium", "high", "top")
@@ -380,36 +381,45 @@ def evidence(columns: Mapping[str, np.ndarray],
              sig: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Readable facts behind each active signal (signal name → object array of text, None
     where the signal is off), from the batch's :func:`evidence_columns`. Only the rows where a
-    signal is on are formatted."""
-
-    def fmt(name: str, make: Any) -> np.ndarray:
-        on = np.flatnonzero(np.asarray(sig[name], dtype=bool))
-        out = np.full(len(sig[name]), None, dtype=object)
-        if len(on):
-            out[on] = [make(i) for i in on.tolist()]
-        return out
-
+    signal is on are formatted. The text is ASCII and needs no JSON escaping ("×" is written
+    ``\\u00d7``), so reasons are assembled as JSON directly."""
     c = {k: v.tolist() for k, v in columns.items()}
 
-    def complaints(i: int) -> str:
-        n = int(c["complaints_90d"][i])
-        return f"{n} complaint{'s' if n != 1 else ''} in the last 90 days"
+    def on(name: str) -> list[int]:
+        return np.flatnonzero(np.asarray(sig[name], dtype=bool)).tolist()
 
+    def fill(rows: list[int], texts: list[str]) -> np.ndarray:
+        out = np.full(len(c["clv"]), None, dtype=object)
+        if rows:
+            out[rows] = texts
+        return out
+
+    def plural(n: int, word: str) -> str:
+        return f"{n} {word}{'s' if n != 1 else ''}"
+
+    rows = {name: on(name) for name in SIGNALS}
+    r = rows
     return {
-        "complaints": fmt("complaints", complaints),
-        "support_friction": fmt("support_friction", lambda i: (
-            f"{int(c['tickets_90d'][i])} support tickets in the last 90 days")),
-        "purchase_decline": fmt("purchase_decline", lambda i: (
-            f"purchase frequency fell {1 - c['purchase_trend'][i]:.0%} vs. their usual")),
-        "interaction_decline": fmt("interaction_decline", lambda i: (
-            f"interactions fell {1 - c['interaction_trend'][i]:.0%} vs. the last 90 days")),
-        "overdue": fmt("overdue", lambda i: (
+        "complaints": fill(r["complaints"], [
+            f"{plural(int(c['complaints_90d'][i]), 'complaint')} in the last 90 days"
+            for i in r["complaints"]]),
+        "support_friction": fill(r["support_friction"], [
+            f"{int(c['tickets_90d'][i])} support tickets in the last 90 days"
+            for i in r["support_friction"]]),
+        "purchase_decline": fill(r["purchase_decline"], [
+            f"purchase frequency fell {1 - c['purchase_trend'][i]:.0%} vs. their usual"
+            for i in r["purchase_decline"]]),
+        "interaction_decline": fill(r["interaction_decline"], [
+            f"interactions fell {1 - c['interaction_trend'][i]:.0%} vs. the last 90 days"
+            for i in r["interaction_decline"]]),
+        "overdue": fill(r["overdue"], [
             f"{_fmt_days(c['days_since_last_purchase'][i])} since the last purchase, "
-            f"{c['overdue_ratio'][i]:.1f}× their usual gap")),
-        "inactive": fmt("inactive", lambda i: (
-            f"no interaction for {_fmt_days(c['days_since_last_interaction'][i])}")),
-        "new_customer": fmt("new_customer", lambda i: (
-            f"signed up {_fmt_days(c['tenure_days'][i])} ago")),
+            f"{c['overdue_ratio'][i]:.1f}\\u00d7 their usual gap" for i in r["overdue"]]),
+        "inactive": fill(r["inactive"], [
+            f"no interaction for {_fmt_days(c['days_since_last_interaction'][i])}"
+            for i in r["inactive"]]),
+        "new_customer": fill(r["new_customer"], [
+            f"signed up {_fmt_days(c['tenure_days'][i])} ago" for i in r["new_customer"]]),
     }
 
 
@@ -458,14 +468,16 @@ def expected_values(frame: Frame, policy: Policy, eligible: np.ndarray) -> np.nd
 
 @dataclass
 class Recommendations:
-    """The recommended actions of a batch, flattened: row ``i`` owns the pairs
-    ``offsets[i]:offsets[i + 1]`` (at least one: the catalog's no_action when nothing pays),
-    best first, each an action index, its EV and a reason."""
+    """The recommended actions of a batch: row ``i`` owns the pairs ``offsets[i]:offsets[i +
+    1]`` (at least one: the catalog's no_action when nothing pays), best first, each an action
+    index and its EV; ``json[i]`` is row ``i``'s list of actions (:func:`_action_out` dicts
+    with their reasons) as compact JSON text, what ``json.dumps`` with ``separators=(",",
+    ":")`` writes."""
 
     offsets: np.ndarray
     action: np.ndarray
     value: np.ndarray
-    reason: list[str]
+    json: list[str]
 
     def first(self) -> np.ndarray:
         """The recommended (best) action index of each row."""
@@ -485,42 +497,28 @@ class Assessment:
     _recs: Recommendations | None = field(default=None, init=False, repr=False)
 
     def recommendations(self, policy: Policy) -> Recommendations:
-        """Every row's recommended actions: positive EV, best first, each with a reason; the
-        catalog's no_action (with its reason) when nothing pays. Computed once per batch, with
-        the per-row work reduced to formatting the reason text."""
+        """Every row's recommended actions: positive EV, best first, each with a reason a CRM
+        user can read; the catalog's no_action (with its reason) when nothing pays. Computed
+        once per batch, with the per-row work reduced to formatting text."""
         if self._recs is None:
             self._recs = _recommend(self, policy)
         return self._recs
 
     def actions(self, frame: Frame, policy: Policy, i: int) -> list[dict[str, Any]]:
         """Recommended actions of row ``i`` as dicts (see :meth:`recommendations`)."""
-        r = self.recommendations(policy)
-        return [_action_out(policy.actions[j], v, reason) for j, v, reason in zip(
-            r.action[r.offsets[i]:r.offsets[i + 1]].tolist(),
-            r.value[r.offsets[i]:r.offsets[i + 1]].tolist(),
-            r.reason[r.offsets[i]:r.offsets[i + 1]], strict=True)]
+        out: list[dict[str, Any]] = orjson.loads(self.recommendations(policy).json[i])
+        return out
 
     def actions_json(self, policy: Policy) -> list[str]:
-        """Each row's :meth:`actions` as compact JSON text (what ``json.dumps`` with
-        ``separators=(",", ":")`` writes), built without the dicts."""
-        r = self.recommendations(policy)
-        heads = [json.dumps(_action_out(a, 0.0, ""), separators=(",", ":"))
-                 .split('"expected_value":')[0] + '"expected_value":' for a in policy.actions]
-        esc = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
-        # float.__repr__ is what json.dumps writes for a finite float.
-        pairs = [f'{heads[j]}{round(v, 4)!r},"reason":{esc(t)}}}'
-                 for j, v, t in zip(r.action.tolist(), r.value.tolist(), r.reason, strict=True)]
-        off = r.offsets.tolist()
-        return [f"[{pairs[a]}]" if b - a == 1 else "[" + ",".join(pairs[a:b]) + "]"
-                for a, b in itertools.pairwise(off)]
+        """Each row's :meth:`actions` as compact JSON text."""
+        return self.recommendations(policy).json
 
 
 def _recommend(a: Assessment, policy: Policy) -> Recommendations:
     ev = a.ev
     n = ev.shape[0]
     none_j = next(j for j, act in enumerate(policy.actions) if act.id == NO_ACTION)
-    positive = ev > 0
-    count = positive.sum(axis=1)
+    count = (ev > 0).sum(axis=1)
     # Stable, so equal EVs keep catalog order; −inf (ineligible) sorts last.
     order = np.argsort(-ev, axis=1, kind="stable")
     n_pairs = np.maximum(count, 1)
@@ -539,38 +537,46 @@ def _recommend(a: Assessment, policy: Policy) -> Recommendations:
         bits |= np.asarray(a.signals[s], dtype=np.int64) << b
     p = a.columns["churn_probability"].tolist()
     clv = a.columns["clv"].tolist()
-    tiers = a.risk_tier.tolist()
+    tiers = a.risk_tier.tolist()  # RISK_TIERS: plain ASCII
     stake = [f"churn risk {p[i]:.0%} ({tiers[i]}) with {clv[i]:,.2f} expected spend at stake"
              for i in range(n)]
-    whys = [act.why for act in policy.actions]
+    esc = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+    # Each action's JSON object up to its expected value, and its reason's opening, escaped
+    # once here: everything per row below is numbers and ASCII facts.
+    heads = [json.dumps(_action_out(act, 0.0, ""), separators=(",", ":"))
+             .split('"expected_value":')[0] + '"expected_value":' for act in policy.actions]
+    whys = [esc(act.why)[1:-1] for act in policy.actions]
     costs = [f"{act.cost:,.2f}" for act in policy.actions]
     own = [tuple(SIGNALS.index(s) for s in act.signals if s in SIGNALS)
            for act in policy.actions]
     chosen: dict[tuple[int, int], tuple[int, ...]] = {}
 
-    def detail_signals(j: int, mask: int) -> tuple[int, ...]:
+    def quoted(j: int, mask: int) -> tuple[int, ...]:
         """The facts quoted for action ``j``: its own signals first, then the others; at most
         three (two for no_action)."""
-        on = [b for b in range(len(SIGNALS)) if mask >> b & 1]
+        active = [b for b in range(len(SIGNALS)) if mask >> b & 1]
         if j == none_j:
-            return tuple(on[:2])
+            return tuple(active[:2])
         mine = [b for b in own[j] if mask >> b & 1]
-        return tuple([*mine, *(b for b in on if b not in own[j])][:3])
+        return tuple([*mine, *(b for b in active if b not in own[j])][:3])
 
-    reasons: list[str] = []
+    pairs: list[str] = []
     mask = bits.tolist()
     for i, j, v in zip(rows.tolist(), action.tolist(), value.tolist(), strict=True):
         key = (j, mask[i])
         sel = chosen.get(key)
         if sel is None:
-            sel = chosen[key] = detail_signals(j, mask[i])
-        detail = "; ".join([fact_cols[b][i] for b in sel])
+            sel = chosen[key] = quoted(j, mask[i])
+        detail = "; " + "; ".join([fact_cols[b][i] for b in sel]) if sel else ""
         if j == none_j:
-            reasons.append(f"{whys[j]}: {stake[i]}" + (f"; {detail}" if detail else "") + ".")
+            pairs.append(f'{heads[j]}{v!r},"reason":"{whys[j]}: {stake[i]}{detail}."}}')
         else:
-            reasons.append(f"{whys[j]}: {stake[i]}" + (f"; {detail}" if detail else "")
-                           + f". Expected value {v:+,.2f} for a cost of {costs[j]}.")
-    return Recommendations(offsets=offsets, action=action, value=value, reason=reasons)
+            pairs.append(f'{heads[j]}{round(v, 4)!r},"reason":"{whys[j]}: {stake[i]}{detail}. '
+                         f'Expected value {v:+,.2f} for a cost of {costs[j]}."}}')
+    off = offsets.tolist()
+    texts = [f"[{pairs[s]}]" if e - s == 1 else "[" + ",".join(pairs[s:e]) + "]"
+             for s, e in itertools.pairwise(off)]
+    return Recommendations(offsets=offsets, action=action, value=value, json=texts)
 
 
 def _action_out(a: Action, ev: float, reason: str) -> dict[str, Any]:
