@@ -5,7 +5,7 @@
 In one run, on the same precomputed feature matrix (built once with DuckDB from demo data):
 
 - ``churnguard``: the batch job's scoring + writing path (``training.batch``: Arrow chunks →
-  ``score_table`` without drivers: churn, CLV, tiers, lifecycle stage, recommended actions with
+  ``score_chunks`` without drivers: churn, CLV, tiers, lifecycle stage, recommended actions with
   their reasons, in the fixed output schema → Parquet through a temp file and an atomic
   rename);
 - ``floor``: ``inplace_predict`` of the churn booster and the two CLV boosters on the encoded
@@ -48,7 +48,7 @@ def main() -> None:
 
     from churnguard.features.build import write_features
     from churnguard.features.sources import open_source
-    from churnguard.training.batch import FileSink, score_table
+    from churnguard.training.batch import FileSink, score_chunks
     from churnguard.training.bundle import ChurnguardPyfunc
 
     sys.path.insert(0, str(HERE))
@@ -71,9 +71,10 @@ def main() -> None:
     sink = FileSink(work / "scores.parquet", "parquet")
     sink.prepare()
     at = datetime.now(UTC)
-    for batch in pq.ParquetFile(feats_file).iter_batches(batch_size=args.chunk_size):
-        sink.write(score_table(bundle, batch, drivers=False, as_of=as_of,
-                               model_version="bench", scored_at=at))
+    chunks = pq.ParquetFile(feats_file).iter_batches(batch_size=args.chunk_size)
+    for table in score_chunks(bundle, chunks, drivers=False, as_of=as_of,
+                              model_version="bench", scored_at=at):
+        sink.write(table)
     sink.commit(lambda _: None)
     sec = time.perf_counter() - t
     results["churnguard"] = {"rows": n, "seconds": sec, "per_s": n / sec}

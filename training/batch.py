@@ -27,6 +27,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -40,7 +41,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from churnguard.features.sources import Source
-from churnguard.training.bundle import ScoringBundle
+from churnguard.training.bundle import FullScores, ScoringBundle
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame
@@ -95,8 +96,36 @@ def score_table(bundle: ScoringBundle, features: pa.Table | pa.RecordBatch | pd.
     ``drivers=False``; ``actions`` is the API's ``actions`` list as JSON text."""
     if isinstance(features, pd.DataFrame):
         features = pa.Table.from_pandas(features, preserve_index=False)
-    n = features.num_rows
     full = bundle.score_matrix(bundle.encode_arrow(features), drivers=drivers)
+    return _output(features, full, drivers=drivers, as_of=as_of, model_version=model_version,
+                   scored_at=scored_at)
+
+
+def score_chunks(bundle: ScoringBundle, chunks: Iterator[pa.RecordBatch | pa.Table], *,
+                 drivers: bool, as_of: date, model_version: str,
+                 scored_at: datetime) -> Iterator[pa.Table]:
+    """:func:`score_table` of each chunk, in order, with the next chunk read and put through
+    the models in a worker thread while this one's text (reasons, JSON) is formatted: Arrow,
+    DuckDB and XGBoost release the GIL, so the two overlap."""
+    def models(chunk: pa.RecordBatch | pa.Table) -> tuple[pa.RecordBatch | pa.Table, FullScores]:
+        return chunk, bundle.score_matrix(bundle.encode_arrow(chunk), drivers=drivers)
+
+    def next_scored() -> tuple[pa.RecordBatch | pa.Table, FullScores] | None:
+        chunk = next(chunks, None)
+        return None if chunk is None else models(chunk)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="churnguard-score") as pool:
+        pending = pool.submit(next_scored)
+        while (done := pending.result()) is not None:
+            pending = pool.submit(next_scored)
+            features, full = done
+            yield _output(features, full, drivers=drivers, as_of=as_of,
+                          model_version=model_version, scored_at=scored_at)
+
+
+def _output(features: pa.Table | pa.RecordBatch, full: FullScores, *, drivers: bool,
+            as_of: date, model_version: str, scored_at: datetime) -> pa.Table:
+    n = features.num_rows
     a = full.assessment
     recs = a.recommendations(full.policy)
     action_ids = np.asarray([act.id for act in full.policy.actions], dtype=object)
@@ -525,9 +554,9 @@ def run_batch(
         if source is not None:
             total, frames = _duckdb_chunks(source, bundle, as_of, chunk_size)
             later = _duckdb_not_yet_signed_up(source, as_of)
-            tables: Iterator[pa.Table] = (
-                score_table(bundle, f, drivers=drivers, as_of=as_of,
-                            model_version=model_version, scored_at=scored_at) for f in frames)
+            tables: Iterator[pa.Table] = score_chunks(
+                bundle, frames, drivers=drivers, as_of=as_of, model_version=model_version,
+                scored_at=scored_at)
             issues = source.issues
         else:
             import tempfile
