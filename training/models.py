@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -205,26 +206,32 @@ def choose_calibration(
 # BTYD prior: the base margin the boosters correct
 
 
-def _prior_frame(X: pd.DataFrame | np.ndarray, names: list[str] | None = None) -> pd.DataFrame:
-    """The prior's input columns from a feature frame or an encoded matrix + column names."""
+def _prior_columns(X: pd.DataFrame | np.ndarray,
+                   names: list[str] | None = None) -> dict[str, np.ndarray]:
+    """The prior's input columns from a feature frame or an encoded matrix + column names, as
+    arrays (the API scores one row at a time: no pandas on that path)."""
     if isinstance(X, pd.DataFrame):
         cols = {c: pd.to_numeric(X[c], errors="coerce").to_numpy(dtype=float)
                 for c in PRIOR_COLUMNS}
-        index = X.index
     else:
         if names is None:
             raise ValueError("an encoded matrix needs its column names")
         cols = {c: np.asarray(X[:, names.index(c)], dtype=float) for c in PRIOR_COLUMNS}
-        index = pd.RangeIndex(len(X))
     # Any row must score: counts become whole and non-negative, ages non-negative, the last
     # purchase no earlier than the first (the BTYD models reject anything else).
     first = np.clip(cols["days_since_first_purchase"], 0.0, None)
-    return pd.DataFrame({
+    return {
         "purchase_days_total": np.round(np.clip(cols["purchase_days_total"], 0.0, None)),
         "days_since_first_purchase": first,
         "days_since_last_purchase": np.clip(cols["days_since_last_purchase"], 0.0, first),
         "avg_order_value": np.clip(cols["avg_order_value"], 0.0, None),
-    }, index=index)
+    }
+
+
+def _prior_frame(X: pd.DataFrame | np.ndarray, names: list[str] | None = None) -> pd.DataFrame:
+    """:func:`_prior_columns` as a frame (index kept for a frame input)."""
+    index = X.index if isinstance(X, pd.DataFrame) else pd.RangeIndex(len(X))
+    return pd.DataFrame(_prior_columns(X, names), index=index)
 
 
 @dataclass(frozen=True)
@@ -293,9 +300,9 @@ class BtydPrior:
         """buyer (bool), p0 = P(no purchase in the horizon), spend = expected spend in it."""
         from churnguard.training.btyd import BetaGeoModel, GammaGammaModel, ParetoNBDModel
 
-        r = BtydBaseline.rfm(_prior_frame(X, names))
-        n = len(r)
-        buyer = r["buyer"].to_numpy()
+        r = BtydBaseline.rfm_arrays(_prior_columns(X, names))
+        buyer = r["buyer"]
+        n = len(buyer)
         p0 = np.full(n, 0.5)
         spend = np.zeros(n)
         gg = GammaGammaModel.from_params(**self.gg)
@@ -304,12 +311,10 @@ class BtydPrior:
         if buyer.any():
             model = (ParetoNBDModel if self.family == "pnbd" else BetaGeoModel).from_params(
                 **self.purchase)
-            rb = r[buyer]
-            x, t_x, T = (rb[c].to_numpy(dtype=float) for c in ("x", "t_x", "T"))
+            x, t_x, T, m = (r[c][buyer] for c in ("x", "t_x", "T", "m"))
             weeks = horizon_days / 7.0
             p0[buyer] = np.asarray(model.probability_no_purchase(weeks, x, t_x, T),
                                    dtype=float)
-            m = rb["m"].to_numpy(dtype=float)
             value = np.where((x > 0) & (m > 0), np.asarray(
                 gg.conditional_expected_average_value(np.where(m > 0, x, 0.0),
                                                       np.where(m > 0, m, 1.0)), dtype=float),
@@ -702,17 +707,24 @@ class BtydBaseline:
 
     @staticmethod
     def rfm(X: pd.DataFrame) -> pd.DataFrame:
-        n_days = X["purchase_days_total"].fillna(0).to_numpy(dtype=float)
-        first = X["days_since_first_purchase"].to_numpy(dtype=float)
-        last = X["days_since_last_purchase"].to_numpy(dtype=float)
+        """:meth:`rfm_arrays` of a feature frame, as a frame with its index."""
+        return pd.DataFrame(BtydBaseline.rfm_arrays(
+            {c: X[c].astype("float64").to_numpy() for c in PRIOR_COLUMNS}), index=X.index)
+
+    @staticmethod
+    def rfm_arrays(cols: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """BTYD inputs in weeks: buyer, x (repeat purchase days), t_x (recency), T (age), m
+        (average order value) from the RFM feature columns."""
+        n_days = np.nan_to_num(np.asarray(cols["purchase_days_total"], dtype=float), nan=0.0)
+        first = np.asarray(cols["days_since_first_purchase"], dtype=float)
+        last = np.asarray(cols["days_since_last_purchase"], dtype=float)
         buyer = (n_days > 0) & np.isfinite(first) & np.isfinite(last)
         x = np.where(buyer, n_days - 1, 0.0)
         T = np.where(buyer, first / 7.0, 0.0)
         t_x = np.where(buyer & (x > 0), np.clip((first - last) / 7.0, 0.0, None), 0.0)
         t_x = np.minimum(t_x, T)
-        m = np.nan_to_num(X["avg_order_value"].to_numpy(dtype=float), nan=0.0).clip(0.0)
-        return pd.DataFrame({"buyer": buyer, "x": x, "t_x": t_x, "T": T, "m": m},
-                            index=X.index)
+        m = np.nan_to_num(np.asarray(cols["avg_order_value"], dtype=float), nan=0.0).clip(0.0)
+        return {"buyer": buyer, "x": x, "t_x": t_x, "T": T, "m": m}
 
     def fit(self, X: pd.DataFrame) -> BtydBaseline:
         from churnguard.training.btyd import BetaGeoModel, GammaGammaModel
