@@ -51,12 +51,12 @@ P99_32_VS_MINIMAL_MAX = 2.0
 BATCH_CUSTOMERS_PER_S_MIN = 20_000
 
 MINIMAL_APP = '''
-import sys, numpy as np, xgboost as xgb
+import os, sys, numpy as np, xgboost as xgb
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 import orjson
 from churnguard.training.bundle import ScoringBundle
-bundle = ScoringBundle.load(sys.argv[1])
+bundle = ScoringBundle.load(os.environ["CG_MINIMAL_BUNDLE"])
 names = bundle.feature_names
 kinds = {f.name: f.kind for f in bundle.spec.features()}
 codes = {k: {lv: float(i) for i, lv in enumerate(v)} for k, v in bundle.levels.items()}
@@ -83,8 +83,12 @@ async def predict(request: Request) -> Response:
 
 if __name__ == "__main__":
     import uvicorn
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning",
-                access_log=False)
+    # The same uvicorn settings as `churnguard serve` (uvloop + httptools from
+    # uvicorn[standard], no access log, no proxy headers) and the same number of workers.
+    workers = int(sys.argv[2])
+    uvicorn.run("minimal_app:app" if workers > 1 else app, host="127.0.0.1",
+                port=int(sys.argv[1]), workers=workers, log_level="warning", access_log=False,
+                proxy_headers=False, app_dir=os.path.dirname(os.path.abspath(__file__)))
 '''
 
 WRK_LUA = '''
@@ -247,6 +251,24 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU seconds of every live process in the process group (the server and
+    its workers): CPU time per request, unlike wall-clock latency, does not depend on how busy
+    the rest of the machine is."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields after "pid (comm)": state ppid pgrp ...
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
+
+
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
@@ -320,10 +342,11 @@ def main(argv: list[str] | None = None) -> int:
            "OMP_NUM_THREADS": "1", "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     (tmp / "minimal_app.py").write_text(MINIMAL_APP)
     results: dict[str, Any] = {"runs": [], "notes": list(NOTES)}
+    load_before = os.getloadavg()
     servers = {
         "churnguard": ([str(BIN / "churnguard"), "serve", "--workers", str(args.workers)],
                        "/readyz", "/v1/scores"),
-        "minimal": ([sys.executable, str(tmp / "minimal_app.py"), str(bundle_dir)], None,
+        "minimal": ([sys.executable, str(tmp / "minimal_app.py")], None,
                     "/predict"),
         "mlflow": ([str(BIN / "mlflow"), "models", "serve", "-m", f"models:/churnguard/{version}",
                     "--env-manager", "local", "--host", "127.0.0.1", "--workers",
@@ -339,10 +362,10 @@ def main(argv: list[str] | None = None) -> int:
         if name == "churnguard":
             argv_ = [*argv_, "--port", str(port)]
         elif name == "minimal":
-            argv_ = [*argv_, str(port)]
+            argv_ = [*argv_, str(port), str(args.workers)]
         else:
             argv_ = [*argv_, "--port", str(port)]
-        server_env = env
+        server_env = {**env, "CG_MINIMAL_BUNDLE": str(bundle_dir)}
         if name == "mlflow":
             server_env = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{store.resolve()}/mlflow.db"}
         proc = start(argv_, server_env, log)
@@ -366,12 +389,16 @@ def main(argv: list[str] | None = None) -> int:
                 assert {"drivers", "actions", "lifecycle_stage", "value_tier"} <= set(s)
             for payload, conns in plan[name]:
                 wrk(base + path, bodies[payload], conns, 2, args.threads, tmp)  # warm-up
+                cpu0 = group_cpu_seconds(proc.pid)
                 r = wrk(base + path, bodies[payload], conns, args.seconds, args.threads, tmp)
+                r["server_cpu_ms_per_request"] = (
+                    (group_cpu_seconds(proc.pid) - cpu0) * 1e3 / max(r["requests"], 1))
                 r.update({"server": name, "payload": payload,
                           "customers_per_request": 100 if payload == "batch100" else 1})
                 r["customers_per_s"] = r["rps"] * r["customers_per_request"]
                 print(f"{name:10s} {payload:9s} c={conns:<3d} {r['rps']:9.1f} req/s  "
                       f"p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  "
+                      f"cpu {r['server_cpu_ms_per_request']:.2f} ms/req  "
                       f"non-2xx {r['non_2xx']}", flush=True)
                 with log.open("a") as fh:
                     fh.write(r.pop("raw"))
@@ -384,7 +411,9 @@ def main(argv: list[str] | None = None) -> int:
     results["checks"] = checks(results["runs"])
     results["config"] = {**vars(args), "model_version": version,
                          "python": platform.python_version(), "machine": platform.machine(),
-                         "cpus": os.cpu_count(), "when": datetime.now().isoformat()}
+                         "cpus": os.cpu_count(), "when": datetime.now().isoformat(),
+                         "loadavg_1m_before": round(load_before[0], 2),
+                         "loadavg_1m_after": round(os.getloadavg()[0], 2)}
     (out_dir / "serving.json").write_text(json.dumps(results, indent=2))
     (out_dir / "serving.md").write_text(markdown(results))
     print((out_dir / "serving.md").read_text())
@@ -436,13 +465,20 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [f"# Serving benchmark ({cfg['when'][:16]})", "",
              f"`.venv/bin/python bench/serving.py` — {cfg['customers']:,} demo customers, model "
              f"v{cfg['model_version']}, {cfg['workers']} worker(s) per server, wrk "
-             f"{cfg['seconds']} s per row on 127.0.0.1, {cfg['cpus']} CPUs (shared with wrk).",
+             f"{cfg['seconds']} s per row on 127.0.0.1, {cfg['cpus']} CPUs (shared with wrk); "
+             f"1-minute load average {cfg.get('loadavg_1m_before', '?')} before the run, "
+             f"{cfg.get('loadavg_1m_after', '?')} after. Server CPU ms/request is the server "
+             "processes' user + system CPU time divided by the requests served: unlike latency it "
+             "does not grow when other jobs share the machine.",
              "", "| server | payload | connections | req/s | customers/s | p50 ms | p90 ms | "
-             "p99 ms | non-2xx |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "p99 ms | server CPU ms/req | non-2xx |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results["runs"]:
+        cpu = r.get("server_cpu_ms_per_request")
         lines.append(f"| {r['server']} | {r['payload']} | {r['connections']} | {r['rps']:,.0f} | "
                      f"{r['customers_per_s']:,.0f} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | "
-                     f"{r['p99_ms']:.2f} | {r['non_2xx']} |")
+                     f"{r['p99_ms']:.2f} | {'' if cpu is None else f'{cpu:.2f}'} | "
+                     f"{r['non_2xx']} |")
     lines += ["", "| check | value | target | result |", "|---|---:|---|---|"]
     for c in results["checks"]:
         lines.append(f"| {c['check']} | {c['value']:,.2f} | {c['target']} | "

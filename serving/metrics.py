@@ -6,6 +6,10 @@ container as usual.
 
 from __future__ import annotations
 
+import collections
+from typing import Any
+
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -34,6 +38,34 @@ class Metrics:
                                  ["tier"], registry=r)
         self.snapshot_rows = Gauge("churnguard_feature_snapshot_rows", "Customers in the "
                                    "feature snapshot.", registry=r)
+        # Label children looked up once: ``labels()`` validates and locks on every call.
+        self._risk_tier: dict[str, Any] = {}
+        self._http: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def http_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one HTTP request and observe its latency."""
+        key = (route, method, status)
+        children = self._http.get(key)
+        if children is None:
+            children = (self.requests.labels(route, method, str(status)),
+                        self.latency.labels(route, method))
+            self._http[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def scored(self, churn_probability: np.ndarray, risk_tiers: Any) -> None:
+        """Count a batch of scores: customers, risk tiers and the churn-probability histogram
+        (one increment per bucket instead of one ``observe`` per customer)."""
+        n = len(churn_probability)
+        if n == 0:
+            return
+        self.scores.inc(n)
+        for tier, count in collections.Counter(str(t) for t in risk_tiers).items():
+            child = self._risk_tier.get(tier)
+            if child is None:
+                child = self._risk_tier[tier] = self.risk_tier.labels(tier)
+            child.inc(count)
+        observe_many(self.churn, np.asarray(churn_probability, dtype=float))
 
     def set_model(self, name: str, version: str | None) -> None:
         self.model_info.clear()
@@ -43,3 +75,22 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def observe_many(hist: Histogram, values: np.ndarray) -> None:
+    """``hist.observe(v)`` for every ``v`` of ``values``, with one increment per bucket: the same
+    bucket counts (a value goes to the first bucket whose upper bound is >= it) and sum."""
+    bounds = getattr(hist, "_upper_bounds", None)
+    buckets = getattr(hist, "_buckets", None)
+    total = getattr(hist, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(values) < 4:
+        for v in values.tolist():
+            hist.observe(v)
+        return
+    ok = ~np.isnan(values)  # NaN is in no bucket (observe's ``amount <= bound`` is never true)
+    idx = np.searchsorted(np.asarray(bounds, dtype=float), values[ok], side="left")
+    counts = np.bincount(idx, minlength=len(bounds))
+    total.inc(float(values.sum()))
+    for i, c in enumerate(counts.tolist()):
+        if c:
+            buckets[i].inc(c)

@@ -88,8 +88,7 @@ class ServiceMiddleware:
                 "unmatched")
             elapsed = time.perf_counter() - start
             method = scope["method"]
-            self.metrics.requests.labels(path, method, str(status)).inc()
-            self.metrics.latency.labels(path, method).observe(elapsed)
+            self.metrics.http_request(path, method, status, elapsed)
             if log.isEnabledFor(logging.INFO):
                 log.info("%s %s %d %.1fms rid=%s", method, path, status, elapsed * 1000, rid)
 

@@ -37,8 +37,15 @@ Loader = Callable[[str], LoadedModel]
 
 
 def tune_for_serving(bundle: ScoringBundle) -> ScoringBundle:
-    """One XGBoost thread per prediction: requests are small, concurrency comes from workers."""
+    """One XGBoost thread per prediction: requests are small, concurrency comes from workers.
+
+    Also checks once, at load, that every booster reads the encoder's columns in order: the
+    scoring path passes encoded matrices without per-call feature-name checks."""
+    names = bundle.encoder().names
     for booster in (bundle.churn.booster, bundle.clv.buy, bundle.clv.spend):
+        if booster.feature_names is not None and list(booster.feature_names) != names:
+            raise ValueError("the model's boosters do not read the feature spec's columns in "
+                             "order; the bundle is inconsistent")
         booster.set_param({"nthread": 1})
     return bundle
 

@@ -84,13 +84,8 @@ async def score(X: np.ndarray, model: LoadedModel, *, drivers: bool = True) -> F
 def records(full: FullScores, ids: list[str], model: LoadedModel,
             metrics: Metrics) -> list[dict[str, Any]]:
     now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-    out = []
-    for i, cid in enumerate(ids):
-        row = full.row(i)
-        out.append({"customer_id": cid, **row, "model_version": model.version,
-                    "scored_at": now})
-        metrics.risk_tier.labels(row["risk_tier"]).inc()
-    metrics.scores.inc(len(ids))
-    for p in full.churn_probability.tolist():
-        metrics.churn.observe(p)
+    version = model.version
+    out = [{"customer_id": cid, **full.row(i), "model_version": version, "scored_at": now}
+           for i, cid in enumerate(ids)]
+    metrics.scored(full.churn_probability, [r["risk_tier"] for r in out])
     return out

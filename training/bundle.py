@@ -168,9 +168,14 @@ class ScoringBundle:
         top: list[list[dict[str, Any]]] | None = None
         if drivers:
             # One thread: building a small DMatrix with an OpenMP team costs milliseconds.
-            d = xgb.DMatrix(self._masked(X), feature_names=enc.names, feature_types=enc.types,
-                            enable_categorical=True, nthread=1 if len(X) < 1024 else None)
-            contribs = np.asarray(self.churn.booster.predict(d, pred_contribs=True))[:, :-1]
+            # The columns are the encoder's, i.e. the booster's own order (as in _core_fast's
+            # inplace_predict), so the per-call feature-name checks (a Python loop over every
+            # name, both when building the DMatrix and in predict) are skipped; the types stay
+            # so that categorical splits read level codes. Same TreeSHAP values.
+            d = xgb.DMatrix(self._masked(X), feature_types=enc.types, enable_categorical=True,
+                            nthread=1 if len(X) < 1024 else None)
+            contribs = np.asarray(self.churn.booster.predict(
+                d, pred_contribs=True, validate_features=False))[:, :-1]
             top = top_drivers(contribs, enc.names, _LazyValues(enc, X), enc.descriptions,
                               policy.top_drivers)
         return FullScores(churn_probability=p, clv=clv, p_buy=core["p_buy"],

@@ -347,10 +347,11 @@ def top_drivers(contribs: np.ndarray, names: Sequence[str], values: Sequence[Seq
         return [[] for _ in range(len(contribs))]
     k = min(k, contribs.shape[1])
     order = np.argsort(-contribs, axis=1, kind="stable")[:, :k]
-    for i in range(contribs.shape[0]):
+    # Python numbers for the whole batch at once: indexing numpy scalars per element is slow.
+    top = np.take_along_axis(contribs, order, axis=1).tolist()
+    for i, (cols, cs) in enumerate(zip(order.tolist(), top, strict=True)):
         row: list[dict[str, Any]] = []
-        for j in order[i]:
-            c = float(contribs[i, j])
+        for j, c in zip(cols, cs, strict=True):
             if c <= 0:
                 break
             name = names[j]

@@ -8,9 +8,12 @@ import orjson
 from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
 
+from churnguard.config import Settings
 from churnguard.serving import scoring
-from churnguard.serving.deps import MetricsDep, ModelDep, SettingsDep, StoreDep
+from churnguard.serving.deps import ModelDep
 from churnguard.serving.errors import request_id
+from churnguard.serving.metrics import Metrics
+from churnguard.serving.model import LoadedModel
 from churnguard.serving.schemas import CustomerIn, Score, ScoresRequest, ScoresResponse
 from churnguard.serving.store import FeatureStore
 
@@ -23,20 +26,23 @@ def _json(body: object) -> Response:
 
 @router.post("/scores", response_model=ScoresResponse,
              summary="Score 1 to 1,000 customers (by id or inline features)")
-async def post_scores(body: ScoresRequest, request: Request, model: ModelDep, store: StoreDep,
-                      settings: SettingsDep, metrics: MetricsDep) -> Response:
+async def post_scores(body: ScoresRequest, request: Request, model: ModelDep) -> Response:
     """Churn probability, risk tier, CLV, value tier, lifecycle stage, top drivers and
     recommended retention actions of each customer, in request order."""
+    # Store, settings and metrics straight from the app state: each FastAPI dependency costs a
+    # dependency solve per request (the model stays one: it answers 503 before body errors).
+    state = request.app.state
+    settings: Settings = state.settings
     scoring.check_batch(len(body.customers), settings.max_batch)
-    X = await scoring.features_matrix(body.customers, model, store)
+    X = await scoring.features_matrix(body.customers, model, state.store)
     full = await scoring.score(X, model)
     ids = [c.customer_id for c in body.customers]
     return _json({"request_id": request_id(request), "model_version": model.version,
-                  "scores": scoring.records(full, ids, model, metrics)})
+                  "scores": scoring.records(full, ids, model, state.metrics)})
 
 
-async def _one(customer_id: str, model: ModelDep, store: FeatureStore,
-               metrics: MetricsDep) -> dict[str, object]:
+async def _one(customer_id: str, model: LoadedModel, store: FeatureStore,
+               metrics: Metrics) -> dict[str, object]:
     customers = [CustomerIn(customer_id=customer_id)]
     X = await scoring.features_matrix(customers, model, store)
     full = await scoring.score(X, model)
@@ -48,7 +54,8 @@ async def _one(customer_id: str, model: ModelDep, store: FeatureStore,
 async def get_customer_score(
     customer_id: Annotated[str, Path(min_length=1, max_length=128,
                                      pattern=r"^[^\x00-\x1f]+$")],
-    model: ModelDep, store: StoreDep, metrics: MetricsDep,
+    model: ModelDep, request: Request,
 ) -> Response:
     """The score of a customer in the latest materialised feature snapshot (404 if absent)."""
-    return _json(await _one(customer_id, model, store, metrics))
+    state = request.app.state
+    return _json(await _one(customer_id, model, state.store, state.metrics))
