@@ -611,10 +611,39 @@ def serve_cmd(
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("churnguard.serving.access").setLevel(
         logging.DEBUG if level == "DEBUG" else logging.WARNING)
-    uvicorn.run("churnguard.serving.app:create_app", factory=True,
-                host=host or settings.host, port=port or settings.port,
-                workers=workers or settings.workers, log_level=settings.log_level,
-                access_log=False, proxy_headers=False)
+    n_workers = workers or settings.workers
+    with _metrics_dir(n_workers):
+        uvicorn.run("churnguard.serving.app:create_app", factory=True,
+                    host=host or settings.host, port=port or settings.port,
+                    workers=n_workers, log_level=settings.log_level,
+                    access_log=False, proxy_headers=False)
+
+
+@contextlib.contextmanager
+def _metrics_dir(workers: int) -> Iterator[None]:
+    """Several workers share one port, so one scrape must see them all: prometheus_client's
+    multiprocess mode, in ``PROMETHEUS_MULTIPROC_DIR`` (emptied first, as its docs require) or a
+    temporary directory removed at exit. The worker processes inherit the variable."""
+    import os
+    import shutil
+    import tempfile
+
+    from churnguard.serving.metrics import MULTIPROC_ENV
+
+    if workers <= 1:
+        yield
+        return
+    given = os.environ.get(MULTIPROC_ENV)
+    path = Path(given) if given else Path(tempfile.mkdtemp(prefix="churnguard-metrics-"))
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink()
+    os.environ[MULTIPROC_ENV] = str(path)
+    try:
+        yield
+    finally:
+        if not given:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def main() -> None:  # pragma: no cover - console entry point wrapper

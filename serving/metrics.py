@@ -1,16 +1,29 @@
-"""Prometheus metrics of one API process (its own registry, so several apps can coexist).
+"""Prometheus metrics of the API (each app its own registry, so several apps can coexist).
 
-With ``--workers N`` every worker keeps its own counters; scrape each, or run one worker per
-container as usual.
+With ``--workers N`` the workers share one port, so a scrape reaches one of them at random:
+``churnguard serve`` then runs prometheus_client's multiprocess mode (values in memory-mapped
+files under ``PROMETHEUS_MULTIPROC_DIR``, a fresh temporary directory unless set) and
+``/metrics`` reports the sum over all workers (gauges per worker, with a ``pid`` label).
 """
 
 from __future__ import annotations
 
 import collections
+import os
 from typing import Any
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+#: prometheus_client's switch to multiprocess mode (read when prometheus_client is imported).
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 PROB_BUCKETS = tuple(i / 10 for i in range(1, 11))
@@ -19,6 +32,7 @@ PROB_BUCKETS = tuple(i / 10 for i in range(1, 11))
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
         r = self.registry
         self.requests = Counter("churnguard_http_requests_total", "HTTP requests by route, "
                                 "method and status.", ["route", "method", "status"], registry=r)
@@ -26,9 +40,10 @@ class Metrics:
                                  "by route and method.", ["route", "method"],
                                  buckets=LATENCY_BUCKETS, registry=r)
         self.model_info = Gauge("churnguard_model_info", "The model version being served "
-                                "(value 1).", ["name", "version"], registry=r)
+                                "(value 1).", ["name", "version"], registry=r,
+                                multiprocess_mode="liveall")
         self.model_loaded = Gauge("churnguard_model_loaded", "1 when a model is loaded.",
-                                  registry=r)
+                                  registry=r, multiprocess_mode="liveall")
         self.reload_failures = Counter("churnguard_model_reload_failures_total", "New model "
                                        "versions that could not be loaded.", registry=r)
         self.scores = Counter("churnguard_scores_total", "Customers scored.", registry=r)
@@ -37,7 +52,8 @@ class Metrics:
         self.risk_tier = Counter("churnguard_risk_tier_total", "Scores by risk tier.",
                                  ["tier"], registry=r)
         self.snapshot_rows = Gauge("churnguard_feature_snapshot_rows", "Customers in the "
-                                   "feature snapshot.", registry=r)
+                                   "feature snapshot.", registry=r,
+                                   multiprocess_mode="liveall")
         # Label children looked up once: ``labels()`` validates and locks on every call.
         self._risk_tier: dict[str, Any] = {}
         self._http: dict[tuple[str, str, int], tuple[Any, Any]] = {}
@@ -74,6 +90,10 @@ class Metrics:
         self.model_loaded.set(1 if version is not None else 0)
 
     def render(self) -> bytes:
+        if self.multiprocess:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
         return generate_latest(self.registry)
 
 

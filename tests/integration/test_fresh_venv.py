@@ -197,8 +197,17 @@ def test_service_starts_like_the_image(fresh_venv: Path, served_store: Path,
 
         # Both workers answer an authenticated request with the served model.
         req = urllib.request.Request(base + "/v1/model", headers={"X-API-Key": API_KEY})
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            assert json.loads(resp.read())["version"] == "1"
+        for _ in range(N_MODEL_REQUESTS):
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                assert json.loads(resp.read())["version"] == "1"
+        # Whichever worker answers the scrape, it counts every worker's requests.
+        assert image_env.get("CHURNGUARD_WORKERS", "1") != "1"
+        for _ in range(4):
+            with urllib.request.urlopen(base + "/metrics", timeout=10) as resp:
+                text = resp.read().decode()
+            assert _counter(text, "churnguard_http_requests_total", 'route="/v1/model"',
+                            'status="200"') == N_MODEL_REQUESTS, text[:3000]
+            assert 'churnguard_model_loaded{pid="' in text
     finally:
         os.killpg(proc.pid, 15)
         try:
@@ -208,6 +217,18 @@ def test_service_starts_like_the_image(fresh_venv: Path, served_store: Path,
             proc.wait(timeout=10)
         log.close()
     assert "Uvicorn running" in _tail(tmp_path) or "Started" in _tail(tmp_path)
+
+
+N_MODEL_REQUESTS = 12
+
+
+def _counter(text: str, name: str, *labels: str) -> float:
+    """The value of the sample of counter ``name`` whose labels include all ``labels``."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(lb in line for lb in labels):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
 
 
 def _tail(tmp_path: Path) -> str:
