@@ -162,28 +162,40 @@ def source_feature_sql(source: Source, spec: FeatureSpec, cutoff: date) -> str:
 
 def materialize_features(source: Source, spec: FeatureSpec, cutoff: date,
                          name: str = "features", *, txn: str | None = None,
-                         evt: str | None = None) -> str:
+                         evt: str | None = None, customer_filter: str | None = None) -> str:
     """Compute features as of ``cutoff`` into temp table ``name``, checking the rows read.
 
     The per-customer aggregates are materialised first so the row checks that ride along in
     them (non-finite amounts, counts below 1, duplicates, unknown customers) are settled before
     anything is written. ``txn``/``evt`` replace the activity relations (the snapshot grid
-    passes relations it materialised once). Raises :class:`DataContractError`; returns the
-    table name.
+    passes relations it materialised once). ``customer_filter``, a SQL predicate on
+    ``customer_id`` (e.g. one hash partition), restricts every input table to those customers:
+    the batch job builds the features of a very large population one partition at a time, so
+    the per-customer window and aggregates stay within DuckDB's memory limit. Raises
+    :class:`DataContractError`; returns the table name.
     """
     con = source.con
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _ta AS "
-                f"{aggregate_sql(spec, cutoff, 'txn', txn or _txn_source(source))}")
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _ea AS "
-                f"{aggregate_sql(spec, cutoff, 'evt', evt or _evt_source(source, spec))}")
+    tables = {t: t for t in ("customers", "transactions", "events", "subscriptions")}
+    if customer_filter:
+        for t in tables if spec.subscriptions else ("customers", "transactions", "events"):
+            tables[t] = f"_part_{t}"
+            con.execute(f"CREATE OR REPLACE TEMP VIEW _part_{t} AS SELECT * FROM {t} "
+                        f"WHERE {customer_filter}")
+    txn = txn or txn_activity_sql(source.columns.get("transactions", ()),
+                                  table=tables["transactions"])
+    evt = evt or evt_activity_sql(spec, source.columns.get("events", ()), table=tables["events"])
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _ta AS {aggregate_sql(spec, cutoff, 'txn', txn)}")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _ea AS {aggregate_sql(spec, cutoff, 'evt', evt)}")
     sa = None
     if spec.subscriptions:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _sa AS "
-                    f"{aggregate_sql(spec, cutoff, 'sub', subscription_sql(cutoff))}")
+        subs = subscription_sql(cutoff, table=tables["subscriptions"])
+        con.execute("CREATE OR REPLACE TEMP TABLE _sa AS "
+                    + aggregate_sql(spec, cutoff, "sub", subs))
         sa = "_sa"
     check_aggregates(source, cutoff)
+    pop = population_sql(spec, cutoff, customers=tables["customers"])
     con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS " + final_sql(
-        spec, cutoff, pop=f"({population_sql(spec, cutoff)})", ta="_ta", ea="_ea", sa=sa))
+        spec, cutoff, pop=f"({pop})", ta="_ta", ea="_ea", sa=sa))
     return name
 
 

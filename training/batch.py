@@ -28,7 +28,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -40,7 +40,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from churnguard.features.sources import Source
+from churnguard.features.sources import DataIssue, Source
 from churnguard.training.bundle import FullScores, ScoringBundle
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -446,21 +446,67 @@ class BatchSummary:
     issues: list[str] = field(default_factory=list)
 
 
-def _duckdb_chunks(source: Source, bundle: ScoringBundle, as_of: date, chunk_size: int
-                   ) -> tuple[int, Iterator[pa.RecordBatch]]:
+#: Input rows (transactions + events) per feature partition of the batch job: about what a
+#: 1M-customer demo data set holds, which builds within DuckDB's default 1.5 GB memory limit.
+PARTITION_ROWS = 60_000_000
+
+
+def _duckdb_chunks(source: Source, bundle: ScoringBundle, as_of: date, chunk_size: int,
+                   partition_rows: int = PARTITION_ROWS) -> tuple[int, Iterator[pa.RecordBatch]]:
+    """Features of every customer signed up before ``as_of``, in chunks sorted by customer id.
+
+    Above ``partition_rows`` input rows the customers are split into hash partitions built one
+    after the other (each a full feature build over its customers only), so memory stays flat
+    however many customers there are; partition 0 is built before this returns, so contract
+    errors of the usual kind stop the job before anything is written."""
     from churnguard.features.build import materialize_features
 
-    table = materialize_features(source, bundle.spec, as_of, name="_batch_features")
-    total = int(source.con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0])
+    con = source.con
+    n_rows = sum(int(con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0])
+                 for t in ("transactions", "events"))
+    parts = max(1, -(-n_rows // max(partition_rows, 1)))
+    name = "_batch_features"
+
+    seen: dict[tuple[str, str], DataIssue] = {}
+
+    def build(k: int) -> None:
+        if parts == 1:
+            materialize_features(source, bundle.spec, as_of, name=name)
+            return
+        # Each partition reports its own rows left out (unknown customers, duplicates): add
+        # them up, where Source.report keeps one count per kind.
+        before = list(source.issues)
+        source.issues.clear()
+        materialize_features(source, bundle.spec, as_of, name=name,
+                             customer_filter=f"hash(customer_id) % {parts} = {k}")
+        found = list(source.issues)
+        source.issues[:] = before
+        for issue in found:
+            key = (issue.table, issue.kind)
+            old = seen.get(key)
+            seen[key] = issue if old is None else replace(
+                old, n_rows=old.n_rows + issue.n_rows,
+                examples=(*old.examples, *issue.examples)[:5])
+            source.report(seen[key])
+
+    build(0)
+    if parts == 1:
+        total = int(con.execute(f"SELECT count(*) FROM {name}").fetchall()[0][0])
+    else:
+        total = int(con.execute("SELECT count(*) FROM customers WHERE signup_date < ?",
+                                [as_of]).fetchall()[0][0])
 
     def gen() -> Iterator[pa.RecordBatch]:
-        # Sorted, so that a re-run writes the same rows in the same order.
-        reader = source.con.sql(
-            f"SELECT * FROM {table} ORDER BY customer_id").to_arrow_reader(chunk_size)
-        for batch in reader:
-            if batch.num_rows:
-                yield batch
-        source.con.execute(f"DROP TABLE IF EXISTS {table}")
+        for k in range(parts):
+            if k:
+                build(k)
+            # Sorted, so that a re-run writes the same rows in the same order.
+            reader = con.sql(f"SELECT * FROM {name} ORDER BY customer_id").to_arrow_reader(
+                chunk_size)
+            for batch in reader:
+                if batch.num_rows:
+                    yield batch
+            con.execute(f"DROP TABLE IF EXISTS {name}")
 
     return total, gen()
 
@@ -531,6 +577,7 @@ def run_batch(
     progress: Progress | None = None,
     checkpoint: Checkpoint = _noop,
     staging_dir: Path | None = None,
+    partition_rows: int = PARTITION_ROWS,
 ) -> BatchSummary:
     """Score every customer signed up before ``as_of`` and write the scores to ``dest``.
 
@@ -552,7 +599,7 @@ def run_batch(
     staging: Path | None = None
     try:
         if source is not None:
-            total, frames = _duckdb_chunks(source, bundle, as_of, chunk_size)
+            total, frames = _duckdb_chunks(source, bundle, as_of, chunk_size, partition_rows)
             later = _duckdb_not_yet_signed_up(source, as_of)
             tables: Iterator[pa.Table] = score_chunks(
                 bundle, frames, drivers=drivers, as_of=as_of, model_version=model_version,
@@ -595,8 +642,9 @@ def run_batch(
     if later:
         summary.skipped["signed up on or after the as-of date"] = later
     for issue in issues:
-        if issue.kind == "unknown_customer":
-            summary.skipped[f"{issue.table} rows for unknown customers"] = issue.n_rows
+        if issue.kind == "unknown_customer":  # reported once per feature partition
+            key = f"{issue.table} rows for unknown customers"
+            summary.skipped[key] = summary.skipped.get(key, 0) + issue.n_rows
         summary.issues.append(str(issue))
     summary.seconds = time.perf_counter() - start
     return summary

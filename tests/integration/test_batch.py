@@ -308,3 +308,40 @@ def test_postgres_source_scores_like_files(pg_schema: str, small_demo_dir: Path,
         run_batch(bundle=small_fitted.bundle, as_of=AS_OF, dest=parse_destination(str(db)),
                   model_version="1", source=pg_source, scored_at=SCORED_AT)
     pd.testing.assert_frame_equal(_frame(db), _frame(files), check_exact=False, rtol=1e-9)
+
+
+# ---------------------------------------------------------------------------------------------
+# Very large populations: features built one customer hash partition at a time
+
+
+def test_partitioned_feature_build_scores_every_customer_the_same(
+        small_demo_dir: Path, small_fitted: Any, tmp_path: Path) -> None:
+    """Forcing partitions on small data: the same customers with the same scores (only the
+    order changes: partition by partition), and unknown-customer counts summed over them."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for f in small_demo_dir.glob("*.parquet"):
+        (data / f.name).symlink_to(f)
+    tx = pq.read_table(small_demo_dir / "transactions.parquet").to_pandas()
+    ghosts = tx.head(40).assign(customer_id=[f"ghost-{i % 13}" for i in range(40)],
+                                ts=[pd.Timestamp("2024-06-01") + pd.Timedelta(hours=i)
+                                    for i in range(40)])
+    (data / "transactions.parquet").unlink()
+    pd.concat([tx, ghosts]).to_parquet(data / "transactions.parquet")
+    frames = {}
+    summaries = {}
+    for label, rows in (("whole", 10**12), ("parts", 10_000)):
+        out = tmp_path / f"{label}.parquet"
+        with open_source(data, allow_unknown_customers=True) as src:
+            n_activity = sum(int(src.con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0])
+                             for t in ("transactions", "events"))
+            summaries[label] = run_batch(
+                bundle=small_fitted.bundle, as_of=AS_OF, dest=parse_destination(str(out)),
+                model_version="1", source=src, chunk_size=500, scored_at=SCORED_AT,
+                partition_rows=rows)
+        frames[label] = _frame(out).sort_values("customer_id").reset_index(drop=True)
+    assert n_activity > 3 * 10_000  # at least four partitions
+    pd.testing.assert_frame_equal(frames["parts"], frames["whole"])
+    assert summaries["parts"].n_scored == summaries["whole"].n_scored == len(frames["whole"])
+    key = "transactions rows for unknown customers"
+    assert summaries["parts"].skipped[key] == summaries["whole"].skipped[key] == 40
