@@ -51,6 +51,12 @@ CHURN_MONOTONE: dict[str, int] = {
     "complaints_365d": 1,
 }
 
+#: The same for the CLV hurdle's two boosters (-1: more of it never raises P(buy) or the
+#: spend of a buyer): the longer since the last purchase, the fewer purchases to expect.
+CLV_MONOTONE: dict[str, int] = {
+    "days_since_last_purchase": -1,
+}
+
 
 #: Raw customer-age features. On a young business every training snapshot holds younger
 #: customers than the one scored later, so splits on age are extrapolated; with a BTYD prior,
@@ -493,7 +499,8 @@ class ClvModel:
     """Hurdle model of spend in the CLV horizon [Cra71]: P(buy) * E[spend | buy].
 
     E[spend | buy] = exp(f(x)) · smear, with f an XGBoost regression of log spend on buyers and
-    ``smear`` Duan's smearing factor mean(exp(residual)) [Dua83]. ``scale`` multiplies the
+    ``smear`` Duan's smearing factor mean(exp(residual)) [Dua83]. Both boosters are monotone
+    non-increasing in recency (:data:`CLV_MONOTONE`). ``scale`` multiplies the
     product so the total over the validation snapshot matches its actual total.
     """
 
@@ -557,11 +564,13 @@ def fit_clv(
     margins_train: tuple[np.ndarray, np.ndarray] | None = None,
     margins_valid: tuple[np.ndarray, np.ndarray] | None = None,
     masked: tuple[str, ...] = (),
+    monotone: dict[str, int] | None = None,
 ) -> ClvModel:
     """Fit the hurdle CLV model; early stopping and the total calibration on validation.
 
     With ``margins_*`` = (buy log-odds, log spend) offsets, both boosters boost from them
-    [FHS05]; ``masked`` columns are hidden from the trees.
+    [FHS05]; ``masked`` columns are hidden from the trees. ``monotone`` (default
+    :data:`CLV_MONOTONE`) constrains both boosters [CG16].
     """
     if (margins_train is None) != (margins_valid is None):
         raise ValueError("pass both margins_train and margins_valid, or neither")
@@ -575,10 +584,11 @@ def fit_clv(
     b_tr, b_va = (y_tr > 0).astype(int), (y_va > 0).astype(int)
     _check_binary(b_tr, "CLV training (buy / no buy)")
     _check_binary(b_va, "CLV validation (buy / no buy)")
+    mono = _monotone(list(X_train.columns), CLV_MONOTONE if monotone is None else monotone)
     buy = xgb.XGBClassifier(objective="binary:logistic", eval_metric="logloss",
                             n_estimators=config.n_estimators,
                             early_stopping_rounds=config.early_stopping_rounds,
-                            **config.params())
+                            monotone_constraints=mono or None, **config.params())
     buy.fit(X_train, b_tr, base_margin=mb_tr, eval_set=[(X_valid, b_va)],
             base_margin_eval_set=None if mb_va is None else [mb_va], verbose=False)
     tr, va = y_tr > 0, y_va > 0
@@ -588,7 +598,7 @@ def fit_clv(
     reg = xgb.XGBRegressor(objective="reg:squarederror", eval_metric="rmse",
                            n_estimators=config.n_estimators,
                            early_stopping_rounds=config.early_stopping_rounds,
-                           **config.params())
+                           monotone_constraints=mono or None, **config.params())
     reg.fit(X_train[tr], np.log(y_tr[tr]), base_margin=None if ms_tr is None else ms_tr[tr],
             eval_set=[(X_valid[va], np.log(y_va[va]))],
             base_margin_eval_set=None if ms_va is None else [ms_va[va]], verbose=False)
@@ -612,6 +622,7 @@ def refit_clv(
     X: pd.DataFrame, spend: np.ndarray, buy_trees: int, spend_trees: int,
     config: BoostConfig = BoostConfig(), *, scale: float = 1.0,
     margins: tuple[np.ndarray, np.ndarray] | None = None, masked: tuple[str, ...] = (),
+    monotone: dict[str, int] | None = None,
 ) -> ClvModel:
     """Refit both hurdle boosters with fixed tree counts (found by early stopping) on more
     recent rows; ``scale`` (the total calibration) is measured out of sample by the caller."""
@@ -620,12 +631,13 @@ def refit_clv(
     _check_binary(b, "CLV refit (buy / no buy)")
     Xm = _masked(X, masked)
     mb, ms = margins if margins is not None else (None, None)
+    mono = _monotone(list(X.columns), CLV_MONOTONE if monotone is None else monotone)
     buy = xgb.XGBClassifier(objective="binary:logistic", n_estimators=max(buy_trees, 1),
-                            **config.params())
+                            monotone_constraints=mono or None, **config.params())
     buy.fit(Xm, b, base_margin=mb, verbose=False)
     pos = y > 0
     reg = xgb.XGBRegressor(objective="reg:squarederror", n_estimators=max(spend_trees, 1),
-                           **config.params())
+                           monotone_constraints=mono or None, **config.params())
     reg.fit(Xm[pos], np.log(y[pos]), base_margin=None if ms is None else ms[pos],
             verbose=False)
     resid = np.log(y[pos]) - reg.predict(Xm[pos], base_margin=None if ms is None else ms[pos])

@@ -15,6 +15,7 @@ from churnguard.training.models import (
     fit_churn,
     fit_clv,
     log_loss,
+    refit_clv,
 )
 from churnguard.training.registry import promotion_decision
 
@@ -110,6 +111,28 @@ def test_clv_hurdle_is_non_negative_and_total_calibrated_on_validation() -> None
     assert model.smear >= 1.0  # Jensen: mean(exp(resid)) >= exp(mean(resid)) = ~1
     with pytest.raises(ValueError, match="non-negative"):
         fit_clv(X, -spend, Xv, spend_v, FAST)
+
+
+def test_clv_model_never_rises_with_recency() -> None:
+    """Both hurdle boosters are monotone (non-increasing) in days since the last purchase, in
+    the fitted model and in its refit (``CLV_MONOTONE``), however the data was drawn."""
+    rng = np.random.default_rng(4)
+    X, _, spend = _frame(3000, rng)
+    Xv, _, spend_v = _frame(1500, rng)
+    # Spend that rises with recency in the sample: the constraint must still hold.
+    spend = spend * (1 + X["days_since_last_purchase"].to_numpy() / 50)
+    model = fit_clv(X, spend, Xv, spend_v, FAST)
+    refit = refit_clv(X, spend, int(model.info["buy_trees"]), int(model.info["spend_trees"]),
+                      FAST)
+    probe = X.head(50)
+    for m in (model, refit):
+        prev = None
+        for days in (0, 10, 30, 60, 120, 400, 2000):
+            p_buy, spend_if_buy = m.components(probe.assign(days_since_last_purchase=float(days)))
+            if prev is not None:
+                assert np.all(p_buy <= prev[0] + 1e-7)
+                assert np.all(spend_if_buy <= prev[1] * (1 + 1e-6))
+            prev = (p_buy, spend_if_buy)
 
 
 def test_logistic_baseline_handles_missing_and_unseen_levels() -> None:
@@ -208,7 +231,7 @@ def test_btyd_prior_margins_match_the_models_and_round_trip() -> None:
 
 
 def test_churn_model_boosts_from_the_stored_prior_and_hides_masked_columns() -> None:
-    from churnguard.training.models import BtydPrior, refit_clv
+    from churnguard.training.models import BtydPrior
 
     rng = np.random.default_rng(8)
     X = _rfm_frame(4000, rng)
