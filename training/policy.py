@@ -22,6 +22,7 @@ the EV of one increment).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -541,15 +542,7 @@ def _recommend(a: Assessment, policy: Policy) -> Recommendations:
     tiers = a.risk_tier.tolist()  # RISK_TIERS: plain ASCII
     stake = [f"churn risk {p[i]:.0%} ({tiers[i]}) with {clv[i]:,.2f} expected spend at stake"
              for i in range(n)]
-    esc = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
-    # Each action's JSON object up to its expected value, and its reason's opening, escaped
-    # once here: everything per row below is numbers and ASCII facts.
-    heads = [json.dumps(_action_out(act, 0.0, ""), separators=(",", ":"))
-             .split('"expected_value":')[0] + '"expected_value":' for act in policy.actions]
-    whys = [esc(act.why)[1:-1] for act in policy.actions]
-    costs = [f"{act.cost:,.2f}" for act in policy.actions]
-    own = [tuple(SIGNALS.index(s) for s in act.signals if s in SIGNALS)
-           for act in policy.actions]
+    heads, whys, costs, own = _templates(policy)
     chosen: dict[tuple[int, int], tuple[int, ...]] = {}
 
     def quoted(j: int, mask: int) -> tuple[int, ...]:
@@ -578,6 +571,20 @@ def _recommend(a: Assessment, policy: Policy) -> Recommendations:
     texts = [f"[{pairs[s]}]" if e - s == 1 else "[" + ",".join(pairs[s:e]) + "]"
              for s, e in itertools.pairwise(off)]
     return Recommendations(offsets=offsets, action=action, value=value, json=texts)
+
+
+@functools.lru_cache(maxsize=16)
+def _templates(policy: Policy) -> tuple[list[str], list[str], list[str], list[tuple[int, ...]]]:
+    """Per action, escaped once per policy (the API scores one customer per call): its JSON
+    object up to the expected value, its reason's opening, its cost as text, its signals."""
+    esc = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+    heads = [json.dumps(_action_out(act, 0.0, ""), separators=(",", ":"))
+             .split('"expected_value":')[0] + '"expected_value":' for act in policy.actions]
+    whys = [esc(act.why)[1:-1] for act in policy.actions]
+    costs = [f"{act.cost:,.2f}" for act in policy.actions]
+    own = [tuple(SIGNALS.index(s) for s in act.signals if s in SIGNALS)
+           for act in policy.actions]
+    return heads, whys, costs, own
 
 
 def _action_out(a: Action, ev: float, reason: str) -> dict[str, Any]:
