@@ -1,6 +1,6 @@
 """Spark scale-out: the same batch job on ``local[1]`` and ``local[2]``.
 
-    .venv/bin/python bench/spark.py --customers 200000
+    .venv/bin/python bench/spark.py --customers 1000000 --repeats 1
 
 The job is what ``churnguard score --engine spark`` runs (``training.batch.run_batch`` with a
 Spark source): the contract checks and the feature SQL on Spark, scoring with the bundle in

@@ -46,8 +46,7 @@ def tune_for_serving(bundle: ScoringBundle) -> ScoringBundle:
         if booster.feature_names is not None and list(booster.feature_names) != names:
             raise ValueError("the model's boosters do not read the feature spec's columns in "
                              "order; the bundle is inconsistent")
-        booster.set_param({"nthread": 1})
-    return bundle
+    return bundle.set_threads(1)
 
 
 def mlflow_resolver(client: Any, name: str, alias: str) -> Resolver:

@@ -514,7 +514,8 @@ def spark_scores(features: DataFrame, bundle: ScoringBundle, *, as_of: date,
     shared = spark.sparkContext.broadcast(bundle)
 
     def score_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        b = shared.value
+        # Spark runs one task per core: an XGBoost thread team per task would oversubscribe.
+        b = shared.value.set_threads(1)
         for batch in batches:
             if batch.num_rows == 0:
                 continue

@@ -121,6 +121,13 @@ class ScoringBundle:
                 out[:, j] = s.to_numpy(dtype=np.float64)
         return out
 
+    def set_threads(self, n: int) -> ScoringBundle:
+        """XGBoost threads per prediction for every booster (1 where parallelism comes from
+        elsewhere: API workers, Spark tasks)."""
+        for booster in (self.churn.booster, self.clv.buy, self.clv.spend):
+            booster.set_param({"nthread": n})
+        return self
+
     def encode_arrow(self, table: pa.Table | pa.RecordBatch) -> np.ndarray:
         """:meth:`encode` of an Arrow table without going through pandas (the batch job reads
         Arrow): numbers cast to float64 (null → NaN), string or integer categories looked up in
