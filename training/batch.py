@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -86,15 +85,13 @@ def _noop(_: str) -> None:
 # Scoring: the bundle's one path, then the fixed output schema
 
 
-def score_table(bundle: ScoringBundle, features: pa.Table | pa.RecordBatch | pd.DataFrame, *,
+def score_table(bundle: ScoringBundle, features: pa.Table | pa.RecordBatch, *,
                 drivers: bool, as_of: date, model_version: str,
                 scored_at: datetime) -> pa.Table:
     """Score feature rows with the bundle's one scoring path (:meth:`ScoringBundle.score_matrix`:
     churn, CLV, tiers, lifecycle stage, drivers, recommended actions) into
     :data:`OUTPUT_SCHEMA`; the API, the CLI and Spark all call it. Drivers are null with
     ``drivers=False``; ``actions`` is the API's ``actions`` list as JSON text."""
-    if isinstance(features, pd.DataFrame):
-        features = pa.Table.from_pandas(features, preserve_index=False)
     full = bundle.score_matrix(bundle.encode_arrow(features), drivers=drivers)
     return _output(features, full, drivers=drivers, as_of=as_of, model_version=model_version,
                    scored_at=scored_at)

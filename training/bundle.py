@@ -149,8 +149,10 @@ class ScoringBundle:
                     out[:, j] = pc.fill_null(pc.cast(codes, pa.float64()), np.nan).to_numpy(
                         zero_copy_only=False)
                 else:  # floats, booleans, …: model_matrix's own str(v) rule
-                    frame = table.select([name]).to_pandas()
-                    out[:, j] = RowEncoder.category_codes(frame[name], enc.levels[name])
+                    codes = category_column(table.column(name).to_pandas(),
+                                            enc.levels[name]).codes.astype(np.float64)
+                    codes[codes < 0] = np.nan
+                    out[:, j] = codes
             else:
                 if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)
                         or pa.types.is_boolean(col.type) or pa.types.is_decimal(col.type)
@@ -384,14 +386,6 @@ class RowEncoder:
                 what = "an integer" if kind == "int" else "a number or null"
                 raise FeatureError(name, f"feature {name!r} must be {what}, "
                                    f"got {type(v).__name__}")
-
-    @staticmethod
-    def category_codes(values: pd.Series, levels: list[str]) -> np.ndarray:
-        """Level codes of a category column as ``model_matrix`` maps it (``str(v)``; missing or
-        unseen → NaN)."""
-        codes = category_column(values, levels).codes.astype(np.float64)
-        codes[codes < 0] = np.nan
-        return codes
 
     def frame(self, X: np.ndarray) -> pd.DataFrame:
         """The model matrix (``model_matrix``'s frame) of an encoded matrix."""

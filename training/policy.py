@@ -399,8 +399,7 @@ def evidence(columns: Mapping[str, np.ndarray],
     def plural(n: int, word: str) -> str:
         return f"{n} {word}{'s' if n != 1 else ''}"
 
-    rows = {name: on(name) for name in SIGNALS}
-    r = rows
+    r = {name: on(name) for name in SIGNALS}
     return {
         "complaints": fill(r["complaints"], [
             f"{plural(int(c['complaints_90d'][i]), 'complaint')} in the last 90 days"
@@ -472,13 +471,12 @@ def expected_values(frame: Frame, policy: Policy, eligible: np.ndarray) -> np.nd
 class Recommendations:
     """The recommended actions of a batch: row ``i`` owns the pairs ``offsets[i]:offsets[i +
     1]`` (at least one: the catalog's no_action when nothing pays), best first, each an action
-    index and its EV; ``json[i]`` is row ``i``'s list of actions (:func:`_action_out` dicts
+    index; ``json[i]`` is row ``i``'s list of actions (:func:`_action_out` dicts
     with their reasons) as compact JSON text, what ``json.dumps`` with ``separators=(",",
     ":")`` writes."""
 
     offsets: np.ndarray
     action: np.ndarray
-    value: np.ndarray
     json: list[str]
 
     def first(self) -> np.ndarray:
@@ -570,7 +568,7 @@ def _recommend(a: Assessment, policy: Policy) -> Recommendations:
     off = offsets.tolist()
     texts = [f"[{pairs[s]}]" if e - s == 1 else "[" + ",".join(pairs[s:e]) + "]"
              for s, e in itertools.pairwise(off)]
-    return Recommendations(offsets=offsets, action=action, value=value, json=texts)
+    return Recommendations(offsets=offsets, action=action, json=texts)
 
 
 @functools.lru_cache(maxsize=16)
