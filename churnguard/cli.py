@@ -333,6 +333,10 @@ def train_cmd(
         "--min-uplift-customers", min=1,
         help="Customers needed in each arm (treated, hold-out) of the campaign log before an "
         "action's measured effect replaces the catalog's prior (default: 200).")] = None,
+    seed: Annotated[int, typer.Option(
+        "--seed", min=0,
+        help="Seed of the boosters' row and column sampling, the calibration folds and the "
+        "BTYD fit sample: the same data, --as-of and seed give the same model.")] = 0,
     allow_unknown_customers: AllowUnknownOpt = False,
 ) -> None:
     """Train the churn + CLV models and baselines, log them to MLflow, register a version.
@@ -344,6 +348,7 @@ def train_cmd(
     Example: churnguard train --data data/demo --as-of 2025-12-01 --horizon-days 90
     """
     from churnguard.training.data import PlanError
+    from churnguard.training.models import BoostConfig
     from churnguard.training.pipeline import TrainConfig, train
     from churnguard.training.policy import PolicyError, load_catalog
     from churnguard.training.uplift import UpliftError
@@ -361,6 +366,7 @@ def train_cmd(
         clv_horizon_auto=clv_horizon_days is None,
         max_train_cutoffs=max_train_cutoffs, refit=refit,
         experiment=experiment or settings.experiment, model_name=settings.model_name,
+        seed=seed, boost=BoostConfig(seed=seed),
     )
     with _open(data, settings, allow_unknown_customers=allow_unknown_customers) as source, \
             _progress() as bar:

@@ -509,7 +509,8 @@ def train(
         params = {
             "as_of": as_of.isoformat(), "horizon_days": config.horizon_days,
             "clv_horizon_days": config.clv_horizon_days, "refit": config.refit,
-            "calibration": churn.calibrator.method, "churn_trees": fitted.churn_trees,
+            "seed": config.seed, "calibration": churn.calibrator.method,
+            "churn_trees": fitted.churn_trees,
             "clv_buy_trees": clv.info["buy_trees"], "clv_spend_trees": clv.info["spend_trees"],
             "clv_scale": round(clv.scale, 6), "clv_smear": round(clv.smear, 6),
             "churn_test_cutoff": churn_plan.test.isoformat(),

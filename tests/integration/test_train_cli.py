@@ -43,7 +43,7 @@ def test_train_promote_score(tmp_path: Path, embedded_store: Path) -> None:
 
     # A second version, trained a month earlier, goes through the gate against v1.
     out = _ok(["train", "--data", str(data), "--as-of", "2025-06-01", *TRAIN,
-               "--min-uplift-customers", "20"])
+               "--min-uplift-customers", "20", "--seed", "4"])
     assert "registered churnguard v2" in out
     v = _models()
     assert "challenger" in v["2"]["aliases"] and "challenger" not in v["1"]["aliases"]
@@ -100,7 +100,9 @@ def test_train_promote_score(tmp_path: Path, embedded_store: Path) -> None:
         run_id=run_id, artifact_path="action_effects.json", dst_path=str(tmp_path))).read_text())
     assert {a["action_id"]: a["source"] for a in effects["actions"]} == sources
     assert effects["min_customers"] == 20 and effects["as_of"] == "2025-06-01"
-    assert "effect_winback_offer" in mlflow.get_run(run_id).data.metrics
+    run = mlflow.get_run(run_id)
+    assert "effect_winback_offer" in run.data.metrics
+    assert run.data.params["seed"] == "4" and run.data.params["xgb_random_state"] == "4"
     pyfunc = mlflow.pyfunc.load_model("models:/churnguard@champion")
     with open_source(data) as source:
         feats = build_features(source, bundle.spec, date(2025, 7, 1)).to_pandas()
