@@ -7,6 +7,8 @@ References
   Regularized Likelihood Methods" (sigmoid calibration; here on the log-odds of the score).
 - [ZE02] Zadrozny & Elkan (2002), "Transforming Classifier Scores into Accurate Multiclass
   Probability Estimates", KDD (isotonic calibration).
+- [OF17] Oron & Flournoy (2017), "Centered Isotonic Regression: Point and Interval Estimation
+  for Dose-Response Studies", Statistics in Biopharmaceutical Research 9(3), 258-267.
 - [NC05] Niculescu-Mizil & Caruana (2005), "Predicting Good Probabilities With Supervised
   Learning", ICML (isotonic overfits small calibration sets; Platt suits them).
 - [CCD18] Chernozhukov et al. (2018), "Double/debiased machine learning", Econometrics
@@ -117,8 +119,11 @@ def log_loss(y: np.ndarray, p: np.ndarray) -> float:
 class Calibrator:
     """A monotone map from a raw score to a calibrated probability.
 
-    ``platt``: p = sigmoid(a · logit(s) + b) [Pla99]; ``isotonic``: a step function through the
-    fitted thresholds, linearly interpolated [ZE02].
+    ``platt``: p = sigmoid(a · logit(s) + b) [Pla99]; ``isotonic``: the isotonic fit [ZE02],
+    centered [OF17]: one knot per block of equal fitted value, at the block's mean score, and
+    linear in between. Plain isotonic regression maps every score of a block to one value, so
+    customers the model ranks apart come out tied; the centered map rises strictly between its
+    first and last knot and keeps the model's ranking there. Outside those knots it is flat.
     """
 
     method: CalibrationMethod
@@ -140,10 +145,15 @@ class Calibrator:
             lr.fit(_logit(scores).reshape(-1, 1), labels)
             return cls("platt", a=float(lr.coef_[0, 0]), b=float(lr.intercept_[0]))
         if method == "isotonic":
-            iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
-            iso.fit(scores, labels)
-            return cls("isotonic", x=tuple(float(v) for v in iso.X_thresholds_),
-                       y=tuple(float(v) for v in iso.y_thresholds_))
+            fitted = IsotonicRegression(y_min=0.0, y_max=1.0).fit_transform(scores, labels)
+            order = np.argsort(scores, kind="stable")
+            s_sorted, f_sorted = scores[order], fitted[order]
+            # Blocks are runs of equal fitted value along the sorted scores (equal scores
+            # always share one, as the fit pools ties).
+            starts = np.flatnonzero(np.r_[True, np.diff(f_sorted) != 0])
+            centers = np.add.reduceat(s_sorted, starts) / np.diff(np.r_[starts, scores.size])
+            return cls("isotonic", x=tuple(float(v) for v in centers),
+                       y=tuple(float(v) for v in f_sorted[starts]))
         raise ValueError(f"unknown calibration method {method!r}; use 'isotonic' or 'platt'")
 
     def predict(self, scores: np.ndarray) -> np.ndarray:

@@ -49,6 +49,29 @@ def test_calibrators_round_trip_and_are_monotone() -> None:
         Calibrator.fit("beta", s, y)  # type: ignore[arg-type]
 
 
+def test_isotonic_is_centered_and_keeps_the_ranking() -> None:
+    """Plain isotonic regression ties every score of a block; the centered fit [OF17] is
+    strictly increasing between its outer knots, with knots at the blocks' mean scores."""
+    from sklearn.isotonic import IsotonicRegression
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(1)
+    s = rng.uniform(0.01, 0.99, 3000)
+    y = (rng.uniform(size=s.size) < _sigmoid(1.5 * _logit(s))).astype(float)
+    cal = Calibrator.fit("isotonic", s, y)
+    plain = IsotonicRegression(y_min=0.0, y_max=1.0).fit(s, y)
+    assert len(cal.x) == len(np.unique(plain.predict(s))) > 5
+    assert np.all(np.diff(cal.x) > 0) and np.all(np.diff(cal.y) > 0)
+    # A knot sits at the mean score of its block, at the block's fitted value.
+    block = plain.predict(s) == cal.y[2]
+    assert cal.x[2] == pytest.approx(s[block].mean())
+    inner = (s > cal.x[0]) & (s < cal.x[-1])
+    p = cal.predict(s[inner])
+    assert np.unique(p).size == inner.sum()
+    assert roc_auc_score(y[inner], p) == pytest.approx(roc_auc_score(y[inner], s[inner]))
+    assert np.unique(plain.predict(s[inner])).size < inner.sum() / 10
+
+
 def test_choice_is_cross_fitted_not_in_sample() -> None:
     """Isotonic always wins in-sample (it is the monotone MLE); when the truth is a sigmoid of
     the score and the set is small, the cross-fitted choice must pick Platt."""
