@@ -152,18 +152,18 @@ def run(cmd: list[str], env: dict[str, str], log: Path) -> float:
     return time.perf_counter() - t0
 
 
-def churnguard_scores(data: Path, proto: Protocol, work: Path, log: Path) -> tuple[
-        pd.DataFrame, dict[str, Any]]:
+def churnguard_scores(data: Path, proto: Protocol, work: Path, log: Path, seed: int = 0
+                      ) -> tuple[pd.DataFrame, dict[str, Any]]:
     exe = str(Path(sys.executable).parent / "churnguard")
-    store = work / f"store-{proto.name}"
+    store = work / f"store-{proto.name}-seed{seed}"
     shutil.rmtree(store, ignore_errors=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "CHURNGUARD_"))}
     env["CHURNGUARD_DATA_DIR"] = str(store)
     h = str(proto.horizon_days)
     train_cmd = [exe, "train", "--data", str(data), "--as-of", proto.as_of.isoformat(),
                  "--horizon-days", h, "--clv-horizon-days", h, "--experiment",
-                 f"cdnow-{proto.name}"]
-    out = work / f"scores-{proto.name}.parquet"
+                 f"cdnow-{proto.name}", *(["--seed", str(seed)] if seed else [])]
+    out = work / f"scores-{proto.name}-seed{seed}.parquet"
     score_cmd = [exe, "score", "--data", str(data), "--as-of", proto.as_of.isoformat(),
                  "--out", str(out)]
     t_train = run(train_cmd, env, log)
@@ -210,6 +210,37 @@ def btyd_anchors(master: pd.DataFrame, as_of: date, horizon_days: int,
         clv = np.asarray(customer_lifetime_value(model, gg, x, t_x, T, m, t=weeks), dtype=float)
         out[f"{name} + GG"] = (p0, clv)
     return out
+
+
+def btyd_level_by_cutoff(master: pd.DataFrame, as_of: date, horizon_days: int
+                         ) -> list[dict[str, Any]]:
+    """For every month start c from April 1997 to ``as_of`` (the protocol's own forward window
+    last): the total spend in [c, c + horizon), and BG/NBD + Gamma-Gamma's prediction of it when
+    fitted on the rows before c (as in :func:`btyd_anchors`). How far the prediction is off
+    month by month shows how much of a window's total the history at its cutoff cannot tell."""
+    from churnguard.training.btyd import (
+        BetaGeoModel,
+        GammaGammaModel,
+        customer_lifetime_value,
+        rfm_summary,
+    )
+
+    rows = []
+    c = pd.Timestamp(master["day"].min()).normalize() + pd.offsets.MonthBegin(3)
+    while c <= pd.Timestamp(as_of):
+        rfm = rfm_summary(_txn(master), as_of=c.date(), include_zero_amounts=True)
+        x, t_x, T = (rfm[col].to_numpy(float) for col in ("frequency", "recency", "T"))
+        m = rfm["monetary_value"].to_numpy(float)
+        rep = (x > 0) & (m > 0)
+        gg = GammaGammaModel().fit(x[rep], m[rep])
+        bg = BetaGeoModel().fit(x, t_x, T)
+        pred = float(np.sum(customer_lifetime_value(bg, gg, x, t_x, T, m,
+                                                    t=horizon_days / 7.0)))
+        actual = float(truth(master, c.date(), horizon_days)["spend"].sum())
+        rows.append({"cutoff": c.date().isoformat(), "actual": actual, "predicted": pred,
+                     "error": pred / actual - 1.0})
+        c += pd.offsets.MonthBegin(1)
+    return rows
 
 
 def rfm_features(master: pd.DataFrame, cutoff: date, ids: pd.Series) -> pd.DataFrame:
@@ -270,24 +301,29 @@ def supervised_anchors(master: pd.DataFrame, as_of: date, horizon_days: int,
 
 
 def evaluate_protocol(master: pd.DataFrame, data: Path, proto: Protocol, work: Path,
-                      log: Path, skip_cli: bool = False) -> dict[str, Any]:
+                      log: Path, skip_cli: bool = False, seeds: int = 1) -> dict[str, Any]:
+    """Every metric of churnguard (seed 0, the default) and of each anchor; with ``seeds`` > 1,
+    also churnguard's metrics for ``--seed`` 1 .. seeds - 1 (``seed_runs``)."""
     from churnguard.training import evaluate
 
     t = truth(master, proto.as_of, proto.horizon_days)
     y, spend = t["churned"].to_numpy(), t["spend"].to_numpy()
     models: dict[str, dict[str, float]] = {}
     info: dict[str, Any] = {}
-    if not skip_cli:
-        scores, info = churnguard_scores(data, proto, work, log)
+    seed_runs: list[dict[str, float]] = []
+    for seed in range(0 if skip_cli else seeds):
+        scores, seed_info = churnguard_scores(data, proto, work, log, seed)
         m = t.merge(scores, on="customer_id", how="left")
         if m["churn_probability"].isna().any():
             raise RuntimeError(f"{m['churn_probability'].isna().sum()} customers not scored")
         if len(scores) != len(t):
             raise RuntimeError(f"scored {len(scores)} customers, the population has {len(t)}")
-        info["model_version"] = str(scores["model_version"].iloc[0])
-        models["churnguard"] = {
+        seed_runs.append({
             **evaluate.churn_metrics(y, m["churn_probability"].to_numpy()),
-            **evaluate.clv_metrics(spend, m["clv"].to_numpy())}
+            **evaluate.clv_metrics(spend, m["clv"].to_numpy())})
+        if seed == 0:
+            info = {**seed_info, "model_version": str(scores["model_version"].iloc[0])}
+            models["churnguard"] = seed_runs[0]
     anchors: dict[str, tuple[np.ndarray | None, np.ndarray | None]] = {}
     anchors.update(btyd_anchors(master, proto.as_of, proto.horizon_days, t["customer_id"]))
     anchors.update(supervised_anchors(master, proto.as_of, proto.horizon_days,
@@ -299,10 +335,12 @@ def evaluate_protocol(master: pd.DataFrame, data: Path, proto: Protocol, work: P
         if clv is not None:
             row.update(evaluate.clv_metrics(spend, clv))
         models[name] = row
+    levels = btyd_level_by_cutoff(master, proto.as_of, proto.horizon_days)
     return {"as_of": proto.as_of.isoformat(), "horizon_days": proto.horizon_days,
             "label_window_end": (proto.as_of + timedelta(days=proto.horizon_days - 1)).isoformat(),
             "n_customers": len(t), "churn_rate": float(y.mean()),
-            "total_spend": float(spend.sum()), "cli": info, "models": models}
+            "total_spend": float(spend.sum()), "cli": info, "models": models,
+            "seed_runs": seed_runs, "btyd_level_by_cutoff": levels}
 
 
 def _better(key: str, direction: int, a: float, b: float) -> bool:
@@ -372,6 +410,28 @@ def markdown(results: dict[str, Any]) -> str:
                 _fmt(key, best_here), _fmt(key, ISSUE_BEST[name][key]),
                 f"{target}: {verdict}"]) + " |")
         lines.append("")
+        runs = res.get("seed_runs", [])
+        if len(runs) > 1:
+            lines += [f"Seed spread: the same train and score with `--seed` 0 .. {len(runs) - 1}"
+                      " (row and column sampling of the boosters, calibration folds, BTYD fit "
+                      "sample). Row 0 is the table above.", "",
+                      "| metric | " + " | ".join(f"seed {i}" for i in range(len(runs)))
+                      + " | seeds passing |", "|" + "---|" * (len(runs) + 2)]
+            for key, label, _kind, direction in ROWS:
+                vs = [r[key] for r in runs]
+                passing = sum(_check(name, key, direction, v) for v in vs)
+                lines.append("| " + " | ".join([label, *(_fmt(key, v) for v in vs),
+                                                f"{passing}/{len(runs)}"]) + " |")
+            lines.append("")
+        levels = res.get("btyd_level_by_cutoff", [])
+        if levels:
+            lines += [f"Total spend in each {res['horizon_days']}-day window from a month start, "
+                      "and BG/NBD + Gamma-Gamma's prediction from the rows before it (fitted "
+                      "at that cutoff; the last row is this protocol's forward window):", "",
+                      "| cutoff | actual | predicted | error |", "|---|---:|---:|---:|"]
+            lines += [f"| {r['cutoff']} | ${r['actual']:,.0f} | ${r['predicted']:,.0f} | "
+                      f"{r['error']:+.1%} |" for r in levels]
+            lines.append("")
     lines += ["Truth: churned = no purchase (a row with a positive amount) in [as-of, as-of + "
               "horizon); spend = total amount in that window. Anchors are fitted on the rows "
               "before the as-of date only: BG/NBD and Pareto/NBD with Gamma-Gamma on the whole "
@@ -395,6 +455,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out-dir", type=Path, default=HERE / "results")
     ap.add_argument("--skip-cli", action="store_true",
                     help="only the anchors (no churnguard train/score)")
+    ap.add_argument("--seeds", type=int, default=1,
+                    help="train and score churnguard with --seed 0 .. N-1 and report the "
+                         "spread (default 1: the default seed only)")
     args = ap.parse_args(argv)
     import xgboost
 
@@ -430,7 +493,8 @@ def main(argv: list[str] | None = None) -> int:
             "issue_best_anchor": ISSUE_BEST, "protocols": {}}
         for name in names:
             print(f"{name} …", flush=True)
-            res = evaluate_protocol(master, data, PROTOCOLS[name], work, log, args.skip_cli)
+            res = evaluate_protocol(master, data, PROTOCOLS[name], work, log, args.skip_cli,
+                                    seeds=args.seeds)
             results["protocols"][name] = res
             if "churnguard" in res["models"]:
                 res["checks"] = {key: _check(name, key, d, res["models"]["churnguard"][key])
