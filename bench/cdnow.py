@@ -463,6 +463,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import churnguard
 
+    if args.seeds < 1:
+        ap.error(f"--seeds must be at least 1, got {args.seeds}")
     names = [p.strip() for p in args.protocols.split(",") if p.strip()]
     unknown = [n for n in names if n not in PROTOCOLS]
     if unknown:
