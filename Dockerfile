@@ -25,6 +25,7 @@ RUN python -m venv /opt/venv
 COPY pyproject.toml README.md ./
 COPY churnguard/ churnguard/
 COPY features/ features/
+COPY model/ model/
 COPY training/ training/
 COPY serving/ serving/
 RUN python -m pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \

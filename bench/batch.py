@@ -4,8 +4,8 @@
 
 In one run, on the same precomputed feature matrix (built once with DuckDB from demo data):
 
-- ``churnguard``: the batch job's scoring + writing path (``training.batch``: Arrow chunks →
-  ``score_chunks`` without drivers: churn, CLV, tiers, lifecycle stage, recommended actions with
+- ``churnguard``: the batch job's scoring + writing path (``serving.batch``: Arrow chunks →
+  ``score_table`` without drivers: churn, CLV, tiers, lifecycle stage, recommended actions with
   their reasons, in the fixed output schema → Parquet through a temp file and an atomic
   rename);
 - ``floor``: ``inplace_predict`` of the churn booster and the two CLV boosters on the encoded
@@ -48,8 +48,8 @@ def main() -> None:
 
     from churnguard.features.build import write_features
     from churnguard.features.sources import open_source
-    from churnguard.training.batch import FileSink, score_chunks
-    from churnguard.training.bundle import ChurnguardPyfunc
+    from churnguard.model.pyfunc import ChurnguardPyfunc
+    from churnguard.serving.batch import FileSink, score_table
 
     sys.path.insert(0, str(HERE))
     from common import demo_data, small_bundle
@@ -72,9 +72,9 @@ def main() -> None:
     sink.prepare()
     at = datetime.now(UTC)
     chunks = pq.ParquetFile(feats_file).iter_batches(batch_size=args.chunk_size)
-    for table in score_chunks(bundle, chunks, drivers=False, as_of=as_of,
-                              model_version="bench", scored_at=at):
-        sink.write(table)
+    for chunk in chunks:
+        sink.write(score_table(bundle, chunk, drivers=False, as_of=as_of,
+                               model_version="bench", scored_at=at))
     sink.commit(lambda _: None)
     sec = time.perf_counter() - t
     results["churnguard"] = {"rows": n, "seconds": sec, "per_s": n / sec}

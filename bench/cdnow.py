@@ -186,7 +186,7 @@ def _txn(master: pd.DataFrame) -> pd.DataFrame:
 def btyd_anchors(master: pd.DataFrame, as_of: date, horizon_days: int,
                  ids: pd.Series) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """(churn probability, expected spend) of BG/NBD and Pareto/NBD, each with Gamma-Gamma."""
-    from churnguard.training.btyd import (
+    from churnguard.model.btyd import (
         BetaGeoModel,
         GammaGammaModel,
         ParetoNBDModel,
@@ -218,7 +218,7 @@ def btyd_level_by_cutoff(master: pd.DataFrame, as_of: date, horizon_days: int
     last): the total spend in [c, c + horizon), and BG/NBD + Gamma-Gamma's prediction of it when
     fitted on the rows before c (as in :func:`btyd_anchors`). How far the prediction is off
     month by month shows how much of a window's total the history at its cutoff cannot tell."""
-    from churnguard.training.btyd import (
+    from churnguard.model.btyd import (
         BetaGeoModel,
         GammaGammaModel,
         customer_lifetime_value,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from churnguard.features.demo_data import generate_demo_data
 from churnguard.features.sources import open_source
-from churnguard.training.bundle import ScoringBundle
+from churnguard.model.bundle import ScoringBundle
 from churnguard.training.models import BoostConfig
 from churnguard.training.pipeline import TrainConfig, fit_models
 

@@ -55,7 +55,7 @@ import os, sys, numpy as np, xgboost as xgb
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 import orjson
-from churnguard.training.bundle import ScoringBundle
+from churnguard.model.bundle import ScoringBundle
 bundle = ScoringBundle.load(os.environ["CG_MINIMAL_BUNDLE"])
 names = bundle.feature_names
 kinds = {f.name: f.kind for f in bundle.spec.features()}
@@ -159,7 +159,7 @@ def _has_champion(store: Path) -> bool:
 
 def champion_version(store: Path) -> str:
     sys.path.insert(0, str(ROOT))
-    from churnguard.training.registry import Tracking
+    from churnguard.model.registry import Tracking
 
     tracking = Tracking.resolve(store)
     tracking.activate()
@@ -171,8 +171,8 @@ def register_fallback(demo: Path, store: Path, cutoffs: int) -> None:
     sys.path.insert(0, str(ROOT))
 
     from churnguard.features.sources import open_source
+    from churnguard.model.policy import load_catalog
     from churnguard.training.pipeline import TrainConfig, fit_models
-    from churnguard.training.policy import load_catalog
 
     source = open_source(demo)
     fitted = fit_models(source, config=TrainConfig(max_train_cutoffs=cutoffs,
@@ -189,8 +189,8 @@ def register_bundle(bundle_dir: Path, store: Path) -> None:
     sys.path.insert(0, str(ROOT))
     import mlflow
 
-    from churnguard.training.bundle import ChurnguardPyfunc
-    from churnguard.training.registry import Tracking
+    from churnguard.model.pyfunc import ChurnguardPyfunc
+    from churnguard.model.registry import Tracking
 
     tracking = Tracking.resolve(store)
     tracking.activate()
@@ -207,7 +207,7 @@ def champion(store: Path) -> tuple[str, Path]:
     sys.path.insert(0, str(ROOT))
     import mlflow
 
-    from churnguard.training.registry import Tracking
+    from churnguard.model.registry import Tracking
 
     tracking = Tracking.resolve(store)
     tracking.activate()

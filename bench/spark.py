@@ -34,8 +34,8 @@ MASTERS = ("local[1]", "local[2]")
 def worker(args: argparse.Namespace) -> None:
     """One timed job in this process; prints a JSON line."""
     from churnguard.features.spark import open_spark_source, spark_session
-    from churnguard.training.batch import parse_destination, run_batch
-    from churnguard.training.bundle import ScoringBundle
+    from churnguard.model.bundle import ScoringBundle
+    from churnguard.serving.batch import parse_destination, run_batch
 
     bundle = ScoringBundle.load(args.bundle)
     t0 = time.perf_counter()

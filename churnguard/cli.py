@@ -37,6 +37,21 @@ app.add_typer(data_app, name="data")
 err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="Also show debug messages.")] = False) -> None:
+    """Route churnguard's log messages (progress notes, warnings) to stderr through rich."""
+    import logging
+
+    from rich.logging import RichHandler
+
+    logger = logging.getLogger("churnguard")
+    logger.handlers[:] = [RichHandler(console=err, show_time=False, show_path=False,
+                                      markup=False, rich_tracebacks=False)]
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logger.propagate = False
+
 DataOpt = Annotated[
     str,
     typer.Option("--data", help="Source: a directory of Parquet/CSV files, a DuckDB file, or "
@@ -301,7 +316,7 @@ def data_check(data: DataOpt, allow_unknown_customers: AllowUnknownOpt = False) 
 
 
 def _tracking(settings: Settings) -> Any:
-    from churnguard.training.registry import Tracking
+    from churnguard.model.registry import Tracking
 
     return Tracking.resolve(settings.data_dir, settings.mlflow_tracking_uri)
 
@@ -347,10 +362,10 @@ def train_cmd(
 
     Example: churnguard train --data data/demo --as-of 2025-12-01 --horizon-days 90
     """
+    from churnguard.model.policy import PolicyError, load_catalog
     from churnguard.training.data import PlanError
     from churnguard.training.models import BoostConfig
     from churnguard.training.pipeline import TrainConfig, train
-    from churnguard.training.policy import PolicyError, load_catalog
     from churnguard.training.uplift import UpliftError
 
     settings = Settings()
@@ -504,13 +519,13 @@ def score_cmd(
     """
     import os
 
-    from churnguard.training.batch import (
+    from churnguard.model.registry import load_bundle
+    from churnguard.serving.batch import (
         BatchInputError,
         fault_checkpoint,
         parse_destination,
         run_batch,
     )
-    from churnguard.training.pipeline import load_bundle
 
     settings = Settings()
     cutoff = _parse_date(as_of, "--as-of")
@@ -526,9 +541,10 @@ def score_cmd(
     uri = model or f"models:/{settings.model_name}@{settings.model_alias}"
     try:
         bundle, version = load_bundle(uri)
-    except Exception as exc:  # MlflowException, OSError: the model cannot be loaded
-        raise _fail(f"cannot load model {uri}: {exc}") from None
-    # Test hook for the fault tests: kill the job at a named point (see training/batch.py).
+    except Exception as exc:  # MlflowException, BundleError, OSError
+        # Not bad input: the registry or the model is the problem (exit 1, not 2).
+        raise _fail(f"cannot load model {uri}: {exc}", code=1) from None
+    # Test hook for the fault tests: kill the job at a named point (see serving/batch.py).
     checkpoint = fault_checkpoint(os.environ.get("CHURNGUARD_BATCH_FAULT"))
     with _progress() as bar:
         task = bar.add_task("scoring customers", total=None)
@@ -567,7 +583,7 @@ def _score_spark(data: str, cutoff: date, dest: Any, bundle: Any, version: str,
                  allow_unknown_customers: bool, progress: Any, checkpoint: Any) -> Any:
     from churnguard.features.sources import DataContractError
     from churnguard.features.spark import open_spark_source, spark_session
-    from churnguard.training.batch import run_batch
+    from churnguard.serving.batch import run_batch
 
     spark = spark_session(master)
     try:
@@ -614,6 +630,11 @@ def serve_cmd(
     except ValidationError as exc:
         raise _fail(f"invalid settings: {exc}") from None
     level = settings.log_level.upper()
+    # A service logs plain lines with times for log collectors, not the CLI's rich console.
+    churnguard_log = logging.getLogger("churnguard")
+    churnguard_log.handlers.clear()
+    churnguard_log.propagate = True
+    churnguard_log.setLevel(logging.NOTSET)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("churnguard.serving.access").setLevel(
         logging.DEBUG if level == "DEBUG" else logging.WARNING)

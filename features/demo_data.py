@@ -21,8 +21,6 @@ churn model on this data can reach.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,6 +49,7 @@ from churnguard.features._demo_sim import (
     SimParams,
     StartState,
 )
+from churnguard.features.io import atomic_output
 
 __all__ = ["DemoSummary", "generate_demo_data", "oracle_churn_probability"]
 
@@ -643,23 +642,12 @@ def generate_demo_data(
     out_dir = Path(out_dir)
     _validate(out_dir, n_customers, seed, start, end, fmt)
     params = SimParams()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    (tmp / "ground_truth").mkdir(parents=True)
-    try:
-        summary = _generate_into(
+    with atomic_output(out_dir) as tmp:  # out_dir is new or empty (validated above)
+        (tmp / "ground_truth").mkdir(parents=True)
+        return _generate_into(
             tmp, out_dir, n_customers, seed, start, end, subscriptions, fmt, progress, params,
             t_start,
         )
-        if out_dir.exists():
-            out_dir.rmdir()  # validated empty above
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return summary
 
 
 def _generate_into(

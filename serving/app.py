@@ -38,7 +38,7 @@ def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 def build_holder(settings: Settings, metrics: Metrics) -> ModelHolder:
-    from churnguard.training.registry import Tracking
+    from churnguard.model.registry import Tracking
 
     tracking = Tracking.resolve(settings.data_dir, settings.mlflow_tracking_uri)
     tracking.activate()
@@ -116,7 +116,7 @@ def create_app(settings: Settings | None = None, *, holder: ModelHolder | None =
                  for router in (scores.router, campaigns.router, meta.router)
                  for r in router.routes}
     templates.update({id(r): getattr(r, "path", "") for r in meta.ops.routes})
-    app.add_middleware(ServiceMiddleware, metrics=metrics,  # type: ignore[arg-type]
+    app.add_middleware(ServiceMiddleware, metrics=metrics,
                        max_body=settings.max_request_bytes, templates=templates)
     return app
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from churnguard.training.bundle import ScoringBundle
+from churnguard.model.bundle import ScoringBundle
+from churnguard.model.registry import load_bundle
 
 log = logging.getLogger("churnguard.serving")
 
@@ -37,15 +38,7 @@ Loader = Callable[[str], LoadedModel]
 
 
 def tune_for_serving(bundle: ScoringBundle) -> ScoringBundle:
-    """One XGBoost thread per prediction: requests are small, concurrency comes from workers.
-
-    Also checks once, at load, that every booster reads the encoder's columns in order: the
-    scoring path passes encoded matrices without per-call feature-name checks."""
-    names = bundle.encoder().names
-    for booster in (bundle.churn.booster, bundle.clv.buy, bundle.clv.spend):
-        if booster.feature_names is not None and list(booster.feature_names) != names:
-            raise ValueError("the model's boosters do not read the feature spec's columns in "
-                             "order; the bundle is inconsistent")
+    """One XGBoost thread per prediction: requests are small, concurrency comes from workers."""
     return bundle.set_threads(1)
 
 
@@ -65,8 +58,6 @@ def mlflow_resolver(client: Any, name: str, alias: str) -> Resolver:
 
 def mlflow_loader(client: Any, name: str, alias: str) -> Loader:
     def load(version: str) -> LoadedModel:
-        from churnguard.training.pipeline import load_bundle
-
         uri = f"models:/{name}/{version}"
         bundle, _ = load_bundle(uri)
         mv = client.get_model_version(name, version)

@@ -8,12 +8,13 @@ from typing import Any
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
+from churnguard.model.encode import FeatureError
+from churnguard.model.score import FullScores, score_matrix
 from churnguard.serving.errors import ApiError
 from churnguard.serving.metrics import Metrics
 from churnguard.serving.model import LoadedModel
 from churnguard.serving.schemas import CustomerIn
 from churnguard.serving.store import FeatureStore, StoreError
-from churnguard.training.bundle import FeatureError, FullScores
 
 #: Batches at least this large are scored in a worker thread (XGBoost releases the GIL).
 THREAD_ROWS = 64
@@ -76,9 +77,11 @@ async def _lookup(ids: list[str], model: LoadedModel, store: FeatureStore, field
 
 
 async def score(X: np.ndarray, model: LoadedModel, *, drivers: bool = True) -> FullScores:
+    """:func:`~churnguard.model.score.score_matrix` of the request's rows; large batches in a
+    worker thread so the event loop keeps serving."""
     if len(X) >= THREAD_ROWS:
-        return await run_in_threadpool(model.bundle.score_matrix, X, drivers=drivers)
-    return model.bundle.score_matrix(X, drivers=drivers)
+        return await run_in_threadpool(score_matrix, model.bundle, X, drivers=drivers)
+    return score_matrix(model.bundle, X, drivers=drivers)
 
 
 def records(full: FullScores, ids: list[str], model: LoadedModel,

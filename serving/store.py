@@ -28,7 +28,8 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from churnguard.training.bundle import FeatureError, ScoringBundle
+from churnguard.model.bundle import ScoringBundle
+from churnguard.model.encode import FeatureError
 
 log = logging.getLogger("churnguard.serving")
 

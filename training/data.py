@@ -154,7 +154,7 @@ def _as_date(value: object) -> date:
     if isinstance(value, pd.Timestamp):
         return value.date()
     if hasattr(value, "date") and callable(value.date):
-        return value.date()  # type: ignore[no-any-return]
+        return value.date()
     assert isinstance(value, date)
     return value
 

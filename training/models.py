@@ -29,9 +29,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -39,10 +38,21 @@ import xgboost as xgb
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
-log = logging.getLogger(__name__)
+from churnguard.model.predictors import (
+    PRIOR_COLUMNS,
+    BtydPrior,
+    CalibrationMethod,
+    Calibrator,
+    ChurnModel,
+    ClvModel,
+    clip_probability,
+    logit,
+    masked_frame,
+    prior_columns,
+    rfm_arrays,
+)
 
-EPS = 1e-6
-CalibrationMethod = Literal["isotonic", "platt"]
+log = logging.getLogger(__name__)
 
 #: Features whose effect on churn has a known sign (+1: more of it never lowers churn risk).
 #: Constraining them ([CG16] monotone constraints) keeps the model sensible where data is thin
@@ -64,10 +74,6 @@ CLV_MONOTONE: dict[str, int] = {
 #: customers than the one scored later, so splits on age are extrapolated; with a BTYD prior,
 #: which models ageing itself, a candidate that never splits on them is tried (``masked``).
 AGE_FEATURES: tuple[str, ...] = ("tenure_days", "days_since_first_purchase")
-
-#: The feature columns a :class:`BtydPrior` reads.
-PRIOR_COLUMNS = ("purchase_days_total", "days_since_first_purchase",
-                 "days_since_last_purchase", "avg_order_value")
 
 
 @dataclass(frozen=True)
@@ -95,18 +101,9 @@ class BoostConfig:
         }
 
 
-def _clip(p: np.ndarray) -> np.ndarray:
-    return np.clip(np.asarray(p, dtype=float), EPS, 1.0 - EPS)
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    q = _clip(p)
-    return np.log(q / (1.0 - q))
-
-
 def log_loss(y: np.ndarray, p: np.ndarray) -> float:
     """Mean binary cross-entropy with probabilities clipped to [1e-6, 1 - 1e-6]."""
-    q = _clip(p)
+    q = clip_probability(p)
     y = np.asarray(y, dtype=float)
     return float(-np.mean(y * np.log(q) + (1.0 - y) * np.log(1.0 - q)))
 
@@ -115,62 +112,31 @@ def log_loss(y: np.ndarray, p: np.ndarray) -> float:
 # Calibration
 
 
-@dataclass(frozen=True)
-class Calibrator:
-    """A monotone map from a raw score to a calibrated probability.
-
-    ``platt``: p = sigmoid(a · logit(s) + b) [Pla99]; ``isotonic``: the isotonic fit [ZE02],
-    centered [OF17]: one knot per block of equal fitted value, at the block's mean score, and
-    linear in between. Plain isotonic regression maps every score of a block to one value, so
-    customers the model ranks apart come out tied; the centered map rises strictly between its
-    first and last knot and keeps the model's ranking there. Outside those knots it is flat.
-    """
-
-    method: CalibrationMethod
-    a: float = 1.0
-    b: float = 0.0
-    x: tuple[float, ...] = ()
-    y: tuple[float, ...] = ()
-
-    @classmethod
-    def fit(cls, method: CalibrationMethod, scores: np.ndarray, labels: np.ndarray) -> Calibrator:
-        scores = np.asarray(scores, dtype=float)
-        labels = np.asarray(labels, dtype=float)
-        if scores.shape != labels.shape or scores.size == 0:
-            raise ValueError("calibration needs equally long, non-empty scores and labels")
-        if len(np.unique(labels)) < 2:
-            raise ValueError("calibration needs both classes in the labels")
-        if method == "platt":
-            lr = LogisticRegression(C=1e6, max_iter=1000)
-            lr.fit(_logit(scores).reshape(-1, 1), labels)
-            return cls("platt", a=float(lr.coef_[0, 0]), b=float(lr.intercept_[0]))
-        if method == "isotonic":
-            fitted = IsotonicRegression(y_min=0.0, y_max=1.0).fit_transform(scores, labels)
-            order = np.argsort(scores, kind="stable")
-            s_sorted, f_sorted = scores[order], fitted[order]
-            # Blocks are runs of equal fitted value along the sorted scores (equal scores
-            # always share one, as the fit pools ties).
-            starts = np.flatnonzero(np.r_[True, np.diff(f_sorted) != 0])
-            centers = np.add.reduceat(s_sorted, starts) / np.diff(np.r_[starts, scores.size])
-            return cls("isotonic", x=tuple(float(v) for v in centers),
-                       y=tuple(float(v) for v in f_sorted[starts]))
-        raise ValueError(f"unknown calibration method {method!r}; use 'isotonic' or 'platt'")
-
-    def predict(self, scores: np.ndarray) -> np.ndarray:
-        scores = np.asarray(scores, dtype=float)
-        if self.method == "platt":
-            z = self.a * _logit(scores) + self.b
-            return _clip(1.0 / (1.0 + np.exp(-z)))
-        return _clip(np.interp(scores, np.asarray(self.x), np.asarray(self.y)))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "a": self.a, "b": self.b, "x": list(self.x),
-                "y": list(self.y)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Calibrator:
-        return cls(method=data["method"], a=float(data["a"]), b=float(data["b"]),
-                   x=tuple(float(v) for v in data["x"]), y=tuple(float(v) for v in data["y"]))
+def fit_calibrator(method: CalibrationMethod, scores: np.ndarray, labels: np.ndarray
+                   ) -> Calibrator:
+    """Fit a :class:`~churnguard.model.predictors.Calibrator` of ``method`` on raw scores
+    and 0/1 labels."""
+    scores = np.asarray(scores, dtype=float)
+    labels = np.asarray(labels, dtype=float)
+    if scores.shape != labels.shape or scores.size == 0:
+        raise ValueError("calibration needs equally long, non-empty scores and labels")
+    if len(np.unique(labels)) < 2:
+        raise ValueError("calibration needs both classes in the labels")
+    if method == "platt":
+        lr = LogisticRegression(C=1e6, max_iter=1000)
+        lr.fit(logit(scores).reshape(-1, 1), labels)
+        return Calibrator("platt", a=float(lr.coef_[0, 0]), b=float(lr.intercept_[0]))
+    if method == "isotonic":
+        fitted = IsotonicRegression(y_min=0.0, y_max=1.0).fit_transform(scores, labels)
+        order = np.argsort(scores, kind="stable")
+        s_sorted, f_sorted = scores[order], fitted[order]
+        # Blocks are runs of equal fitted value along the sorted scores (equal scores
+        # always share one, as the fit pools ties).
+        starts = np.flatnonzero(np.r_[True, np.diff(f_sorted) != 0])
+        centers = np.add.reduceat(s_sorted, starts) / np.diff(np.r_[starts, scores.size])
+        return Calibrator("isotonic", x=tuple(float(v) for v in centers),
+                          y=tuple(float(v) for v in f_sorted[starts]))
+    raise ValueError(f"unknown calibration method {method!r}; use 'isotonic' or 'platt'")
 
 
 @dataclass(frozen=True)
@@ -210,226 +176,49 @@ def choose_calibration(
             if len(np.unique(labels[fit_rows])) < 2:
                 total = math.inf
                 break
-            cal = Calibrator.fit(method, scores[fit_rows], labels[fit_rows])
+            cal = fit_calibrator(method, scores[fit_rows], labels[fit_rows])
             total += log_loss(labels[eval_rows], cal.predict(scores[eval_rows])) * eval_rows.sum()
         losses[method] = total / scores.size
     best = min(methods, key=lambda m: losses[m])
-    return CalibrationChoice(Calibrator.fit(best, scores, labels), losses,
+    return CalibrationChoice(fit_calibrator(best, scores, labels), losses,
                              log_loss(labels, scores))
 
 
-# ---------------------------------------------------------------------------------------------
-# BTYD prior: the base margin the boosters correct
-
-
-def _prior_columns(X: pd.DataFrame | np.ndarray,
-                   names: list[str] | None = None) -> dict[str, np.ndarray]:
-    """The prior's input columns from a feature frame or an encoded matrix + column names, as
-    arrays (the API scores one row at a time: no pandas on that path)."""
-    if isinstance(X, pd.DataFrame):
-        cols = {c: pd.to_numeric(X[c], errors="coerce").to_numpy(dtype=float)
-                for c in PRIOR_COLUMNS}
-    else:
-        if names is None:
-            raise ValueError("an encoded matrix needs its column names")
-        cols = {c: np.asarray(X[:, names.index(c)], dtype=float) for c in PRIOR_COLUMNS}
-    # Any row must score: counts become whole and non-negative, ages non-negative, the last
-    # purchase no earlier than the first (the BTYD models reject anything else).
-    first = np.clip(cols["days_since_first_purchase"], 0.0, None)
-    return {
-        "purchase_days_total": np.round(np.clip(cols["purchase_days_total"], 0.0, None)),
-        "days_since_first_purchase": first,
-        "days_since_last_purchase": np.clip(cols["days_since_last_purchase"], 0.0, first),
-        "avg_order_value": np.clip(cols["avg_order_value"], 0.0, None),
-    }
-
-
-def _prior_frame(X: pd.DataFrame | np.ndarray, names: list[str] | None = None) -> pd.DataFrame:
-    """:func:`_prior_columns` as a frame (index kept for a frame input)."""
-    index = X.index if isinstance(X, pd.DataFrame) else pd.RangeIndex(len(X))
-    return pd.DataFrame(_prior_columns(X, names), index=index)
-
-
-@dataclass(frozen=True)
-class BtydPrior:
-    """A BTYD purchase model (BG/NBD [FHL05] or Pareto/NBD [SMC87]) + Gamma-Gamma [FHL05b]
-    fitted on one snapshot's feature rows, used as the base margin of the boosters (boosting
-    from an initial fit [FHS05]).
-
-    The BTYD models extrapolate with customer age by construction (the posterior of a
-    customer's purchase rate and dropout given x, t_x and T), where trees fitted on younger
-    snapshots can only extend their outermost leaf. Margins, with P0(h) = P(no purchase in the
-    next h days | x, t_x, T) and E[Y(h)] the expected purchases ([FHL05] eq. 10; [SMC87]) times
-    the Gamma-Gamma expected order value E[M] ([FHL05b]):
-
-    - churn: logit P0(h);
-    - buy (CLV hurdle): logit(1 - P0(h));
-    - spend if buying: log(E[Y(h)] · E[M] / (1 - P0(h))).
-
-    Customers without a purchase are outside the BTYD models: their margins are 0 (log-odds)
-    and log of the population mean order value, and the trees learn their level.
-    The RFM statistics come from the feature row (``BtydBaseline.rfm``). ``family=None`` fits
-    both purchase models and keeps the one with the higher likelihood (both have four
-    parameters, so this is also the AIC choice).
+def fit_btyd_prior(X: pd.DataFrame, *, family: str | None = None, max_rows: int = 20_000,
+                   seed: int = 0) -> BtydPrior:
+    """Fit a :class:`~churnguard.model.predictors.BtydPrior` on one snapshot's feature rows
+    (``family``: ``bgnbd``, ``pnbd``, or None for the one with the higher likelihood).
     """
+    from churnguard.model.btyd import GammaGammaModel, ParetoNBDModel
 
-    family: str
-    purchase: dict[str, float]
-    gg: dict[str, float]
-
-    @classmethod
-    def fit(cls, X: pd.DataFrame, *, family: str | None = None, max_rows: int = 20_000,
-            seed: int = 0) -> BtydPrior:
-        from churnguard.training.btyd import GammaGammaModel, ParetoNBDModel
-
-        base = BtydBaseline(1, 1, max_fit_rows=max_rows, seed=seed).fit(_prior_frame(X))
-        gg = dict(base.gg.params_)
-        if family == "bgnbd":
-            return cls("bgnbd", dict(base.bgnbd.params_), gg)
-        r = BtydBaseline.rfm(_prior_frame(X))
-        r = r[r["buyer"]]
-        if len(r) > max_rows:
-            r = r.sample(max_rows, random_state=seed)
-        pnbd = ParetoNBDModel().fit(r["x"], r["t_x"], r["T"])
-        if family == "pnbd":
-            return cls("pnbd", dict(pnbd.params_), gg)
-        if family is not None:
-            raise ValueError(f"unknown BTYD family {family!r}; use 'bgnbd' or 'pnbd'")
-        assert isinstance(base.gg, GammaGammaModel)
-        bg_ll = float(np.sum(base.bgnbd.log_likelihood(r["x"], r["t_x"], r["T"])))
-        pn_ll = float(np.sum(pnbd.log_likelihood(r["x"], r["t_x"], r["T"])))
-        if pn_ll > bg_ll:
-            return cls("pnbd", dict(pnbd.params_), gg)
-        return cls("bgnbd", dict(base.bgnbd.params_), gg)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"family": self.family, "purchase": dict(self.purchase), "gg": dict(self.gg)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> BtydPrior:
-        return cls(family=str(data["family"]),
-                   purchase={k: float(v) for k, v in data["purchase"].items()},
-                   gg={k: float(v) for k, v in data["gg"].items()})
-
-    def quantities(self, X: pd.DataFrame | np.ndarray, horizon_days: float,
-                   names: list[str] | None = None) -> dict[str, np.ndarray]:
-        """buyer (bool), p0 = P(no purchase in the horizon), spend = expected spend in it."""
-        from churnguard.training.btyd import BetaGeoModel, GammaGammaModel, ParetoNBDModel
-
-        r = BtydBaseline.rfm_arrays(_prior_columns(X, names))
-        buyer = r["buyer"]
-        n = len(buyer)
-        p0 = np.full(n, 0.5)
-        spend = np.zeros(n)
-        gg = GammaGammaModel.from_params(**self.gg)
-        p, q, v = self.gg["p"], self.gg["q"], self.gg["v"]
-        mean_value = v * p / (q - 1.0) if q > 1.0 else float("nan")
-        if buyer.any():
-            model = (ParetoNBDModel if self.family == "pnbd" else BetaGeoModel).from_params(
-                **self.purchase)
-            x, t_x, T, m = (r[c][buyer] for c in ("x", "t_x", "T", "m"))
-            weeks = horizon_days / 7.0
-            p0[buyer] = np.asarray(model.probability_no_purchase(weeks, x, t_x, T),
-                                   dtype=float)
-            value = np.where((x > 0) & (m > 0), np.asarray(
-                gg.conditional_expected_average_value(np.where(m > 0, x, 0.0),
-                                                      np.where(m > 0, m, 1.0)), dtype=float),
-                mean_value)
-            spend[buyer] = np.asarray(model.expected_purchases(weeks, x, t_x, T),
-                                      dtype=float) * value
-        return {"buyer": buyer, "p0": np.clip(p0, 1e-4, 1 - 1e-4),
-                "spend": np.nan_to_num(spend, nan=0.0), "mean_value": np.full(n, mean_value)}
-
-    def margins(self, X: pd.DataFrame | np.ndarray, horizon_days: float,
-                names: list[str] | None = None) -> dict[str, np.ndarray]:
-        """``churn``, ``buy`` and ``spend`` base margins (see the class docstring)."""
-        qs = self.quantities(X, horizon_days, names)
-        buyer, p0 = qs["buyer"], qs["p0"]
-        churn = np.where(buyer, np.log(p0 / (1.0 - p0)), 0.0)
-        churn = np.where(np.isfinite(churn), churn, 0.0)
-        cond = qs["spend"] / (1.0 - p0)
-        fallback = qs["mean_value"]
-        spend = np.log(np.clip(np.where(buyer, cond, fallback), 1e-3, None))
-        spend = np.where(np.isfinite(spend), spend, 0.0)
-        return {"churn": churn, "buy": -churn, "spend": spend}
+    base = BtydBaseline(1, 1, max_fit_rows=max_rows, seed=seed).fit(_prior_frame(X))
+    gg = dict(base.gg.params)
+    if family == "bgnbd":
+        return BtydPrior("bgnbd", dict(base.bgnbd.params), gg)
+    r = BtydBaseline.rfm(_prior_frame(X))
+    r = r[r["buyer"]]
+    if len(r) > max_rows:
+        r = r.sample(max_rows, random_state=seed)
+    pnbd = ParetoNBDModel().fit(r["x"], r["t_x"], r["T"])
+    if family == "pnbd":
+        return BtydPrior("pnbd", dict(pnbd.params), gg)
+    if family is not None:
+        raise ValueError(f"unknown BTYD family {family!r}; use 'bgnbd' or 'pnbd'")
+    assert isinstance(base.gg, GammaGammaModel)
+    bg_ll = float(np.sum(base.bgnbd.log_likelihood(r["x"], r["t_x"], r["T"])))
+    pn_ll = float(np.sum(pnbd.log_likelihood(r["x"], r["t_x"], r["T"])))
+    if pn_ll > bg_ll:
+        return BtydPrior("pnbd", dict(pnbd.params), gg)
+    return BtydPrior("bgnbd", dict(base.bgnbd.params), gg)
 
 
-def _masked(X: pd.DataFrame, masked: tuple[str, ...] | list[str]) -> pd.DataFrame:
-    """``X`` with the ``masked`` columns set to missing: the trees never split on them."""
-    cols = [c for c in masked if c in X.columns]
-    if not cols:
-        return X
-    out = X.copy()
-    for c in cols:
-        out[c] = np.nan
-    return out
-
-
-def _masked_matrix(X: np.ndarray, names: list[str], masked: list[str]) -> np.ndarray:
-    cols = [names.index(c) for c in masked if c in names]
-    if not cols:
-        return X
-    out = np.array(X, copy=True)
-    out[:, cols] = np.nan
-    return out
-
-
-def _dmatrix(X: pd.DataFrame, masked: tuple[str, ...] | list[str] = (),
-             margin: np.ndarray | None = None) -> xgb.DMatrix:
-    return xgb.DMatrix(_masked(X, masked), base_margin=margin, enable_categorical=True)
+def _prior_frame(X: pd.DataFrame) -> pd.DataFrame:
+    """The prior's input columns of a feature frame, as a frame with its index."""
+    return pd.DataFrame(prior_columns(X), index=X.index)
 
 
 # ---------------------------------------------------------------------------------------------
 # Churn model
-
-
-@dataclass
-class ChurnModel:
-    """XGBoost churn classifier [CG16] plus its calibrator.
-
-    ``info`` (saved with the bundle) may hold ``prior`` (a :class:`BtydPrior` as a dict) and
-    ``prior_horizon_days``: the booster then adds its trees to the prior's churn log-odds
-    (``base_margin``); and ``masked``: feature columns the booster never sees (set to missing).
-    """
-
-    booster: xgb.Booster
-    calibrator: Calibrator | None = None
-    best_iteration: int = 0
-    info: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def prior(self) -> BtydPrior | None:
-        data = self.info.get("prior")
-        return BtydPrior.from_dict(data) if data else None
-
-    @property
-    def masked(self) -> list[str]:
-        return list(self.info.get("masked", []))
-
-    def margin(self, X: pd.DataFrame | np.ndarray,
-               names: list[str] | None = None) -> np.ndarray | None:
-        """The base margin from the stored prior (None without one)."""
-        prior = self.prior
-        if prior is None:
-            return None
-        return prior.margins(X, float(self.info["prior_horizon_days"]), names)["churn"]
-
-    def raw(self, X: pd.DataFrame, margin: np.ndarray | None = None) -> np.ndarray:
-        """Uncalibrated probability; ``margin`` overrides the stored prior's base margin."""
-        m = self.margin(X) if margin is None else margin
-        return np.asarray(self.booster.predict(_dmatrix(X, self.masked, m)))
-
-    def predict(self, X: pd.DataFrame, margin: np.ndarray | None = None) -> np.ndarray:
-        raw = self.raw(X, margin)
-        return self.calibrator.predict(raw) if self.calibrator else _clip(raw)
-
-    def raw_encoded(self, X: np.ndarray, names: list[str]) -> np.ndarray:
-        """:meth:`raw` for an encoded float matrix with columns ``names`` (XGBoost
-        ``inplace_predict``): boosters with a prior need its base margin, so callers that
-        bypass :meth:`raw` must use this instead of ``booster.inplace_predict``."""
-        m = self.margin(X, names)  # from the unmasked columns: the prior reads age
-        X = _masked_matrix(X, names, self.masked)
-        return np.asarray(self.booster.inplace_predict(X, base_margin=m), dtype=float)
 
 
 def _monotone(columns: list[str], constraints: dict[str, int]) -> dict[str, int]:
@@ -462,8 +251,8 @@ def fit_churn(
                                        if monotone is None else monotone) or None,
         **config.params(),
     )
-    clf.fit(_masked(X_train, masked), y_train, base_margin=margin_train,
-            eval_set=[(_masked(X_valid, masked), y_valid)],
+    clf.fit(masked_frame(X_train, masked), y_train, base_margin=margin_train,
+            eval_set=[(masked_frame(X_valid, masked), y_valid)],
             base_margin_eval_set=None if margin_valid is None else [margin_valid],
             verbose=False)
     best = int(clf.best_iteration)
@@ -486,7 +275,7 @@ def refit_churn(
                                        if monotone is None else monotone) or None,
         **config.params(),
     )
-    clf.fit(_masked(X, masked), y, base_margin=margin, verbose=False)
+    clf.fit(masked_frame(X, masked), y, base_margin=margin, verbose=False)
     return ChurnModel(booster=clf.get_booster(), best_iteration=n_trees - 1,
                       info={"n_trees": n_trees, "n_train": len(X), "masked": list(masked)})
 
@@ -502,66 +291,6 @@ def _check_binary(y: np.ndarray, what: str) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # CLV hurdle model
-
-
-@dataclass
-class ClvModel:
-    """Hurdle model of spend in the CLV horizon [Cra71]: P(buy) * E[spend | buy].
-
-    E[spend | buy] = exp(f(x)) · smear, with f an XGBoost regression of log spend on buyers and
-    ``smear`` Duan's smearing factor mean(exp(residual)) [Dua83]. Both boosters are monotone
-    non-increasing in recency (:data:`CLV_MONOTONE`). ``scale`` multiplies the
-    product so the total over the validation snapshot matches its actual total.
-    """
-
-    buy: xgb.Booster
-    spend: xgb.Booster
-    smear: float = 1.0
-    scale: float = 1.0
-    info: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def prior(self) -> BtydPrior | None:
-        data = self.info.get("prior")
-        return BtydPrior.from_dict(data) if data else None
-
-    def margins(self, X: pd.DataFrame | np.ndarray, names: list[str] | None = None
-                ) -> tuple[np.ndarray, np.ndarray] | None:
-        """(buy, spend) base margins from the stored prior (None without one)."""
-        prior = self.prior
-        if prior is None:
-            return None
-        m = prior.margins(X, float(self.info["prior_horizon_days"]), names)
-        return m["buy"], m["spend"]
-
-    def components(self, X: pd.DataFrame,
-                   margins: tuple[np.ndarray, np.ndarray] | None = None
-                   ) -> tuple[np.ndarray, np.ndarray]:
-        """(P(buy), E[spend | buy] before ``scale``); ``margins`` override the stored prior's."""
-        m = self.margins(X) if margins is None else margins
-        masked = list(self.info.get("masked", []))
-        d_buy = _dmatrix(X, masked, None if m is None else m[0])
-        d_spend = _dmatrix(X, masked, None if m is None else m[1])
-        p_buy = np.clip(np.asarray(self.buy.predict(d_buy)), 0.0, 1.0)
-        spend = np.exp(np.asarray(self.spend.predict(d_spend), dtype=float)) * self.smear
-        return p_buy, spend
-
-    def predict(self, X: pd.DataFrame,
-                margins: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
-        p_buy, spend = self.components(X, margins)
-        return np.maximum(self.scale * p_buy * spend, 0.0)
-
-    def components_encoded(self, X: np.ndarray, names: list[str]
-                           ) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`components` for an encoded float matrix with columns ``names`` (see
-        :meth:`ChurnModel.raw_encoded`)."""
-        m = self.margins(X, names)  # from the unmasked columns: the prior reads age
-        X = _masked_matrix(X, names, list(self.info.get("masked", [])))
-        p_buy = np.clip(np.asarray(self.buy.inplace_predict(
-            X, base_margin=None if m is None else m[0]), dtype=float), 0.0, 1.0)
-        spend = np.exp(np.asarray(self.spend.inplace_predict(
-            X, base_margin=None if m is None else m[1]), dtype=float)) * self.smear
-        return p_buy, spend
 
 
 def fit_clv(
@@ -584,7 +313,7 @@ def fit_clv(
     """
     if (margins_train is None) != (margins_valid is None):
         raise ValueError("pass both margins_train and margins_valid, or neither")
-    X_train, X_valid = _masked(X_train, masked), _masked(X_valid, masked)
+    X_train, X_valid = masked_frame(X_train, masked), masked_frame(X_valid, masked)
     mb_tr, ms_tr = margins_train if margins_train is not None else (None, None)
     mb_va, ms_va = margins_valid if margins_valid is not None else (None, None)
     y_tr = np.asarray(spend_train, dtype=float)
@@ -639,7 +368,7 @@ def refit_clv(
     y = np.asarray(spend, dtype=float)
     b = (y > 0).astype(int)
     _check_binary(b, "CLV refit (buy / no buy)")
-    Xm = _masked(X, masked)
+    Xm = masked_frame(X, masked)
     mb, ms = margins if margins is not None else (None, None)
     mono = _monotone(list(X.columns), CLV_MONOTONE if monotone is None else monotone)
     buy = xgb.XGBClassifier(objective="binary:logistic", n_estimators=max(buy_trees, 1),
@@ -702,7 +431,7 @@ class LogisticBaseline:
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         if self.pipeline is None:
             raise RuntimeError("LogisticBaseline is not fitted")
-        return _clip(self.pipeline.predict_proba(self._frame(X))[:, 1])
+        return clip_probability(self.pipeline.predict_proba(self._frame(X))[:, 1])
 
 
 @dataclass
@@ -729,27 +458,13 @@ class BtydBaseline:
 
     @staticmethod
     def rfm(X: pd.DataFrame) -> pd.DataFrame:
-        """:meth:`rfm_arrays` of a feature frame, as a frame with its index."""
-        return pd.DataFrame(BtydBaseline.rfm_arrays(
+        """:func:`~churnguard.model.predictors.rfm_arrays` of a feature frame, as a frame with
+        its index."""
+        return pd.DataFrame(rfm_arrays(
             {c: X[c].astype("float64").to_numpy() for c in PRIOR_COLUMNS}), index=X.index)
 
-    @staticmethod
-    def rfm_arrays(cols: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """BTYD inputs in weeks: buyer, x (repeat purchase days), t_x (recency), T (age), m
-        (average order value) from the RFM feature columns."""
-        n_days = np.nan_to_num(np.asarray(cols["purchase_days_total"], dtype=float), nan=0.0)
-        first = np.asarray(cols["days_since_first_purchase"], dtype=float)
-        last = np.asarray(cols["days_since_last_purchase"], dtype=float)
-        buyer = (n_days > 0) & np.isfinite(first) & np.isfinite(last)
-        x = np.where(buyer, n_days - 1, 0.0)
-        T = np.where(buyer, first / 7.0, 0.0)
-        t_x = np.where(buyer & (x > 0), np.clip((first - last) / 7.0, 0.0, None), 0.0)
-        t_x = np.minimum(t_x, T)
-        m = np.nan_to_num(np.asarray(cols["avg_order_value"], dtype=float), nan=0.0).clip(0.0)
-        return {"buyer": buyer, "x": x, "t_x": t_x, "T": T, "m": m}
-
     def fit(self, X: pd.DataFrame) -> BtydBaseline:
-        from churnguard.training.btyd import BetaGeoModel, GammaGammaModel
+        from churnguard.model.btyd import BetaGeoModel, GammaGammaModel
 
         r = self.rfm(X)
         r = r[r["buyer"]]
@@ -764,7 +479,7 @@ class BtydBaseline:
 
     def predict(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """(churn probability, CLV) for every row of ``X``."""
-        from churnguard.training.btyd import customer_lifetime_value
+        from churnguard.model.btyd import customer_lifetime_value
 
         r = self.rfm(X)
         churn = np.full(len(r), self.fallback_churn, dtype=float)
@@ -778,4 +493,4 @@ class BtydBaseline:
             clv[b] = np.asarray(customer_lifetime_value(
                 self.bgnbd, self.gg, rb["x"].to_numpy(), rb["t_x"].to_numpy(),
                 rb["T"].to_numpy(), rb["m"].to_numpy(), t=self.clv_horizon_days / 7.0))
-        return _clip(churn), np.maximum(clv, 0.0)
+        return clip_probability(churn), np.maximum(clv, 0.0)

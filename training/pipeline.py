@@ -26,8 +26,12 @@ import pandas as pd
 from churnguard.features.build import build_features, infer_spec
 from churnguard.features.definitions import FeatureSpec
 from churnguard.features.sources import Source
+from churnguard.model.bundle import ScoringBundle
+from churnguard.model.encode import model_matrix
+from churnguard.model.predictors import BtydPrior, ChurnModel
+from churnguard.model.registry import Tracking, load_bundle
+from churnguard.model.score import score_matrix
 from churnguard.training import evaluate
-from churnguard.training.bundle import ChurnguardPyfunc, ScoringBundle, input_schema
 from churnguard.training.data import (
     PlanError,
     SplitPlan,
@@ -36,17 +40,15 @@ from churnguard.training.data import (
     data_fingerprint,
     data_window,
     longest_feasible_window,
-    model_matrix,
     plan_split,
 )
 from churnguard.training.models import (
     AGE_FEATURES,
     BoostConfig,
     BtydBaseline,
-    BtydPrior,
-    ChurnModel,
     LogisticBaseline,
     choose_calibration,
+    fit_btyd_prior,
     fit_churn,
     fit_clv,
     refit_churn,
@@ -56,7 +58,6 @@ from churnguard.training.registry import (
     CHALLENGER,
     CHAMPION,
     Decision,
-    Tracking,
     champion_version,
     promotion_decision,
 )
@@ -396,12 +397,12 @@ def _snapshot_priors(
     cuts = grid["as_of"].to_numpy()
     priors: dict[date, BtydPrior] = {}
     try:
-        # BG/NBD: its fit takes seconds; Pareto/NBD (BtydPrior.fit(family=None) picks by
+        # BG/NBD: its fit takes seconds; Pareto/NBD (fit_btyd_prior(family=None) picks by
         # likelihood) can take minutes per snapshot on young customer bases.
         now = model_matrix(build_features(source, spec, as_of).to_pandas(), spec, levels)
-        priors[as_of] = BtydPrior.fit(now, family="bgnbd", seed=config.seed)
+        priors[as_of] = fit_btyd_prior(now, family="bgnbd", seed=config.seed)
         for c in sorted(set(cuts)):
-            priors[c] = BtydPrior.fit(X[cuts == c], family=priors[as_of].family,
+            priors[c] = fit_btyd_prior(X[cuts == c], family=priors[as_of].family,
                                       seed=config.seed)
     except (ValueError, RuntimeError, KeyError) as exc:  # ConvergenceError is a RuntimeError
         say(f"warning: BG/NBD + Gamma-Gamma prior skipped: {exc}")
@@ -446,8 +447,8 @@ def train(
     """
     import mlflow
 
+    from churnguard.model.policy import load_catalog
     from churnguard.training import uplift as uplift_mod
-    from churnguard.training.policy import load_catalog
 
     t0 = time.perf_counter()
     # The catalog and the campaign log are checked before the long fit, so bad input fails fast.
@@ -569,9 +570,17 @@ def train(
 
         bundle.metadata["run_id"] = run.info.run_id
         bundle_dir = bundle.save(out / "bundle")
-        example = bundle.input_example(grid[te])
-        output = bundle.score(example)
         from mlflow.models import ModelSignature, infer_signature
+
+        from churnguard.model.pyfunc import (
+            ChurnguardPyfunc,
+            input_example,
+            input_schema,
+            predict_frame,
+        )
+
+        example = input_example(bundle, grid[te])
+        output = predict_frame(bundle, example)
 
         signature = ModelSignature(inputs=input_schema(spec),
                                    outputs=infer_signature(example, output).outputs)
@@ -623,40 +632,6 @@ def _champion_if_registered(client: Any, name: str) -> str | None:
     return champion_version(client, name)
 
 
-def load_bundle(model_uri: str) -> tuple[ScoringBundle, str]:
-    """The ScoringBundle behind a ``models:/…`` (or runs:/…) URI, and its version label."""
-    import mlflow
-
-    pyfunc = mlflow.pyfunc.load_model(model_uri)
-    wrapper = pyfunc.unwrap_python_model()
-    if not isinstance(wrapper, ChurnguardPyfunc) or wrapper.bundle is None:
-        raise ValueError(f"{model_uri} is not a churnguard model bundle")
-    meta = pyfunc.metadata
-    label = model_uri
-    version = _version_of(model_uri, meta)
-    if version:
-        label = version
-    return wrapper.bundle, label
-
-
-def _version_of(model_uri: str, meta: Any) -> str | None:
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    if not model_uri.startswith("models:/"):
-        return None
-    rest = model_uri.removeprefix("models:/")
-    client = MlflowClient()
-    try:
-        if "@" in rest:
-            name, alias = rest.split("@", 1)
-            return str(client.get_model_version_by_alias(name, alias).version)
-        name, _, version = rest.partition("/")
-        return version or None
-    except MlflowException:
-        return None
-
-
 def _champion_metrics(
     source: Source, grid: pd.DataFrame, name: str, churn_plan: SplitPlan, clv_plan: SplitPlan
 ) -> dict[str, float]:
@@ -668,14 +643,14 @@ def _champion_metrics(
         feats = build_features(source, champion.spec, cutoff).to_pandas()
         labels = grid.loc[grid["as_of"] == cutoff, ["customer_id", label]]
         merged = feats.merge(labels, on="customer_id", how="inner")
-        scores = champion.score(merged)
+        scores = score_matrix(champion, champion.encode(merged), drivers=False)
         if kind == "churn":
             m = evaluate.churn_metrics(merged[label].to_numpy(float),
-                                       scores["churn_probability"].to_numpy())
+                                       scores.churn_probability)
             out["churn_log_loss"] = m["log_loss"]
             out["churn_roc_auc"] = m["roc_auc"]
         else:
-            m = evaluate.clv_metrics(merged[label].to_numpy(float), scores["clv"].to_numpy())
+            m = evaluate.clv_metrics(merged[label].to_numpy(float), scores.clv)
             out["clv_mae"] = m["mae"]
             out["clv_normalized_gini"] = m["normalized_gini"]
     return out
@@ -712,22 +687,3 @@ def _log_report(
     report.write_html_report(plots / "report.html", "churnguard model report", sections,
                              context=context, notes=notes)
     mlflow.log_artifacts(str(plots), artifact_path="report")
-
-
-# ---------------------------------------------------------------------------------------------
-# Batch scoring
-
-
-def score_source(
-    source: Source, bundle: ScoringBundle, as_of: date, model_version: str
-) -> pd.DataFrame:
-    """Scores of every customer in the population at ``as_of`` (signed up before it), with
-    features built by the bundle's own FeatureSpec from rows strictly before ``as_of``."""
-    feats = build_features(source, bundle.spec, as_of).to_pandas()
-    scores = bundle.score(feats)
-    scores["as_of"] = as_of
-    scores["model_version"] = model_version
-    cols = ["customer_id", "as_of", "churn_probability", "clv", "p_buy",
-            "expected_spend_if_buy", "model_version"]
-    return scores[cols].reset_index(drop=True)
-

@@ -1,4 +1,4 @@
-"""MLflow tracking location, the registered model, its aliases and the promotion rule.
+"""The registered model's versions, its aliases and the promotion rule.
 
 Aliases: ``challenger`` points at the newest version, ``champion`` at the version that scores.
 A version becomes champion when :func:`promotion_decision` says it beats the current champion
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 CHAMPION = "champion"
@@ -25,46 +24,6 @@ CLV_GINI_TOL = 0.01  # absolute
 #: Run metrics shown by ``churnguard models``.
 KEY_METRICS = ("test_churn_roc_auc", "test_churn_log_loss", "test_churn_ece",
                "test_clv_mae", "test_clv_normalized_gini", "test_clv_total_error")
-
-
-@dataclass(frozen=True)
-class Tracking:
-    """Where runs and models go: a tracking URI and, for the embedded store, an artifact root."""
-
-    uri: str
-    artifact_root: str | None = None
-
-    @classmethod
-    def resolve(cls, data_dir: Path, tracking_uri: str | None = None) -> Tracking:
-        """``tracking_uri`` when given (e.g. ``MLFLOW_TRACKING_URI`` → an ``mlflow server``),
-        else the embedded store: ``sqlite:///<data_dir>/mlflow.db`` with artifacts in
-        ``<data_dir>/mlartifacts``."""
-        if tracking_uri:
-            return cls(uri=tracking_uri)
-        root = Path(data_dir).resolve()
-        root.mkdir(parents=True, exist_ok=True)
-        return cls(uri=f"sqlite:///{root / 'mlflow.db'}",
-                   artifact_root=(root / "mlartifacts").as_uri())
-
-    def activate(self) -> None:
-        """Point the ``mlflow`` fluent API at this store (call when a command starts)."""
-        import mlflow
-
-        mlflow.set_tracking_uri(self.uri)
-        mlflow.set_registry_uri(self.uri)
-
-    def client(self) -> Any:
-        from mlflow import MlflowClient
-
-        return MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
-
-    def experiment_id(self, name: str) -> str:
-        client = self.client()
-        exp = client.get_experiment_by_name(name)
-        if exp is not None:
-            return str(exp.experiment_id)
-        location = f"{self.artifact_root}/{name}" if self.artifact_root else None
-        return str(client.create_experiment(name, artifact_location=location))
 
 
 @dataclass(frozen=True)

@@ -462,7 +462,7 @@ def _render_table(t: MetricsTable) -> str:
         direction = t.higher_is_better.get(key, direction)
         vals = {m: t.metrics[m].get(key) for m in models}
         numeric = {
-            m: float(v)  # type: ignore[arg-type]
+            m: float(v)
             for m, v in vals.items()
             if isinstance(v, int | float | np.number) and math.isfinite(float(v))
         }

@@ -47,7 +47,7 @@ import numpy as np
 import pandas as pd
 
 from churnguard.features.sources import Source
-from churnguard.training.policy import NO_ACTION, Policy
+from churnguard.model.policy import NO_ACTION, Policy
 
 #: Fewest distinct customers per arm (treated and hold-out) before an estimate is used.
 MIN_CUSTOMERS = 200

@@ -8,11 +8,11 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from churnguard.model.policy import NO_ACTION, plan_campaign
 from churnguard.serving import scoring
 from churnguard.serving.deps import ModelDep, SettingsDep, StoreDep
 from churnguard.serving.errors import ApiError, request_id
 from churnguard.serving.schemas import PlanRequest, PlanResponse
-from churnguard.training.policy import NO_ACTION, plan_campaign
 
 router = APIRouter(tags=["campaigns"])
 

@@ -15,7 +15,7 @@ import pytest
 from scipy import integrate
 from scipy.special import hyp2f1
 
-from churnguard.training.btyd import (
+from churnguard.model.btyd import (
     BetaGeoModel,
     ConvergenceError,
     GammaGammaModel,

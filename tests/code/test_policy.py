@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from churnguard.training.policy import (
+from churnguard.model.policy import (
     NO_ACTION,
     Policy,
     PolicyError,
@@ -20,6 +20,7 @@ from churnguard.training.policy import (
     load_catalog,
     plan_campaign,
 )
+from tests.scoring import score_frame
 
 
 def frame(**cols: Any) -> dict[str, np.ndarray]:
@@ -151,22 +152,23 @@ def test_planner_rejects_bad_budgets() -> None:
         plan_campaign(np.zeros((1, 1)), np.ones(1), -1.0)
 
 
-def test_bundle_score_full_matches_score_and_round_trips(small_fitted: Any,
-                                                         tmp_path: Path) -> None:
-    from churnguard.training.bundle import FeatureError, ScoringBundle
+def test_bundle_scores_like_the_models_own_methods_and_round_trips(small_fitted: Any,
+                                                                   tmp_path: Path) -> None:
+    from churnguard.model.bundle import ScoringBundle
+    from churnguard.model.encode import FeatureError, model_matrix
 
     bundle = small_fitted.bundle
     bundle.policy = load_catalog().fit_value_tiers(small_fitted.clv_preds["churnguard"]).to_dict()
     rows = small_fitted.grid[small_fitted.test_rows].head(200)
-    plain = bundle.score(rows)
-    full = bundle.score_full(rows)
-    for col in ("churn_probability", "clv", "p_buy", "expected_spend_if_buy"):
-        np.testing.assert_array_equal(plain[col].to_numpy(), full[col].to_numpy())
+    full = score_frame(bundle, rows, drivers=True)
+    X = model_matrix(rows, bundle.spec, bundle.levels)
+    np.testing.assert_array_equal(full["churn_probability"].to_numpy(), bundle.churn.predict(X))
+    np.testing.assert_array_equal(full["clv"].to_numpy(), bundle.clv.predict(X))
     assert set(full["lifecycle_stage"]) <= {"new", "active", "loyal", "declining", "at_risk",
                                             "lapsed"}
     assert all(a for a in full["actions"])
     loaded = ScoringBundle.load(bundle.save(tmp_path / "b"))
-    again = loaded.score_full(rows)
+    again = score_frame(loaded, rows, drivers=True)
     pd.testing.assert_frame_equal(full, again)
     # inline rows (JSON-like dicts) encode exactly like the frame
     recs = [{k: (None if isinstance(v, float) and np.isnan(v) else v)

@@ -13,6 +13,7 @@ import pytest
 from churnguard.features.build import infer_spec
 from churnguard.features.definitions import FeatureSpec
 from churnguard.features.sources import open_source
+from churnguard.model.encode import model_matrix
 from churnguard.training.data import (
     PlanError,
     build_training_grid,
@@ -20,7 +21,6 @@ from churnguard.training.data import (
     data_fingerprint,
     data_window,
     longest_feasible_window,
-    model_matrix,
     plan_split,
 )
 

@@ -6,12 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from churnguard.model.predictors import Calibrator
 from churnguard.training.models import (
     BoostConfig,
     BtydBaseline,
-    Calibrator,
     LogisticBaseline,
     choose_calibration,
+    fit_btyd_prior,
+    fit_calibrator,
     fit_churn,
     fit_clv,
     log_loss,
@@ -35,18 +37,18 @@ def test_calibrators_round_trip_and_are_monotone() -> None:
     s = rng.uniform(0.01, 0.99, 2000)
     y = (rng.uniform(size=s.size) < _sigmoid(2 * _logit(s) - 0.5)).astype(float)
     for method in ("platt", "isotonic"):
-        cal = Calibrator.fit(method, s, y)  # type: ignore[arg-type]
+        cal = fit_calibrator(method, s, y)  # type: ignore[arg-type]
         again = Calibrator.from_dict(cal.to_dict())
         grid = np.linspace(0.001, 0.999, 200)
         np.testing.assert_allclose(cal.predict(grid), again.predict(grid))
         assert np.all(np.diff(cal.predict(grid)) >= -1e-12)
         assert cal.predict(grid).min() > 0 and cal.predict(grid).max() < 1
-    platt = Calibrator.fit("platt", s, y)
+    platt = fit_calibrator("platt", s, y)
     assert platt.a == pytest.approx(2.0, abs=0.3) and platt.b == pytest.approx(-0.5, abs=0.2)
     with pytest.raises(ValueError, match="both classes"):
-        Calibrator.fit("platt", s, np.zeros_like(s))
+        fit_calibrator("platt", s, np.zeros_like(s))
     with pytest.raises(ValueError, match="unknown calibration"):
-        Calibrator.fit("beta", s, y)  # type: ignore[arg-type]
+        fit_calibrator("beta", s, y)  # type: ignore[arg-type]
 
 
 def test_isotonic_is_centered_and_keeps_the_ranking() -> None:
@@ -58,7 +60,7 @@ def test_isotonic_is_centered_and_keeps_the_ranking() -> None:
     rng = np.random.default_rng(1)
     s = rng.uniform(0.01, 0.99, 3000)
     y = (rng.uniform(size=s.size) < _sigmoid(1.5 * _logit(s))).astype(float)
-    cal = Calibrator.fit("isotonic", s, y)
+    cal = fit_calibrator("isotonic", s, y)
     plain = IsotonicRegression(y_min=0.0, y_max=1.0).fit(s, y)
     assert len(cal.x) == len(np.unique(plain.predict(s))) > 5
     assert np.all(np.diff(cal.x) > 0) and np.all(np.diff(cal.y) > 0)
@@ -78,7 +80,7 @@ def test_choice_is_cross_fitted_not_in_sample() -> None:
     rng = np.random.default_rng(3)
     s = rng.uniform(0.02, 0.98, 300)
     y = (rng.uniform(size=s.size) < _sigmoid(1.7 * _logit(s) + 0.3)).astype(float)
-    in_sample = {m: log_loss(y, Calibrator.fit(m, s, y).predict(s))  # type: ignore[arg-type]
+    in_sample = {m: log_loss(y, fit_calibrator(m, s, y).predict(s))  # type: ignore[arg-type]
                  for m in ("isotonic", "platt")}
     assert in_sample["isotonic"] < in_sample["platt"]
     choice = choose_calibration(s, y, seed=0)
@@ -207,7 +209,7 @@ def _rfm_frame(n: int, rng: np.random.Generator) -> pd.DataFrame:
     from datetime import date
     from pathlib import Path
 
-    from churnguard.training.btyd import rfm_summary
+    from churnguard.model.btyd import rfm_summary
 
     path = Path(__file__).resolve().parents[1] / "fixtures" / "cdnow_sample.txt.gz"
     raw = pd.read_csv(path, sep=r"\s+", header=None,
@@ -229,11 +231,11 @@ def _rfm_frame(n: int, rng: np.random.Generator) -> pd.DataFrame:
 
 
 def test_btyd_prior_margins_match_the_models_and_round_trip() -> None:
-    from churnguard.training.btyd import BetaGeoModel
-    from churnguard.training.models import BtydPrior
+    from churnguard.model.btyd import BetaGeoModel
+    from churnguard.model.predictors import BtydPrior
 
     X = _rfm_frame(3000, np.random.default_rng(6))
-    prior = BtydPrior.fit(X, family="bgnbd")
+    prior = fit_btyd_prior(X, family="bgnbd")
     again = BtydPrior.from_dict(prior.to_dict())
     m = again.margins(X, 91)
     r = BtydBaseline.rfm(X)
@@ -247,18 +249,17 @@ def test_btyd_prior_margins_match_the_models_and_round_trip() -> None:
     names = list(X.columns)
     np.testing.assert_allclose(prior.margins(X.to_numpy(), 91, names)["spend"], m["spend"])
     # Without a family, the purchase model with the higher likelihood is kept.
-    best = BtydPrior.fit(X)
+    best = fit_btyd_prior(X)
     assert best.family in ("bgnbd", "pnbd")
     assert BtydPrior.from_dict(best.to_dict()) == best
     assert np.isfinite(best.margins(X, 91)["churn"]).all()
 
 
 def test_churn_model_boosts_from_the_stored_prior_and_hides_masked_columns() -> None:
-    from churnguard.training.models import BtydPrior
 
     rng = np.random.default_rng(8)
     X = _rfm_frame(4000, rng)
-    prior = BtydPrior.fit(X)
+    prior = fit_btyd_prior(X)
     m = prior.margins(X, 91)
     y = (rng.uniform(size=len(X)) < _sigmoid(m["churn"])).astype(int)
     tr, va = np.arange(len(X)) < 3000, np.arange(len(X)) >= 3000
@@ -295,11 +296,10 @@ def test_overlapping_fallback_when_a_purged_split_does_not_fit() -> None:
 def test_encoded_matrix_paths_match_the_frame_paths() -> None:
     """raw_encoded / components_encoded (for callers scoring a float matrix with
     ``inplace_predict``) apply the stored prior and the masking exactly like raw/components."""
-    from churnguard.training.models import BtydPrior
 
     rng = np.random.default_rng(9)
     X = _rfm_frame(2000, rng)
-    prior = BtydPrior.fit(X)
+    prior = fit_btyd_prior(X)
     m = prior.margins(X, 91)
     y = (rng.uniform(size=len(X)) < _sigmoid(m["churn"])).astype(int)
     spend = np.where(y == 0, rng.gamma(2.0, 30.0, len(X)), 0.0)

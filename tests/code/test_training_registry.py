@@ -6,12 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from churnguard.training.registry import (
-    Tracking,
-    champion_version,
-    list_versions,
-    promote,
-)
+from churnguard.model.registry import Tracking
+from churnguard.training.registry import champion_version, list_versions, promote
 
 
 def test_tracking_resolves_embedded_store_or_given_uri(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from churnguard.features.sources import open_source
-from churnguard.training.policy import load_catalog
+from churnguard.model.policy import load_catalog
 from churnguard.training.uplift import (
     PRIOR_SOURCE,
     UpliftError,

@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.scoring import score_frame
+
 API_KEY = "test-key-0123456789abcdef"
 OLD_KEY = "old-key-0123456789abcdef"
 NAME = "churnguard"
@@ -27,7 +29,7 @@ NAME = "churnguard"
 
 
 def bundle_with_policy(small_fitted: Any) -> Any:
-    from churnguard.training.policy import load_catalog
+    from churnguard.model.policy import load_catalog
 
     bundle = small_fitted.bundle
     if bundle.policy is None:
@@ -40,8 +42,8 @@ def register(data_dir: Path, bundle_dir: Path, *, champion: bool = True) -> str:
     """Log ``bundle_dir`` as a churnguard pyfunc version in the embedded store of data_dir."""
     import mlflow
 
-    from churnguard.training.bundle import ChurnguardPyfunc
-    from churnguard.training.registry import Tracking
+    from churnguard.model.pyfunc import ChurnguardPyfunc
+    from churnguard.model.registry import Tracking
 
     tracking = Tracking.resolve(data_dir)
     tracking.activate()
@@ -56,7 +58,7 @@ def register(data_dir: Path, bundle_dir: Path, *, champion: bool = True) -> str:
 
 
 def promote(data_dir: Path, version: str) -> None:
-    from churnguard.training.registry import Tracking
+    from churnguard.model.registry import Tracking
 
     Tracking.resolve(data_dir).client().set_registered_model_alias(NAME, "champion", version)
 
@@ -164,7 +166,7 @@ def test_scores_keep_request_order_and_match_batch_scoring(
         client: TestClient, snapshot: Path, api_bundle_dir: Path) -> None:
     import pandas as pd
 
-    from churnguard.training.bundle import ScoringBundle
+    from churnguard.model.bundle import ScoringBundle
 
     wanted = list(reversed(ids(snapshot, 40)))
     r = client.post("/v1/scores", json={"customers": [{"customer_id": c} for c in wanted]})
@@ -172,7 +174,7 @@ def test_scores_keep_request_order_and_match_batch_scoring(
     got = r.json()["scores"]
     assert [s["customer_id"] for s in got] == wanted
     frame = pd.read_parquet(snapshot).set_index("customer_id").loc[wanted].reset_index()
-    batch = ScoringBundle.load(api_bundle_dir).score_full(frame)
+    batch = score_frame(ScoringBundle.load(api_bundle_dir), frame, drivers=True)
     np.testing.assert_array_equal([s["churn_probability"] for s in got],
                                   batch["churn_probability"].to_numpy())
     np.testing.assert_array_equal([s["clv"] for s in got], batch["clv"].to_numpy())

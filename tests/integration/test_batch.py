@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from churnguard.cli import app
 from churnguard.features.sources import DataContractError, open_source
-from churnguard.training.batch import (
+from churnguard.serving.batch import (
     OUTPUT_SCHEMA,
     BatchInputError,
     fault_checkpoint,
@@ -39,7 +39,7 @@ def model_uri(small_fitted: Any, tmp_path_factory: pytest.TempPathFactory) -> st
     """The small fitted bundle as a local MLflow pyfunc model (a URI load_bundle accepts)."""
     import mlflow.pyfunc
 
-    from churnguard.training.bundle import ChurnguardPyfunc
+    from churnguard.model.pyfunc import ChurnguardPyfunc
 
     root = tmp_path_factory.mktemp("model")
     bundle_dir = small_fitted.bundle.save(root / "bundle")

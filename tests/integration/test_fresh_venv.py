@@ -87,7 +87,7 @@ from importlib import metadata
 from packaging.requirements import Requirement
 mods = {m: importlib.import_module(m).__file__ for m in (
     "churnguard.cli", "churnguard.features.build", "churnguard.training.pipeline",
-    "churnguard.serving.app")}
+    "churnguard.model.score", "churnguard.serving.app")}
 missing = []
 for r in metadata.requires("churnguard") or []:
     req = Requirement(r)
@@ -99,8 +99,8 @@ for r in metadata.requires("churnguard") or []:
         missing.append(f"{req} (not installed)"); continue
     if not req.specifier.contains(v, prereleases=True):
         missing.append(f"{req} (have {v})")
-import churnguard.training
-res = list(__import__("importlib.resources").resources.files("churnguard.training").iterdir())
+import churnguard.model
+res = list(__import__("importlib.resources").resources.files("churnguard.model").iterdir())
 print(json.dumps({"mods": mods, "missing": missing,
                   "yaml": sorted(p.name for p in res if p.name.endswith(".yaml"))}))
 """

@@ -94,8 +94,10 @@ def mlflow_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tu
 
 def test_train_registers_on_a_server(mlflow_server: tuple[str, Path], small_source: Any,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    from churnguard.training.pipeline import load_bundle, score_source, train
-    from churnguard.training.registry import Tracking, list_versions
+    from churnguard.model.registry import Tracking, load_bundle
+    from churnguard.training.pipeline import train
+    from churnguard.training.registry import list_versions
+    from tests.scoring import score_source
 
     uri, artifacts = mlflow_server
     for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
@@ -118,7 +120,7 @@ def test_train_registers_on_a_server(mlflow_server: tuple[str, Path], small_sour
 
     bundle, version = load_bundle("models:/churnguard@champion")
     assert version == "1"
-    scores = score_source(small_source, bundle, result.churn_plan.test, version)
+    scores = score_source(small_source, bundle, result.churn_plan.test)
     assert len(scores) > 0 and scores["churn_probability"].between(0, 1).all()
 
     rows = list_versions(client, "churnguard")

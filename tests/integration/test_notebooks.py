@@ -28,9 +28,9 @@ def register_champion(fitted: Any, data_dir: Path, name: str = "churnguard") -> 
     logs them."""
     import mlflow
 
-    from churnguard.training.bundle import ChurnguardPyfunc
-    from churnguard.training.policy import load_catalog
-    from churnguard.training.registry import Tracking
+    from churnguard.model.policy import load_catalog
+    from churnguard.model.pyfunc import ChurnguardPyfunc
+    from churnguard.model.registry import Tracking
 
     bundle = fitted.bundle
     if bundle.policy is None:

@@ -23,7 +23,7 @@ from churnguard.features.spark import (
     spark_snapshot_grid,
     to_spark_sql,
 )
-from churnguard.training.batch import parse_destination, run_batch
+from churnguard.serving.batch import parse_destination, run_batch
 
 pytestmark = pytest.mark.spark
 AS_OF = date(2025, 7, 1)

@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from churnguard.cli import app
+from tests.scoring import score_frame
 
 runner = CliRunner()
 TRAIN = ["--max-train-cutoffs", "3", "--horizon-days", "60", "--clv-horizon-days", "90"]
@@ -84,8 +85,7 @@ def test_train_promote_score(tmp_path: Path, embedded_store: Path) -> None:
 
     from churnguard.features.build import build_features
     from churnguard.features.sources import open_source
-    from churnguard.training.pipeline import load_bundle
-    from churnguard.training.registry import Tracking
+    from churnguard.model.registry import Tracking, load_bundle
 
     Tracking.resolve(embedded_store).activate()
     bundle, version = load_bundle("models:/churnguard@champion")
@@ -108,7 +108,7 @@ def test_train_promote_score(tmp_path: Path, embedded_store: Path) -> None:
         feats = build_features(source, bundle.spec, date(2025, 7, 1)).to_pandas()
     cols = ["customer_id", *bundle.feature_names]
     via_pyfunc = pyfunc.predict(feats[cols])
-    direct = bundle.score(feats)
+    direct = score_frame(bundle, feats)
     for col in ("churn_probability", "clv", "p_buy"):
         assert via_pyfunc[col].to_numpy() == pytest.approx(direct[col].to_numpy(), rel=1e-6)
     merged = scores.merge(direct, on="customer_id", suffixes=("", "_direct"))
@@ -126,7 +126,7 @@ def test_bad_requests_fail_clearly(tmp_path: Path, embedded_store: Path) -> None
     assert missing.exit_code == 2 and "no version 7" in missing.output
     no_model = runner.invoke(app, ["score", "--data", str(data), "--as-of", "2025-06-01",
                                    "--out", str(tmp_path / "s.parquet")])
-    assert no_model.exit_code == 2 and "cannot load model" in no_model.output
+    assert no_model.exit_code == 1 and "cannot load model" in no_model.output
     assert not (tmp_path / "s.parquet").exists()
     bad_out = runner.invoke(app, ["score", "--data", str(data), "--as-of", "2025-06-01",
                                   "--out", str(tmp_path / "s.json")])

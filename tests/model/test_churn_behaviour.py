@@ -9,7 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from churnguard.training.bundle import ScoringBundle
+from churnguard.model.bundle import BundleError, ScoringBundle
+from churnguard.model.encode import model_matrix
+from churnguard.model.predictors import masked_frame
+from churnguard.model.score import contributions
+from tests.scoring import score_frame
 
 
 def _test_rows(fitted: Any) -> pd.DataFrame:
@@ -21,7 +25,8 @@ def test_more_recent_last_purchase_never_raises_churn(small_fitted: Any) -> None
     bundle: ScoringBundle = small_fitted.bundle
     previous = None
     for days in (0, 3, 7, 14, 30, 45, 60, 90, 120, 180, 270, 365, 540, 900, 2000):
-        p = bundle.score(rows.assign(days_since_last_purchase=float(days)))["churn_probability"]
+        p = score_frame(bundle, rows.assign(days_since_last_purchase=float(days)))[
+            "churn_probability"]
         if previous is not None:
             assert (p.to_numpy() >= previous - 1e-9).all(), f"churn fell at {days} days"
         previous = p.to_numpy()
@@ -33,7 +38,7 @@ def test_more_complaints_never_lower_churn(small_fitted: Any) -> None:
     for col in ("complaints_90d", "complaints_365d"):
         previous = None
         for n in (0, 1, 2, 3, 5, 10, 50):
-            p = bundle.score(rows.assign(**{col: n}))["churn_probability"].to_numpy()
+            p = score_frame(bundle, rows.assign(**{col: n}))["churn_probability"].to_numpy()
             if previous is not None:
                 assert (p >= previous - 1e-9).all(), f"churn fell at {col}={n}"
             previous = p
@@ -42,27 +47,27 @@ def test_more_complaints_never_lower_churn(small_fitted: Any) -> None:
 def test_renaming_customers_changes_nothing(small_fitted: Any) -> None:
     rows = _test_rows(small_fitted).head(300)
     bundle: ScoringBundle = small_fitted.bundle
-    a = bundle.score(rows)
+    a = score_frame(bundle, rows)
     renamed = rows.assign(customer_id=[f"zz-{i}" for i in range(len(rows))])
-    b = bundle.score(renamed)
+    b = score_frame(bundle, renamed)
     cols = ["churn_probability", "clv", "p_buy", "expected_spend_if_buy"]
     pd.testing.assert_frame_equal(a[cols], b[cols])
     assert b["customer_id"].tolist() == renamed["customer_id"].tolist()
     shuffled = rows.sample(frac=1.0, random_state=3)
-    c = bundle.score(shuffled).loc[rows.index]
+    c = score_frame(bundle, shuffled).loc[rows.index]
     pd.testing.assert_frame_equal(a[cols], c[cols])
 
 
 def test_clv_is_never_negative(small_fitted: Any) -> None:
     rows = _test_rows(small_fitted)
     bundle: ScoringBundle = small_fitted.bundle
-    assert (bundle.score(rows)["clv"] >= 0).all()
+    assert (score_frame(bundle, rows)["clv"] >= 0).all()
     rng = np.random.default_rng(0)
     noisy = rows.copy()
     for feat in bundle.spec.features():
         if feat.kind != "category":
             noisy[feat.name] = rng.normal(0, 1e4, len(rows))
-    scores = bundle.score(noisy)
+    scores = score_frame(bundle, noisy)
     assert (scores["clv"] >= 0).all()
     assert scores["churn_probability"].between(0, 1).all()
 
@@ -78,14 +83,14 @@ def test_scores_are_informative_and_roughly_calibrated(small_fitted: Any) -> Non
 def test_contributions_add_up_to_the_raw_log_odds(small_fitted: Any) -> None:
     rows = _test_rows(small_fitted).head(50)
     bundle: ScoringBundle = small_fitted.bundle
-    contrib = bundle.contributions(rows)
-    assert list(contrib.columns) == [*bundle.feature_names, "bias"]
-    X = bundle.matrix(rows)
+    contrib = contributions(bundle, bundle.encode(rows))
+    assert contrib.shape == (len(rows), len(bundle.feature_names) + 1)  # + bias
+    X = model_matrix(rows, bundle.spec, bundle.levels)
     margin = bundle.churn.margin(X)
     if margin is None:
         raw = bundle.churn.raw(X)
         logit = np.log(raw / (1 - raw))
-        np.testing.assert_allclose(contrib.sum(axis=1).to_numpy(), logit, atol=1e-4)
+        np.testing.assert_allclose(contrib.sum(axis=1), logit, atol=1e-4)
     else:
         # Boosted from a BTYD prior: the base margin replaces XGBoost's constant base score,
         # which the ``bias`` column includes, so the raw log-odds are
@@ -94,16 +99,14 @@ def test_contributions_add_up_to_the_raw_log_odds(small_fitted: Any) -> None:
 
         import xgboost as xgb
 
-        from churnguard.training.models import _masked
-
         booster = bundle.churn.booster
         log_odds = booster.predict(
-            xgb.DMatrix(_masked(X, bundle.churn.masked), base_margin=margin,
+            xgb.DMatrix(masked_frame(X, bundle.churn.masked), base_margin=margin,
                         enable_categorical=True), output_margin=True)
         score = json.loads(booster.save_config())["learner"]["learner_model_param"][
             "base_score"]
         b = float(str(score).strip("[]"))
-        expected = contrib.sum(axis=1).to_numpy() - np.log(b / (1 - b)) + margin
+        expected = contrib.sum(axis=1) - np.log(b / (1 - b)) + margin
         np.testing.assert_allclose(expected, log_odds, atol=1e-3)
 
 
@@ -111,13 +114,13 @@ def test_bundle_round_trips_through_files(small_fitted: Any, tmp_path: Path) -> 
     rows = _test_rows(small_fitted).head(100)
     bundle: ScoringBundle = small_fitted.bundle
     loaded = ScoringBundle.load(bundle.save(tmp_path / "b"))
-    pd.testing.assert_frame_equal(bundle.score(rows), loaded.score(rows))
+    pd.testing.assert_frame_equal(score_frame(bundle, rows), score_frame(loaded, rows))
     assert loaded.spec == bundle.spec and loaded.levels == bundle.levels
-    with pytest.raises(FileNotFoundError, match="not a churnguard bundle"):
+    with pytest.raises(BundleError, match="not a churnguard bundle"):
         ScoringBundle.load(tmp_path)
 
 
 def test_bundle_rejects_missing_features(small_fitted: Any) -> None:
     rows = _test_rows(small_fitted).head(5)
     with pytest.raises(ValueError, match="days_since_last_purchase"):
-        small_fitted.bundle.score(rows.drop(columns=["days_since_last_purchase"]))
+        score_frame(small_fitted.bundle, rows.drop(columns=["days_since_last_purchase"]))

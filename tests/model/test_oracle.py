@@ -11,7 +11,8 @@ from churnguard.features.build import label_sql
 from churnguard.features.demo_data import generate_demo_data, oracle_churn_probability
 from churnguard.features.sources import open_source
 from churnguard.training import evaluate
-from churnguard.training.pipeline import TrainConfig, fit_models, score_source
+from churnguard.training.pipeline import TrainConfig, fit_models
+from tests.scoring import score_source
 
 
 @pytest.mark.slow
@@ -23,7 +24,7 @@ def test_churn_auc_near_the_oracle_and_calibrated(tmp_path: Path) -> None:
         fitted = fit_models(source, config=TrainConfig(clv_horizon_days=180,
                                                        max_train_cutoffs=12))
         cutoff = fitted.churn_plan.test
-        scores = score_source(source, fitted.bundle, cutoff, "test")
+        scores = score_source(source, fitted.bundle, cutoff)
         labels = source.con.sql(label_sql(cutoff, 90, 90)).df()
     oracle = oracle_churn_probability(data, cutoff, 90)
     m = scores.merge(labels[["customer_id", "churned"]], on="customer_id").merge(

@@ -1,7 +1,7 @@
 """The production batch job behind ``churnguard score``: every customer scored, never half-written.
 
 Flow: features as of the cutoff (DuckDB, or Spark with the same feature SQL) → chunks of
-``chunk_size`` customers → :func:`score_table` (the bundle's one scoring path, into one fixed
+``chunk_size`` customers → :func:`score_table` (the one scoring path, into one fixed
 Arrow schema for every engine and destination) → a :class:`Sink`.
 
 Atomic and idempotent:
@@ -38,8 +38,10 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from churnguard.features.io import AtomicPath
 from churnguard.features.sources import DataIssue, Source
-from churnguard.training.bundle import FullScores, ScoringBundle
+from churnguard.model.bundle import ScoringBundle
+from churnguard.model.score import FullScores, score_matrix
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame
@@ -88,24 +90,12 @@ def _noop(_: str) -> None:
 def score_table(bundle: ScoringBundle, features: pa.Table | pa.RecordBatch, *,
                 drivers: bool, as_of: date, model_version: str,
                 scored_at: datetime) -> pa.Table:
-    """Score feature rows with the bundle's one scoring path (:meth:`ScoringBundle.score_matrix`:
-    churn, CLV, tiers, lifecycle stage, drivers, recommended actions) into
-    :data:`OUTPUT_SCHEMA`; the API, the CLI and Spark all call it. Drivers are null with
+    """Score one chunk of feature rows (:func:`~churnguard.model.score.score_matrix`) into
+    :data:`OUTPUT_SCHEMA`, as the DuckDB and Spark engines both do. Drivers are null with
     ``drivers=False``; ``actions`` is the API's ``actions`` list as JSON text."""
-    full = bundle.score_matrix(bundle.encode_arrow(features), drivers=drivers)
+    full = score_matrix(bundle, bundle.encode_arrow(features), drivers=drivers)
     return _output(features, full, drivers=drivers, as_of=as_of, model_version=model_version,
                    scored_at=scored_at)
-
-
-def score_chunks(bundle: ScoringBundle, chunks: Iterator[pa.RecordBatch | pa.Table], *,
-                 drivers: bool, as_of: date, model_version: str,
-                 scored_at: datetime) -> Iterator[pa.Table]:
-    """:func:`score_table` of each chunk, in order (what the DuckDB engine and the benchmark
-    run). Scoring the next chunk in a thread while this one's text is formatted was measured
-    and gained nothing: XGBoost already keeps both cores busy."""
-    for chunk in chunks:
-        yield score_table(bundle, chunk, drivers=drivers, as_of=as_of,
-                          model_version=model_version, scored_at=scored_at)
 
 
 def _output(features: pa.Table | pa.RecordBatch, full: FullScores, *, drivers: bool,
@@ -216,60 +206,32 @@ class Sink(Protocol):
     def abort(self) -> None: ...
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _clean_stale(target: Path) -> None:
-    """Remove temporaries of ``target`` left by runs that were killed (their pid is gone)."""
-    if not target.parent.is_dir():
-        return
-    for tmp in target.parent.glob(f".{target.name}.tmp-*"):
-        pid = tmp.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
-            tmp.unlink(missing_ok=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 class FileSink:
-    """One Parquet or CSV file, streamed to ``.<name>.tmp-<pid>`` and renamed onto it."""
+    """One Parquet or CSV file, streamed to a temporary beside it and renamed onto it
+    (:class:`~churnguard.features.io.AtomicPath`)."""
 
     def __init__(self, target: Path, fmt: Literal["parquet", "csv"],
                  schema: pa.Schema = OUTPUT_SCHEMA) -> None:
         self.target = Path(target)
         self.fmt = fmt
         self.schema = schema
-        self.tmp = self.target.with_name(f".{self.target.name}.tmp-{os.getpid()}")
+        self.atomic = AtomicPath(self.target)
         self._writer: Any = None
 
     def prepare(self) -> None:
         self.target.parent.mkdir(parents=True, exist_ok=True)
         if not os.access(self.target.parent, os.W_OK):
             raise BatchInputError(f"cannot write to {self.target.parent}")
-        _clean_stale(self.target)
-        self.tmp.unlink(missing_ok=True)
+        self.atomic.prepare()
 
     def write(self, table: pa.Table) -> None:
         table = table.select(self.schema.names)
         if self._writer is None:
             if self.fmt == "parquet":
-                self._writer = pq.ParquetWriter(self.tmp, self.schema, compression="zstd")
+                self._writer = pq.ParquetWriter(self.atomic.tmp, self.schema,
+                                                compression="zstd")
             else:
-                self._writer = pacsv.CSVWriter(self.tmp, self.schema)
+                self._writer = pacsv.CSVWriter(self.atomic.tmp, self.schema)
         self._writer.write_table(table)
 
     def commit(self, checkpoint: Checkpoint) -> None:
@@ -277,11 +239,9 @@ class FileSink:
             self.write(self.schema.empty_table())
         self._writer.close()
         self._writer = None
-        with open(self.tmp, "rb") as fh:
-            os.fsync(fh.fileno())
+        self.atomic.sync()
         checkpoint("before_commit")
-        os.replace(self.tmp, self.target)
-        _fsync_dir(self.target.parent)
+        self.atomic.replace()
         checkpoint("after_commit")
 
     def abort(self) -> None:
@@ -289,7 +249,7 @@ class FileSink:
             with contextlib.suppress(Exception):
                 self._writer.close()
             self._writer = None
-        self.tmp.unlink(missing_ok=True)
+        self.atomic.abort()
 
 
 def _slug(value: str) -> str:
@@ -587,9 +547,12 @@ def run_batch(
         if source is not None:
             total, frames = _duckdb_chunks(source, bundle, as_of, chunk_size, partition_rows)
             later = _duckdb_not_yet_signed_up(source, as_of)
-            tables: Iterator[pa.Table] = score_chunks(
-                bundle, frames, drivers=drivers, as_of=as_of, model_version=model_version,
-                scored_at=scored_at)
+            # Scoring the next chunk in a thread while this one's text is formatted was measured
+            # and gained nothing: XGBoost already keeps both cores busy.
+            tables: Iterator[pa.Table] = (
+                score_table(bundle, chunk, drivers=drivers, as_of=as_of,
+                            model_version=model_version, scored_at=scored_at)
+                for chunk in frames)
             issues = source.issues
         else:
             import tempfile

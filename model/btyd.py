@@ -415,7 +415,9 @@ class _BaseModel:
         model.params_ = _check_params(params, cls.param_names, cls.model_name)
         return model
 
-    def _params(self) -> dict[str, float]:
+    @property
+    def params(self) -> dict[str, float]:
+        """The fitted (or given) parameters; raises :class:`NotFittedError` before."""
         if self.params_ is None:
             raise NotFittedError(
                 f"{self.model_name} has no parameters: call fit() or from_params() first"
@@ -473,7 +475,7 @@ class BetaGeoModel(_BaseModel):
     def log_likelihood(self, frequency: ArrayLike, recency: ArrayLike, T: ArrayLike) -> Result:
         """Per-customer log-likelihood, [FHL05] eq. 3."""
         x, t_x, age = _validate_history(frequency, recency, T)
-        return _wrap(self._ll(self._params(), x, t_x, age), frequency, recency, T)
+        return _wrap(self._ll(self.params, x, t_x, age), frequency, recency, T)
 
     def fit(
         self,
@@ -512,7 +514,7 @@ class BetaGeoModel(_BaseModel):
         [FHL08] eq. 2 (also the denominator of [FHL05] eq. 10).
         """
         x, t_x, age = _validate_history(frequency, recency, T)
-        p_alive = np.exp(-np.logaddexp(0.0, self._log_dead_odds(self._params(), x, t_x, age)))
+        p_alive = np.exp(-np.logaddexp(0.0, self._log_dead_odds(self.params, x, t_x, age)))
         return _wrap(p_alive, frequency, recency, T)
 
     def expected_purchases(
@@ -526,7 +528,7 @@ class BetaGeoModel(_BaseModel):
         an underflowing power for heavy buyers. The expression is analytic through a = 1 (both
         factors vanish); within 1e-6 of it we average the two sides.
         """
-        params = self._params()
+        params = self.params
         x, t_x, age = _validate_history(frequency, recency, T)
         horizon = _validate_horizon(t)
         horizon, x, t_x, age = _broadcast(("t", "frequency", "recency", "T"),
@@ -557,7 +559,7 @@ class BetaGeoModel(_BaseModel):
         the power term. Equivalently it is the likelihood ratio L(x, t_x, T+t) / L(x, t_x, T).
         Tends to P(dead) as t → ∞.
         """
-        params = self._params()
+        params = self.params
         x, t_x, age = _validate_history(frequency, recency, T)
         horizon = _validate_horizon(t)
         horizon, x, t_x, age = _broadcast(("t", "frequency", "recency", "T"),
@@ -723,7 +725,7 @@ class ParetoNBDModel(_BaseModel):
     def log_likelihood(self, frequency: ArrayLike, recency: ArrayLike, T: ArrayLike) -> Result:
         """Per-customer log-likelihood, [FH05] eqs. 18-20."""
         x, t_x, age = _validate_history(frequency, recency, T)
-        return _wrap(self._ll(self._params(), x, t_x, age), frequency, recency, T)
+        return _wrap(self._ll(self.params, x, t_x, age), frequency, recency, T)
 
     def fit(
         self,
@@ -761,7 +763,7 @@ class ParetoNBDModel(_BaseModel):
         """P(alive at T | x, t_x, T): the "still alive" term of [FH05] eq. 18 over the whole
         likelihood ([FH05] section on P(alive); [SMC87] eq. 11).
         """
-        params = self._params()
+        params = self.params
         x, t_x, age = _validate_history(frequency, recency, T)
         log_p = _pnbd_log_power(params, x, age) - _pnbd_log_bracket(params, x, t_x, age)
         return _wrap(np.exp(np.minimum(log_p, 0.0)), frequency, recency, T)
@@ -775,7 +777,7 @@ class ParetoNBDModel(_BaseModel):
         written as (β+T)·(1 - exp(-(s-1)·log1p(t/(β+T))))/(s-1), whose s → 1 limit is
         (β+T)·log1p(t/(β+T)); near s = 1 that limit is used.
         """
-        params = self._params()
+        params = self.params
         x, t_x, age = _validate_history(frequency, recency, T)
         horizon = _validate_horizon(t)
         horizon, x, t_x, age = _broadcast(("t", "frequency", "recency", "T"),
@@ -803,7 +805,7 @@ class ParetoNBDModel(_BaseModel):
         μ ~ Gamma(s, β+T) a posteriori. As t → ∞ it tends to P(no further purchase ever),
         which exceeds P(dead) because an alive customer may die before buying again.
         """
-        params = self._params()
+        params = self.params
         x, t_x, age = _validate_history(frequency, recency, T)
         horizon = _validate_horizon(t)
         horizon, x, t_x, age = _broadcast(("t", "frequency", "recency", "T"),
@@ -851,7 +853,7 @@ class GammaGammaModel(_BaseModel):
     def log_likelihood(self, frequency: ArrayLike, monetary_value: ArrayLike) -> Result:
         """Per-customer log-likelihood of m_x given x (x > 0, m_x > 0)."""
         x, m = self._fit_inputs(frequency, monetary_value)
-        return _wrap(self._ll(self._params(), x, m), frequency, monetary_value)
+        return _wrap(self._ll(self.params, x, m), frequency, monetary_value)
 
     @staticmethod
     def _fit_inputs(
@@ -905,7 +907,7 @@ class GammaGammaModel(_BaseModel):
         and the customer's own mean; for x = 0 it is the population mean. Needs q > 1, otherwise
         the population mean spend is infinite.
         """
-        params = self._params()
+        params = self.params
         x, m = _validate_spend(frequency, monetary_value)
         p, q, v = params["p"], params["q"], params["v"]
         if q <= 1.0:

@@ -3,7 +3,7 @@
 Pure functions over *score frames*: any mapping from column name to equally long arrays (a
 pandas DataFrame or a dict of numpy arrays) holding the feature columns plus
 ``churn_probability`` and ``clv``. The API, the batch job and Spark all call them through
-:meth:`churnguard.training.bundle.ScoringBundle.score_full`, and the :class:`Policy` travels
+:func:`churnguard.model.score.score_matrix`, and the :class:`Policy` travels
 inside the registered bundle (``bundle.json`` → ``policy``), so every path recommends the same
 actions (SPEC §5, §8).
 
@@ -26,7 +26,7 @@ import functools
 import itertools
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -236,7 +236,7 @@ def load_catalog(path: str | Path | None = None) -> Policy:
     import yaml
 
     if path is None:
-        text = resources.files("churnguard.training").joinpath("actions.yaml").read_text()
+        text = resources.files("churnguard.model").joinpath("actions.yaml").read_text()
         where = "default catalog (actions.yaml)"
     else:
         p = Path(path)
@@ -336,12 +336,13 @@ def lifecycle_stage(frame: Frame, policy: Policy,
 # Drivers and reasons
 
 
-def top_drivers(contribs: np.ndarray, names: Sequence[str], values: Sequence[Sequence[Any]],
+def top_drivers(contribs: np.ndarray, names: Sequence[str], value: Callable[[int, int], Any],
                 descriptions: Mapping[str, str], k: int) -> list[list[dict[str, Any]]]:
     """Per row, the ``k`` features that raise the churn score most (positive contributions to
     the log-odds, largest first), with description and the customer's value.
 
-    ``contribs``: n × len(names) (without the bias column); ``values[i][j]``: display value.
+    ``contribs``: n × len(names) (without the bias column); ``value(i, j)``: the display
+    value of feature ``j`` of row ``i`` (called only for the features shown).
     """
     out: list[list[dict[str, Any]]] = []
     if k <= 0:
@@ -357,7 +358,7 @@ def top_drivers(contribs: np.ndarray, names: Sequence[str], values: Sequence[Seq
                 break
             name = names[j]
             row.append({"feature": name, "description": descriptions.get(name, name),
-                        "value": values[i][j], "contribution": round(c, 6)})
+                        "value": value(i, j), "contribution": round(c, 6)})
         out.append(row)
     return out
 
@@ -575,7 +576,7 @@ def _recommend(a: Assessment, policy: Policy) -> Recommendations:
 def _templates(policy: Policy) -> tuple[list[str], list[str], list[str], list[tuple[int, ...]]]:
     """Per action, escaped once per policy (the API scores one customer per call): its JSON
     object up to the expected value, its reason's opening, its cost as text, its signals."""
-    esc = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+    esc = json.encoder.encode_basestring_ascii
     heads = [json.dumps(_action_out(act, 0.0, ""), separators=(",", ":"))
              .split('"expected_value":')[0] + '"expected_value":' for act in policy.actions]
     whys = [esc(act.why)[1:-1] for act in policy.actions]

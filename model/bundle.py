@@ -1,0 +1,155 @@
+"""The scoring bundle: churn + CLV models + feature spec + action policy, saved as plain files.
+
+Training writes a bundle (:mod:`churnguard.training.pipeline`); the API, the batch job, Spark
+and the MLflow pyfunc read it and score it with :func:`churnguard.model.score.score_matrix`.
+Files: ``bundle.json`` (spec, category levels, calibrator, CLV factors, metadata, the action
+``policy``), ``churn.ubj``, ``clv_buy.ubj``, ``clv_spend.ubj`` (XGBoost's own format). Loading
+reads these files only: nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import xgboost as xgb
+
+from churnguard.features.definitions import FeatureSpec
+from churnguard.model.encode import RowEncoder
+from churnguard.model.policy import Policy, load_catalog
+from churnguard.model.predictors import Calibrator, ChurnModel, ClvModel
+
+BUNDLE_FORMAT = 1
+#: The files of a bundle directory; a directory without all of them is not a bundle.
+BUNDLE_FILES = ("bundle.json", "churn.ubj", "clv_buy.ubj", "clv_spend.ubj")
+
+
+class BundleError(ValueError):
+    """A directory that is not a churnguard bundle this version can read."""
+
+
+@dataclass
+class ScoringBundle:
+    """Everything needed to score a feature row: spec, category levels, the fitted models and
+    the action policy (as its dict; :meth:`policy_obj` parses it once)."""
+
+    spec: FeatureSpec
+    levels: dict[str, list[str]]
+    churn: ChurnModel
+    clv: ClvModel
+    horizon_days: int
+    clv_horizon_days: int
+    metadata: dict[str, Any] = field(default_factory=dict)
+    policy: dict[str, Any] | None = None
+    #: Whether the fast scoring path was shown to equal the models' own methods on this
+    #: bundle (None: not checked yet); see :func:`churnguard.model.score.score_matrix`.
+    fast_path: bool | None = field(default=None, init=False, repr=False, compare=False)
+    _policy: Policy | None = field(default=None, init=False, repr=False, compare=False)
+    _encoder: RowEncoder | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def feature_names(self) -> list[str]:
+        return self.spec.feature_names()
+
+    def policy_obj(self) -> Policy:
+        """The bundle's action policy (the default catalog, without value tiers, if none)."""
+        if self._policy is None:
+            self._policy = (Policy.from_dict(self.policy, source="bundle policy")
+                            if self.policy else load_catalog())
+        return self._policy
+
+    def encoder(self) -> RowEncoder:
+        if self._encoder is None:
+            self._encoder = RowEncoder(self.spec, self.levels)
+        return self._encoder
+
+    def encode(self, features: pd.DataFrame) -> np.ndarray:
+        """Feature rows of a pandas frame as the encoded matrix (see
+        :meth:`RowEncoder.encode_frame`)."""
+        return self.encoder().encode_frame(features)
+
+    def encode_arrow(self, table: pa.Table | pa.RecordBatch) -> np.ndarray:
+        """Feature rows of an Arrow table as the encoded matrix (see
+        :meth:`RowEncoder.encode_arrow`)."""
+        return self.encoder().encode_arrow(table)
+
+    def set_threads(self, n: int) -> ScoringBundle:
+        """XGBoost threads per prediction for every booster (1 where parallelism comes from
+        elsewhere: API workers, Spark tasks)."""
+        for booster in (self.churn.booster, self.clv.buy, self.clv.spend):
+            booster.set_param({"nthread": n})
+        return self
+
+    # -- persistence ---------------------------------------------------------------------
+
+    def save(self, directory: Path) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.churn.booster.save_model(directory / "churn.ubj")
+        self.clv.buy.save_model(directory / "clv_buy.ubj")
+        self.clv.spend.save_model(directory / "clv_spend.ubj")
+        meta = {
+            "format": BUNDLE_FORMAT,
+            "spec": self.spec.to_dict(),
+            "levels": self.levels,
+            "calibrator": self.churn.calibrator.to_dict() if self.churn.calibrator else None,
+            "churn_info": self.churn.info,
+            "clv": {"smear": self.clv.smear, "scale": self.clv.scale, "info": self.clv.info},
+            "horizon_days": self.horizon_days,
+            "clv_horizon_days": self.clv_horizon_days,
+            "metadata": self.metadata,
+            "policy": self.policy,
+        }
+        (directory / "bundle.json").write_text(json.dumps(meta, indent=2, default=str))
+        return directory
+
+    @classmethod
+    def load(cls, directory: Path | str) -> ScoringBundle:
+        """Read a bundle directory (its JSON and the boosters' native files); raises
+        :class:`BundleError` for a directory that is not a bundle of this format."""
+        directory = Path(directory)
+        absent = [name for name in BUNDLE_FILES if not (directory / name).is_file()]
+        if absent:
+            raise BundleError(f"{directory} is not a churnguard bundle (missing "
+                              f"{', '.join(absent)})")
+        try:
+            meta = json.loads((directory / "bundle.json").read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise BundleError(f"{directory}/bundle.json is not valid JSON ({exc})") from None
+        if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT:
+            found = meta.get("format") if isinstance(meta, dict) else None
+            raise BundleError(f"unsupported bundle format {found!r} "
+                              f"(this churnguard reads format {BUNDLE_FORMAT})")
+
+        def booster(name: str) -> xgb.Booster:
+            b = xgb.Booster()
+            b.load_model(directory / name)
+            return b
+
+        cal = Calibrator.from_dict(meta["calibrator"]) if meta["calibrator"] else None
+        bundle = cls(
+            spec=FeatureSpec.from_dict(meta["spec"]),
+            levels={k: list(v) for k, v in meta["levels"].items()},
+            churn=ChurnModel(booster=booster("churn.ubj"), calibrator=cal,
+                             info=meta.get("churn_info", {})),
+            clv=ClvModel(buy=booster("clv_buy.ubj"), spend=booster("clv_spend.ubj"),
+                         smear=float(meta["clv"]["smear"]), scale=float(meta["clv"]["scale"]),
+                         info=meta["clv"].get("info", {})),
+            horizon_days=int(meta["horizon_days"]),
+            clv_horizon_days=int(meta["clv_horizon_days"]),
+            metadata=meta.get("metadata", {}),
+            policy=meta.get("policy"),
+        )
+        # The scoring path hands the boosters encoded matrices without per-call feature-name
+        # checks: it relies on every booster reading the spec's columns in order.
+        names = bundle.feature_names
+        for b in (bundle.churn.booster, bundle.clv.buy, bundle.clv.spend):
+            if b.feature_names is not None and list(b.feature_names) != names:
+                raise BundleError(f"{directory}: the boosters do not read the feature spec's "
+                                  "columns in order; the bundle is inconsistent")
+        return bundle

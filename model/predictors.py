@@ -1,0 +1,359 @@
+"""The fitted churn and CLV models as the bundle stores them, and how they predict.
+
+Training (:mod:`churnguard.training.models`) fits these objects; the scoring runtime
+(:mod:`churnguard.model.score`) and the trainer's own evaluation call their predict methods.
+
+References
+----------
+- [CG16] Chen & Guestrin (2016), "XGBoost: A Scalable Tree Boosting System", KDD.
+- [Pla99] Platt (1999), "Probabilistic Outputs for Support Vector Machines and Comparisons to
+  Regularized Likelihood Methods" (sigmoid calibration; here on the log-odds of the score).
+- [ZE02] Zadrozny & Elkan (2002), "Transforming Classifier Scores into Accurate Multiclass
+  Probability Estimates", KDD (isotonic calibration).
+- [OF17] Oron & Flournoy (2017), "Centered Isotonic Regression: Point and Interval Estimation
+  for Dose-Response Studies", Statistics in Biopharmaceutical Research 9(3), 258-267.
+- [Dua83] Duan (1983), "Smearing Estimate: A Nonparametric Retransformation Method", JASA
+  78(383), 605-610.
+- [Cra71] Cragg (1971), "Some Statistical Models for Limited Dependent Variables", Econometrica
+  39(5) (the hurdle model: P(y > 0) * E[y | y > 0]).
+- [FHL05] Fader, Hardie & Lee (2005), BG/NBD; [FHL05b] Gamma-Gamma (see ``btyd.py``).
+- [SMC87] Schmittlein, Morrison & Colombo (1987), "Counting Your Customers", Management
+  Science 33(1) (Pareto/NBD; see ``btyd.py``).
+- [FHS05] Friedman, Hastie & Tibshirani (2000), "Additive Logistic Regression: a Statistical
+  View of Boosting", Annals of Statistics 28(2) (boosting from an initial fit F0: the trees
+  fit corrections to a given log-odds offset, XGBoost's ``base_margin``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+
+EPS = 1e-6
+CalibrationMethod = Literal["isotonic", "platt"]
+
+#: The feature columns a :class:`BtydPrior` reads.
+PRIOR_COLUMNS = ("purchase_days_total", "days_since_first_purchase",
+                 "days_since_last_purchase", "avg_order_value")
+
+
+def clip_probability(p: np.ndarray) -> np.ndarray:
+    """Probabilities clipped to [EPS, 1 - EPS], as float64."""
+    return np.clip(np.asarray(p, dtype=float), EPS, 1.0 - EPS)
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    q = clip_probability(p)
+    return np.log(q / (1.0 - q))
+
+
+# ---------------------------------------------------------------------------------------------
+# Calibration
+
+
+@dataclass(frozen=True)
+class Calibrator:
+    """A monotone map from a raw score to a calibrated probability.
+
+    ``platt``: p = sigmoid(a · logit(s) + b) [Pla99]; ``isotonic``: the isotonic fit [ZE02],
+    centered [OF17]: one knot per block of equal fitted value, at the block's mean score, and
+    linear in between. Plain isotonic regression maps every score of a block to one value, so
+    customers the model ranks apart come out tied; the centered map rises strictly between its
+    first and last knot and keeps the model's ranking there. Outside those knots it is flat.
+    """
+
+    method: CalibrationMethod
+    a: float = 1.0
+    b: float = 0.0
+    x: tuple[float, ...] = ()
+    y: tuple[float, ...] = ()
+
+    def predict(self, scores: np.ndarray) -> np.ndarray:
+        scores = np.asarray(scores, dtype=float)
+        if self.method == "platt":
+            z = self.a * logit(scores) + self.b
+            return clip_probability(1.0 / (1.0 + np.exp(-z)))
+        return clip_probability(np.interp(scores, np.asarray(self.x), np.asarray(self.y)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "a": self.a, "b": self.b, "x": list(self.x),
+                "y": list(self.y)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Calibrator:
+        return cls(method=data["method"], a=float(data["a"]), b=float(data["b"]),
+                   x=tuple(float(v) for v in data["x"]), y=tuple(float(v) for v in data["y"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# BTYD prior: the base margin the boosters correct
+
+
+def prior_columns(X: pd.DataFrame | np.ndarray,
+                   names: list[str] | None = None) -> dict[str, np.ndarray]:
+    """The prior's input columns from a feature frame or an encoded matrix + column names, as
+    arrays (the API scores one row at a time: no pandas on that path)."""
+    if isinstance(X, pd.DataFrame):
+        cols = {c: pd.to_numeric(X[c], errors="coerce").to_numpy(dtype=float)
+                for c in PRIOR_COLUMNS}
+    else:
+        if names is None:
+            raise ValueError("an encoded matrix needs its column names")
+        cols = {c: np.asarray(X[:, names.index(c)], dtype=float) for c in PRIOR_COLUMNS}
+    # Any row must score: counts become whole and non-negative, ages non-negative, the last
+    # purchase no earlier than the first (the BTYD models reject anything else).
+    first = np.clip(cols["days_since_first_purchase"], 0.0, None)
+    return {
+        "purchase_days_total": np.round(np.clip(cols["purchase_days_total"], 0.0, None)),
+        "days_since_first_purchase": first,
+        "days_since_last_purchase": np.clip(cols["days_since_last_purchase"], 0.0, first),
+        "avg_order_value": np.clip(cols["avg_order_value"], 0.0, None),
+    }
+
+
+def rfm_arrays(cols: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """BTYD inputs in weeks: buyer, x (repeat purchase days), t_x (recency), T (age), m
+    (average order value) from the RFM feature columns."""
+    n_days = np.nan_to_num(np.asarray(cols["purchase_days_total"], dtype=float), nan=0.0)
+    first = np.asarray(cols["days_since_first_purchase"], dtype=float)
+    last = np.asarray(cols["days_since_last_purchase"], dtype=float)
+    buyer = (n_days > 0) & np.isfinite(first) & np.isfinite(last)
+    x = np.where(buyer, n_days - 1, 0.0)
+    T = np.where(buyer, first / 7.0, 0.0)
+    t_x = np.where(buyer & (x > 0), np.clip((first - last) / 7.0, 0.0, None), 0.0)
+    t_x = np.minimum(t_x, T)
+    m = np.nan_to_num(np.asarray(cols["avg_order_value"], dtype=float), nan=0.0).clip(0.0)
+    return {"buyer": buyer, "x": x, "t_x": t_x, "T": T, "m": m}
+
+
+@dataclass(frozen=True)
+class BtydPrior:
+    """A BTYD purchase model (BG/NBD [FHL05] or Pareto/NBD [SMC87]) + Gamma-Gamma [FHL05b]
+    fitted on one snapshot's feature rows, used as the base margin of the boosters (boosting
+    from an initial fit [FHS05]).
+
+    The BTYD models extrapolate with customer age by construction (the posterior of a
+    customer's purchase rate and dropout given x, t_x and T), where trees fitted on younger
+    snapshots can only extend their outermost leaf. Margins, with P0(h) = P(no purchase in the
+    next h days | x, t_x, T) and E[Y(h)] the expected purchases ([FHL05] eq. 10; [SMC87]) times
+    the Gamma-Gamma expected order value E[M] ([FHL05b]):
+
+    - churn: logit P0(h);
+    - buy (CLV hurdle): logit(1 - P0(h));
+    - spend if buying: log(E[Y(h)] · E[M] / (1 - P0(h))).
+
+    Customers without a purchase are outside the BTYD models: their margins are 0 (log-odds)
+    and log of the population mean order value, and the trees learn their level.
+    The RFM statistics come from the feature row (:func:`rfm_arrays`). ``family=None`` fits
+    both purchase models and keeps the one with the higher likelihood (both have four
+    parameters, so this is also the AIC choice).
+    """
+
+    family: str
+    purchase: dict[str, float]
+    gg: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"family": self.family, "purchase": dict(self.purchase), "gg": dict(self.gg)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BtydPrior:
+        return cls(family=str(data["family"]),
+                   purchase={k: float(v) for k, v in data["purchase"].items()},
+                   gg={k: float(v) for k, v in data["gg"].items()})
+
+    def quantities(self, X: pd.DataFrame | np.ndarray, horizon_days: float,
+                   names: list[str] | None = None) -> dict[str, np.ndarray]:
+        """buyer (bool), p0 = P(no purchase in the horizon), spend = expected spend in it."""
+        from churnguard.model.btyd import BetaGeoModel, GammaGammaModel, ParetoNBDModel
+
+        r = rfm_arrays(prior_columns(X, names))
+        buyer = r["buyer"]
+        n = len(buyer)
+        p0 = np.full(n, 0.5)
+        spend = np.zeros(n)
+        gg = GammaGammaModel.from_params(**self.gg)
+        p, q, v = self.gg["p"], self.gg["q"], self.gg["v"]
+        mean_value = v * p / (q - 1.0) if q > 1.0 else float("nan")
+        if buyer.any():
+            model = (ParetoNBDModel if self.family == "pnbd" else BetaGeoModel).from_params(
+                **self.purchase)
+            x, t_x, T, m = (r[c][buyer] for c in ("x", "t_x", "T", "m"))
+            weeks = horizon_days / 7.0
+            p0[buyer] = np.asarray(model.probability_no_purchase(weeks, x, t_x, T),
+                                   dtype=float)
+            value = np.where((x > 0) & (m > 0), np.asarray(
+                gg.conditional_expected_average_value(np.where(m > 0, x, 0.0),
+                                                      np.where(m > 0, m, 1.0)), dtype=float),
+                mean_value)
+            spend[buyer] = np.asarray(model.expected_purchases(weeks, x, t_x, T),
+                                      dtype=float) * value
+        return {"buyer": buyer, "p0": np.clip(p0, 1e-4, 1 - 1e-4),
+                "spend": np.nan_to_num(spend, nan=0.0), "mean_value": np.full(n, mean_value)}
+
+    def margins(self, X: pd.DataFrame | np.ndarray, horizon_days: float,
+                names: list[str] | None = None) -> dict[str, np.ndarray]:
+        """``churn``, ``buy`` and ``spend`` base margins (see the class docstring)."""
+        qs = self.quantities(X, horizon_days, names)
+        buyer, p0 = qs["buyer"], qs["p0"]
+        churn = np.where(buyer, np.log(p0 / (1.0 - p0)), 0.0)
+        churn = np.where(np.isfinite(churn), churn, 0.0)
+        cond = qs["spend"] / (1.0 - p0)
+        fallback = qs["mean_value"]
+        spend = np.log(np.clip(np.where(buyer, cond, fallback), 1e-3, None))
+        spend = np.where(np.isfinite(spend), spend, 0.0)
+        return {"churn": churn, "buy": -churn, "spend": spend}
+
+
+def masked_frame(X: pd.DataFrame, masked: tuple[str, ...] | list[str]) -> pd.DataFrame:
+    """``X`` with the ``masked`` columns set to missing: the trees never split on them."""
+    cols = [c for c in masked if c in X.columns]
+    if not cols:
+        return X
+    out = X.copy()
+    for c in cols:
+        out[c] = np.nan
+    return out
+
+
+def masked_matrix(X: np.ndarray, names: list[str], masked: list[str]) -> np.ndarray:
+    cols = [names.index(c) for c in masked if c in names]
+    if not cols:
+        return X
+    out = np.array(X, copy=True)
+    out[:, cols] = np.nan
+    return out
+
+
+def dmatrix(X: pd.DataFrame, masked: tuple[str, ...] | list[str] = (),
+             margin: np.ndarray | None = None) -> xgb.DMatrix:
+    return xgb.DMatrix(masked_frame(X, masked), base_margin=margin, enable_categorical=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Churn model
+
+
+@dataclass
+class ChurnModel:
+    """XGBoost churn classifier [CG16] plus its calibrator.
+
+    ``info`` (saved with the bundle) may hold ``prior`` (a :class:`BtydPrior` as a dict) and
+    ``prior_horizon_days``: the booster then adds its trees to the prior's churn log-odds
+    (``base_margin``); and ``masked``: feature columns the booster never sees (set to missing).
+    """
+
+    booster: xgb.Booster
+    calibrator: Calibrator | None = None
+    best_iteration: int = 0
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def prior(self) -> BtydPrior | None:
+        data = self.info.get("prior")
+        return BtydPrior.from_dict(data) if data else None
+
+    @property
+    def masked(self) -> list[str]:
+        return list(self.info.get("masked", []))
+
+    def margin(self, X: pd.DataFrame | np.ndarray,
+               names: list[str] | None = None) -> np.ndarray | None:
+        """The base margin from the stored prior (None without one)."""
+        prior = self.prior
+        if prior is None:
+            return None
+        return prior.margins(X, float(self.info["prior_horizon_days"]), names)["churn"]
+
+    def raw(self, X: pd.DataFrame, margin: np.ndarray | None = None) -> np.ndarray:
+        """Uncalibrated probability; ``margin`` overrides the stored prior's base margin."""
+        m = self.margin(X) if margin is None else margin
+        return np.asarray(self.booster.predict(dmatrix(X, self.masked, m)))
+
+    def predict(self, X: pd.DataFrame, margin: np.ndarray | None = None) -> np.ndarray:
+        raw = self.raw(X, margin)
+        return self.calibrator.predict(raw) if self.calibrator else clip_probability(raw)
+
+    def raw_encoded(self, X: np.ndarray, names: list[str]) -> np.ndarray:
+        """:meth:`raw` for an encoded float matrix with columns ``names`` (XGBoost
+        ``inplace_predict``): boosters with a prior need its base margin, so callers that
+        bypass :meth:`raw` must use this instead of ``booster.inplace_predict``."""
+        m = self.margin(X, names)  # from the unmasked columns: the prior reads age
+        X = masked_matrix(X, names, self.masked)
+        return np.asarray(self.booster.inplace_predict(X, base_margin=m), dtype=float)
+
+    def predict_encoded(self, X: np.ndarray, names: list[str]) -> np.ndarray:
+        """:meth:`predict` for an encoded float matrix (see :meth:`raw_encoded`)."""
+        raw = self.raw_encoded(X, names)
+        return self.calibrator.predict(raw) if self.calibrator else clip_probability(raw)
+
+
+# ---------------------------------------------------------------------------------------------
+# CLV hurdle model
+
+
+@dataclass
+class ClvModel:
+    """Hurdle model of spend in the CLV horizon [Cra71]: P(buy) * E[spend | buy].
+
+    E[spend | buy] = exp(f(x)) · smear, with f an XGBoost regression of log spend on buyers and
+    ``smear`` Duan's smearing factor mean(exp(residual)) [Dua83]. Both boosters are monotone
+    non-increasing in recency (:data:`CLV_MONOTONE`). ``scale`` multiplies the
+    product so the total over the validation snapshot matches its actual total.
+    """
+
+    buy: xgb.Booster
+    spend: xgb.Booster
+    smear: float = 1.0
+    scale: float = 1.0
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def prior(self) -> BtydPrior | None:
+        data = self.info.get("prior")
+        return BtydPrior.from_dict(data) if data else None
+
+    def margins(self, X: pd.DataFrame | np.ndarray, names: list[str] | None = None
+                ) -> tuple[np.ndarray, np.ndarray] | None:
+        """(buy, spend) base margins from the stored prior (None without one)."""
+        prior = self.prior
+        if prior is None:
+            return None
+        m = prior.margins(X, float(self.info["prior_horizon_days"]), names)
+        return m["buy"], m["spend"]
+
+    def components(self, X: pd.DataFrame,
+                   margins: tuple[np.ndarray, np.ndarray] | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """(P(buy), E[spend | buy] before ``scale``); ``margins`` override the stored prior's."""
+        m = self.margins(X) if margins is None else margins
+        masked = list(self.info.get("masked", []))
+        d_buy = dmatrix(X, masked, None if m is None else m[0])
+        d_spend = dmatrix(X, masked, None if m is None else m[1])
+        p_buy = np.clip(np.asarray(self.buy.predict(d_buy)), 0.0, 1.0)
+        spend = np.exp(np.asarray(self.spend.predict(d_spend), dtype=float)) * self.smear
+        return p_buy, spend
+
+    def predict(self, X: pd.DataFrame,
+                margins: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        p_buy, spend = self.components(X, margins)
+        return np.maximum(self.scale * p_buy * spend, 0.0)
+
+    def components_encoded(self, X: np.ndarray, names: list[str]
+                           ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`components` for an encoded float matrix with columns ``names`` (see
+        :meth:`ChurnModel.raw_encoded`): the same numbers, P(buy) in the boosters' float32
+        as :meth:`components` returns it (the CLV product is formed in that precision)."""
+        m = self.margins(X, names)  # from the unmasked columns: the prior reads age
+        X = masked_matrix(X, names, list(self.info.get("masked", [])))
+        p_buy = np.clip(np.asarray(self.buy.inplace_predict(
+            X, base_margin=None if m is None else m[0])), 0.0, 1.0)
+        spend = np.exp(np.asarray(self.spend.inplace_predict(
+            X, base_margin=None if m is None else m[1]), dtype=float)) * self.smear
+        return p_buy, spend
+

@@ -1,0 +1,95 @@
+"""The bundle as an MLflow pyfunc, for MLflow's own tools (``mlflow.pyfunc.load_model``,
+``mlflow.pyfunc.spark_udf``, ``mlflow models serve``).
+
+churnguard itself never loads this wrapper: its readers take the bundle's plain files from the
+registry (:func:`churnguard.model.registry.load_bundle`). Importing this module imports MLflow.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+from mlflow.pyfunc.model import PythonModel
+
+from churnguard.features.definitions import FeatureSpec
+from churnguard.model.bundle import ScoringBundle
+from churnguard.model.score import score_matrix
+
+
+def predict_frame(bundle: ScoringBundle, features: pd.DataFrame) -> pd.DataFrame:
+    """The pyfunc's output for feature rows: :func:`score_matrix` without drivers, with the
+    recommended actions as the batch job writes them (``actions`` as JSON text)."""
+    full = score_matrix(bundle, bundle.encode(features), drivers=False)
+    recs = full.assessment.recommendations(full.policy)
+    ids = [a.id for a in full.policy.actions]
+    out = pd.DataFrame(index=features.index)
+    for col in ("customer_id", "as_of"):
+        if col in features.columns:
+            out[col] = features[col].to_numpy()
+    out["churn_probability"] = full.churn_probability
+    out["clv"] = full.clv
+    out["p_buy"] = full.p_buy.astype("float64")
+    out["expected_spend_if_buy"] = full.expected_spend_if_buy
+    out["risk_tier"] = full.assessment.risk_tier
+    out["value_tier"] = full.assessment.value_tier
+    out["lifecycle_stage"] = full.assessment.lifecycle_stage
+    out["recommended_action"] = [ids[j] for j in recs.first().tolist()]
+    out["actions"] = recs.json
+    return out
+
+
+def signature_frame(features: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
+    """Columns in their input-schema types: customer_id and categories -> str (None when
+    missing), int features -> int64 (never missing: the feature SQL coalesces counts to 0),
+    float features -> float64 (NaN when unknown)."""
+    out = pd.DataFrame(index=features.index)
+    if "customer_id" in features.columns:
+        out["customer_id"] = features["customer_id"].astype(object).map(str)
+    for feat in spec.features():
+        col = features[feat.name]
+        if feat.kind == "category":
+            out[feat.name] = col.astype(object).where(col.notna(), None)
+        elif feat.kind == "int":
+            if col.isna().any():
+                raise ValueError(f"integer feature {feat.name!r} has missing values")
+            out[feat.name] = col.astype("int64")
+        else:
+            out[feat.name] = col.astype("float64")
+    return out
+
+
+def input_example(bundle: ScoringBundle, features: pd.DataFrame, n: int = 3) -> pd.DataFrame:
+    """A few rows in the pyfunc's input schema: customer_id plus the feature columns."""
+    cols = ["customer_id", *bundle.feature_names]
+    return signature_frame(features[cols].head(n), bundle.spec)
+
+
+def input_schema(spec: FeatureSpec) -> Any:
+    """The pyfunc input schema: customer_id, then every feature (category -> string, int ->
+    long, float -> double; missing values allowed for strings and doubles)."""
+    from mlflow.types import ColSpec, Schema
+
+    kinds = {"category": "string", "int": "long", "float": "double"}
+    return Schema([ColSpec("string", "customer_id"),
+                   *(ColSpec(kinds[f.kind], f.name) for f in spec.features())])
+
+
+class ChurnguardPyfunc(PythonModel):
+    """MLflow pyfunc wrapper of :class:`ScoringBundle` (artifact ``bundle``: its directory)."""
+
+    def __init__(self) -> None:
+        self.bundle: ScoringBundle | None = None
+
+    def load_context(self, context: Any) -> None:
+        self.bundle = ScoringBundle.load(context.artifacts["bundle"])
+
+    # No type hints on predict: MLflow 3 derives a schema from them; the signature logged with
+    # the model is the schema here.
+    def predict(self, context, model_input, params=None):
+        if self.bundle is None:
+            self.load_context(context)
+        assert self.bundle is not None
+        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(
+            model_input)
+        return predict_frame(self.bundle, frame)

@@ -1,0 +1,159 @@
+"""The one scoring path: an encoded feature matrix → every field of a score.
+
+:func:`score_matrix` is the only code that turns feature rows into churn probability, CLV,
+drivers, lifecycle stage, value tier and recommended actions. The API
+(:mod:`churnguard.serving.scoring`), the batch job and Spark (:mod:`churnguard.serving.batch`)
+and the MLflow pyfunc (:mod:`churnguard.model.pyfunc`) all call it, on a matrix from the
+bundle's :class:`~churnguard.model.encode.RowEncoder`, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+
+from churnguard.model.bundle import ScoringBundle
+from churnguard.model.policy import Assessment, Policy, assess, top_drivers
+from churnguard.model.predictors import masked_matrix
+
+log = logging.getLogger(__name__)
+
+#: Rows on which the fast path is checked against the models' own methods, once per bundle.
+FAST_CHECK_ROWS = 512
+
+
+@dataclass
+class FullScores:
+    """The output of :func:`score_matrix`, aligned with the input rows."""
+
+    churn_probability: np.ndarray
+    clv: np.ndarray
+    p_buy: np.ndarray
+    expected_spend_if_buy: np.ndarray
+    assessment: Assessment
+    drivers: list[list[dict[str, Any]]] | None
+    frame: dict[str, np.ndarray]
+    policy: Policy
+
+    def __len__(self) -> int:
+        return len(self.churn_probability)
+
+    def actions(self, i: int) -> list[dict[str, Any]]:
+        """Recommended actions of row ``i``, best first, each with its reason."""
+        return self.assessment.actions(self.frame, self.policy, i)
+
+    def row(self, i: int) -> dict[str, Any]:
+        """Score fields of row ``i`` (without id, model version and time)."""
+        a = self.assessment
+        return {"churn_probability": float(self.churn_probability[i]),
+                "risk_tier": a.risk_tier[i], "clv": float(self.clv[i]),
+                "value_tier": a.value_tier[i], "lifecycle_stage": a.lifecycle_stage[i],
+                "drivers": self.drivers[i] if self.drivers is not None else [],
+                "actions": self.actions(i)}
+
+    def to_frame(self) -> pd.DataFrame:
+        """Every score field as a column (drivers and actions as lists of dicts)."""
+        n = len(self)
+        a = self.assessment
+        return pd.DataFrame({
+            "churn_probability": self.churn_probability, "clv": self.clv,
+            "p_buy": self.p_buy, "expected_spend_if_buy": self.expected_spend_if_buy,
+            "risk_tier": a.risk_tier, "value_tier": a.value_tier,
+            "lifecycle_stage": a.lifecycle_stage,
+            "drivers": self.drivers if self.drivers is not None else [[] for _ in range(n)],
+            "actions": [self.actions(i) for i in range(n)]})
+
+
+def score_matrix(bundle: ScoringBundle, X: np.ndarray, *, drivers: bool = True) -> FullScores:
+    """Score an encoded feature matrix (rows from :meth:`ScoringBundle.encode`,
+    :meth:`~ScoringBundle.encode_arrow` or :meth:`RowEncoder.encode_records`).
+
+    Churn probability (calibrated, in the bundle's churn horizon), CLV (expected spend in the
+    CLV horizon, never negative) with its two hurdle parts, then the policy's risk and value
+    tier, lifecycle stage and recommended actions, and with ``drivers`` the features raising
+    each churn score most (TreeSHAP contributions, :func:`contributions`).
+    """
+    enc = bundle.encoder()
+    core = _core_checked(bundle, X)
+    p, clv = core["churn_probability"], core["clv"]
+    frame: dict[str, np.ndarray] = {name: X[:, j] for j, name in enumerate(enc.names)}
+    frame["churn_probability"] = p
+    frame["clv"] = clv
+    policy = bundle.policy_obj()
+    top: list[list[dict[str, Any]]] | None = None
+    if drivers:
+        top = top_drivers(contributions(bundle, X)[:, :-1], enc.names,
+                          lambda i, j: enc.display(X, i, j), enc.descriptions,
+                          policy.top_drivers)
+    return FullScores(churn_probability=p, clv=clv, p_buy=core["p_buy"],
+                      expected_spend_if_buy=core["expected_spend_if_buy"],
+                      assessment=assess(frame, policy), drivers=top, frame=frame,
+                      policy=policy)
+
+
+def contributions(bundle: ScoringBundle, X: np.ndarray) -> np.ndarray:
+    """Per-feature contributions to the churn model's raw log-odds (XGBoost ``pred_contribs``,
+    i.e. TreeSHAP values; Lundberg et al. 2020, Nature MI 2(1)): n × (features + 1), the last
+    column the bias; without a BTYD prior each row sums to the raw (uncalibrated) log-odds."""
+    enc = bundle.encoder()
+    # One thread for small batches: building a DMatrix with an OpenMP team costs milliseconds.
+    # The columns are the encoder's, i.e. the booster's own order (ScoringBundle.load checks
+    # it), so the per-call feature-name checks are skipped; the types stay so that categorical
+    # splits read level codes.
+    d = xgb.DMatrix(masked_matrix(X, enc.names, bundle.churn.masked), feature_types=enc.types,
+                    enable_categorical=True, nthread=1 if len(X) < 1024 else None)
+    return np.asarray(bundle.churn.booster.predict(d, pred_contribs=True,
+                                                   validate_features=False))
+
+
+def _core(bundle: ScoringBundle, X: np.ndarray) -> dict[str, np.ndarray]:
+    """Churn probability, CLV, P(buy) and spend through the models' own predict methods on
+    the model matrix (the reference the fast path is checked against)."""
+    frame = bundle.encoder().frame(X)
+    p_buy, spend = bundle.clv.components(frame)
+    return {"churn_probability": bundle.churn.predict(frame),
+            "clv": np.maximum(bundle.clv.scale * p_buy * spend, 0.0),
+            "p_buy": p_buy, "expected_spend_if_buy": spend * bundle.clv.scale}
+
+
+def _core_fast(bundle: ScoringBundle, X: np.ndarray) -> dict[str, np.ndarray]:
+    """:func:`_core` on the encoded matrix without building pandas frames: the same model
+    steps (prior base margins, masked columns, calibration) with XGBoost ``inplace_predict``,
+    which reads the same float32 numbers as a DMatrix."""
+    names = bundle.encoder().names
+    churn, clv = bundle.churn, bundle.clv
+    p = churn.predict_encoded(X, names)
+    p_buy, spend = clv.components_encoded(X, names)
+    return {"churn_probability": p, "clv": np.maximum(clv.scale * p_buy * spend, 0.0),
+            "p_buy": p_buy, "expected_spend_if_buy": spend * clv.scale}
+
+
+def _core_checked(bundle: ScoringBundle, X: np.ndarray) -> dict[str, np.ndarray]:
+    """The fast path once it has been shown to equal :func:`_core` bit for bit on this bundle
+    (checked on the first :data:`FAST_CHECK_ROWS` rows it scores); otherwise, with a warning
+    logged once, the models' own methods."""
+    if bundle.fast_path is None:
+        head = X[:FAST_CHECK_ROWS]
+        slow = _core(bundle, head)
+        try:
+            fast = _core_fast(bundle, head)
+            bundle.fast_path = all(np.array_equal(slow[k], fast[k], equal_nan=True)
+                                   for k in slow)
+            why = "its results differ from the models' own predict methods"
+        except Exception as exc:  # a model step the fast path does not know
+            bundle.fast_path = False
+            why = f"it failed ({type(exc).__name__}: {exc})"
+        if not bundle.fast_path:
+            log.warning("scoring this bundle through the models' own predict methods, which "
+                        "is several times slower: the fast path (inplace_predict) was not used "
+                        "because %s", why)
+        if len(X) == len(head):
+            return slow
+    if bundle.fast_path:
+        return _core_fast(bundle, X)
+    return _core(bundle, X)
