@@ -68,6 +68,113 @@ def test_bad_catalogs_are_clear_errors(tmp_path: Path, edit: dict[str, Any],
         load_catalog(tmp_path / "nope.yaml")
 
 
+def _action(**edit: Any) -> dict[str, Any]:
+    return {"id": "a", "name": "A", "cost": 1, "effect": 0.1, **edit}
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"actions": [_action(cost=-1)]},
+     "catalog.yaml: actions[0] (a): cost must be a finite number >= 0, got -1"),
+    ({"actions": [_action(), _action(id="b", cost="cheap")]},
+     "catalog.yaml: actions[1] (b): cost must be a finite number >= 0, got 'cheap'"),
+    ({"actions": [_action(), _action(id="b"), _action(id="care_email", effect=1.5)]},
+     "catalog.yaml: actions[2] (care_email): effect (relative churn reduction) must be in "
+     "[0, 1], got 1.5"),
+    ({"actions": [_action(colour="red", size=3)]},
+     "catalog.yaml: actions[0] (a): unknown key(s) colour, size; known: channel, cost, effect, "
+     "effect_source, id, min_clv, name, risk, signals, stages, value_tiers, why"),
+    ({"actions": [_action()], "lifecycle": {"old_days": 3}},
+     "catalog.yaml: lifecycle: unknown key(s) old_days; known: declining_interaction_trend, "
+     "declining_overdue_ratio, declining_purchase_trend, lapsed_days, lapsed_overdue_ratio, "
+     "loyal_days, loyal_min_purchase_days, new_days"),
+    ({"actions": [_action(stages=["new", "zombie"])]},
+     "catalog.yaml: actions[0] (a): stages: unknown zombie; allowed: new, active, loyal, "
+     "declining, at_risk, lapsed"),
+    ({"actions": [_action(stages="new")]},
+     "catalog.yaml: actions[0] (a): stages must be a list of names from new, active, loyal, "
+     "declining, at_risk, lapsed, got 'new'"),
+    ({"actions": [_action(risk=[0.8, 0.2])]},
+     "catalog.yaml: actions[0] (a): risk must be [min, max] within [0, 1], got [0.8, 0.2]"),
+    ({"actions": [_action()], "risk_tiers": [0.7, 0.2]},
+     "catalog.yaml: risk_tiers must increase strictly inside (0, 1), got [0.7, 0.2]"),
+    ({"actions": [_action(), _action(name="B"), _action(id="b"), _action(id="b")]},
+     "catalog.yaml: duplicate action id(s) a, b"),
+    ({"actions": [{"id": "a"}]}, "catalog.yaml: actions[0] (a): missing 'name', 'cost', 'effect'"),
+    ({"actions": ["care_email"]}, "catalog.yaml: actions[0]: expected a mapping, got str"),
+    ({"actions": [_action(id="care email")]},
+     "catalog.yaml: actions[0] (care email): id must be a non-empty identifier, got 'care email'"),
+    ({"actions": [_action()], "lifecycle": {"new_days": "soon"}},
+     "catalog.yaml: lifecycle: new_days must be a number, got 'soon'"),
+    ({"actions": [_action()], "top_drivers": 2.5},
+     "catalog.yaml: top_drivers must be an integer in 0..50, got 2.5"),
+    ({"risk_tiers": [0.2, 0.4]}, "catalog.yaml: missing 'actions'"),
+])
+def test_validation_errors_name_the_entry_and_the_field(data: dict[str, Any],
+                                                        message: str) -> None:
+    with pytest.raises(PolicyError) as err:
+        Policy.from_dict(data, source="catalog.yaml")
+    assert str(err.value) == message
+
+
+def test_validation_reports_every_problem_one_line_each(tmp_path: Path) -> None:
+    import yaml
+
+    data = load_catalog().to_dict()
+    data["actions"] = [dict(a) for a in data["actions"]]
+    data["actions"][2]["effect"] = 1.5
+    data["actions"][4]["stages"] = ["zombie"]
+    data["lifecycle"] = {"new_days": "soon"}
+    path = tmp_path / "catalog.yaml"
+    path.write_text(yaml.safe_dump({k: v for k, v in data.items() if k != "format"}))
+    with pytest.raises(PolicyError) as err:
+        load_catalog(path)
+    assert str(err.value).splitlines() == [
+        f"{path}: actions[2] (loyalty_bonus): effect (relative churn reduction) must be in "
+        "[0, 1], got 1.5",
+        f"{path}: actions[4] (vip_outreach): stages: unknown zombie; allowed: new, active, "
+        "loyal, declining, at_risk, lapsed",
+        f"{path}: lifecycle: new_days must be a number, got 'soon'",
+    ]
+
+
+#: A bundle's ``policy`` as bundle.json stores it (written by Policy.to_dict before the policy
+#: became a package validated with pydantic): it must load, and write back, unchanged.
+STORED_POLICY = {
+    "actions": [
+        {"id": "care_email", "name": "Care email", "channel": "email", "cost": 0.1,
+         "effect": 0.02, "why": "Keeps it warm", "risk": [0.15, 1.0], "min_clv": 0.0,
+         "stages": ["active", "loyal"], "value_tiers": [], "signals": [],
+         "effect_source": "campaign log: n_treated=400, n_control=400"},
+        {"id": "no_action", "name": "No action", "channel": "none", "cost": 0.0, "effect": 0.0,
+         "why": "No retention action is expected to pay for its cost", "risk": [0.0, 1.0],
+         "min_clv": 0.0, "stages": [], "value_tiers": [], "signals": [],
+         "effect_source": "catalog prior"}],
+    "risk_tiers": [0.3, 0.6], "value_quantiles": [0.5, 0.8, 0.95],
+    "value_cuts": [49.5, 79.2, 94.05],
+    "lifecycle": {"new_days": 60.0, "loyal_days": 365.0, "loyal_min_purchase_days": 6.0,
+                  "lapsed_days": 180.0, "lapsed_overdue_ratio": 4.0,
+                  "declining_purchase_trend": 0.6, "declining_interaction_trend": 0.5,
+                  "declining_overdue_ratio": 1.5},
+    "top_drivers": 3, "source": "default catalog (actions.yaml)", "format": 1}
+
+
+def test_stored_bundle_policies_load_unchanged() -> None:
+    import json
+
+    policy = Policy.from_dict(STORED_POLICY, source="bundle policy")
+    assert policy.source == "default catalog (actions.yaml)"
+    assert policy.value_cuts == (49.5, 79.2, 94.05) and policy.top_drivers == 3
+    assert json.dumps(policy.to_dict()) == json.dumps(STORED_POLICY)
+    # immutable and hashable: the reason templates are cached per policy
+    assert hash(policy) == hash(Policy.from_dict(json.loads(json.dumps(STORED_POLICY))))
+    with pytest.raises(ValueError, match="frozen"):
+        policy.top_drivers = 4
+    # an estimate that is not an effect is refused, naming the action
+    with pytest.raises(PolicyError, match=r"action care_email \(effect from campaign log\): "
+                                          r"effect \(relative churn reduction\) must be in"):
+        policy.with_effects({"care_email": 1.5}, "campaign log")
+
+
 def test_value_tiers_are_fixed_quantiles() -> None:
     policy = load_catalog().fit_value_tiers(np.arange(1000.0))
     assert policy.value_cuts is not None
@@ -174,8 +281,8 @@ def test_bundle_scores_like_the_models_own_methods_and_round_trips(small_fitted:
     recs = [{k: (None if isinstance(v, float) and np.isnan(v) else v)
              for k, v in r.items()} for r in rows[bundle.feature_names].head(20)
             .astype(object).to_dict("records")]
-    X = loaded.encoder().encode_records(recs)
-    np.testing.assert_array_equal(X, loaded.encode(rows.head(20)))
+    inline = loaded.encoder().encode_records(recs)
+    np.testing.assert_array_equal(inline, loaded.encode(rows.head(20)))
     with pytest.raises(FeatureError, match="missing 1 feature"):
         loaded.encoder().encode_records([{k: v for k, v in recs[0].items()
                                           if k != "tenure_days"}])

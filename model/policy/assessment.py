@@ -1,0 +1,213 @@
+"""What the policy concludes about each scored customer: risk and value tier, signals, lifecycle
+stage, which actions they are eligible for, and the expected value of each.
+
+Everything here is a pure function of a *score frame*: any mapping from column name to equally
+long arrays (a pandas DataFrame or a dict of numpy arrays) holding the feature columns plus
+``churn_probability`` and ``clv``. A column the frame lacks reads as NaN, which turns its
+signals off. The API, the batch job and Spark all call :func:`assess` through
+:func:`churnguard.model.score.score_matrix`, with the :class:`~churnguard.model.policy.Policy`
+stored in the registered bundle, so every path recommends the same actions (README, "Scoring
+API").
+
+The expected value of action *a* for customer *i* is::
+
+    EV(i, a) = p_churn(i) × effect(a) × CLV(i) − cost(a)
+
+where ``effect`` is the relative reduction of the churn probability the action brings: the
+churn it is expected to prevent, valued at the customer's expected spend, minus what it costs.
+Eligible actions with EV > 0 are recommended, best first (:meth:`Assessment.recommendations`);
+:func:`~churnguard.model.policy.plan_campaign` chooses among them under a budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from churnguard.model.policy.catalog import NO_ACTION, RISK_TIERS, VALUE_TIERS, Policy
+from churnguard.model.policy.reasons import EVIDENCE_COLUMNS, Recommendations, _recommend
+
+#: A score frame: column name → equally long arrays (a DataFrame or a dict of numpy arrays).
+Frame = Mapping[str, Any]
+
+
+def _col(frame: Frame, name: str, n: int) -> np.ndarray:
+    """A float column of the frame, or NaN when the frame has no such column."""
+    if name in frame:
+        return np.asarray(frame[name], dtype=float)
+    return np.full(n, np.nan)
+
+
+def _len(frame: Frame) -> int:
+    return len(np.asarray(frame["churn_probability"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Tiers, signals, stages
+
+
+def risk_tier(p: np.ndarray, policy: Policy) -> np.ndarray:
+    """Risk tier of each churn probability, split at :attr:`Policy.risk_tiers`."""
+    idx = np.searchsorted(np.asarray(policy.risk_tiers), np.asarray(p, dtype=float),
+                          side="right")
+    return np.asarray(RISK_TIERS, dtype=object)[idx]
+
+
+def value_tier(clv: np.ndarray, policy: Policy) -> np.ndarray:
+    """Value tier of each CLV; with no fitted cut points every customer is 'medium'."""
+    clv = np.asarray(clv, dtype=float)
+    if policy.value_cuts is None:
+        return np.full(clv.shape, "medium", dtype=object)
+    idx = np.searchsorted(np.asarray(policy.value_cuts), clv, side="right")
+    return np.asarray(VALUE_TIERS, dtype=object)[idx]
+
+
+def signals(frame: Frame, policy: Policy) -> dict[str, np.ndarray]:
+    """Boolean customer signals used by eligibility rules, stages and reasons."""
+    n = _len(frame)
+    life = policy.lifecycle
+    with np.errstate(invalid="ignore"):
+        orders_365 = _col(frame, "orders_365d", n)
+        events_90 = _col(frame, "events_90d", n)
+        return {
+            "complaints": _col(frame, "complaints_90d", n) >= 1,
+            "support_friction": _col(frame, "tickets_90d", n) >= 2,
+            "purchase_decline": (_col(frame, "purchase_trend", n)
+                                 <= life.declining_purchase_trend) & (orders_365 >= 2),
+            "interaction_decline": (_col(frame, "interaction_trend", n)
+                                    <= life.declining_interaction_trend) & (events_90 >= 3),
+            "overdue": _col(frame, "overdue_ratio", n) >= life.declining_overdue_ratio,
+            "inactive": _col(frame, "days_since_last_interaction", n) >= 30,
+            "new_customer": _col(frame, "tenure_days", n) < life.new_days,
+        }
+
+
+def lifecycle_stage(frame: Frame, policy: Policy,
+                    sig: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """Lifecycle stage per customer, first match wins: lapsed (no purchase for
+    ``lapsed_days``, or ``lapsed_overdue_ratio`` × the usual gap and at least 60 days, or never
+    bought in ``lapsed_days`` of tenure), new (tenure < ``new_days``), at_risk (high risk tier),
+    declining (purchase or interaction frequency fell against the customer's own history, or
+    overdue), loyal (long tenure and many purchase days), else active."""
+    n = _len(frame)
+    life = policy.lifecycle
+    sig = sig if sig is not None else signals(frame, policy)
+    with np.errstate(invalid="ignore"):
+        recency = _col(frame, "days_since_last_purchase", n)
+        tenure = _col(frame, "tenure_days", n)
+        bought = np.nan_to_num(_col(frame, "purchase_days_total", n)) > 0
+        overdue = _col(frame, "overdue_ratio", n)
+        p = np.asarray(frame["churn_probability"], dtype=float)
+        lapsed = (bought & ((recency >= life.lapsed_days)
+                            | ((overdue >= life.lapsed_overdue_ratio) & (recency >= 60))))
+        lapsed |= ~bought & (tenure >= life.lapsed_days)
+        new = tenure < life.new_days
+        at_risk = p >= policy.risk_tiers[1]
+        declining = sig["purchase_decline"] | sig["interaction_decline"] | sig["overdue"]
+        loyal = (tenure >= life.loyal_days) & (
+            np.nan_to_num(_col(frame, "purchase_days_total", n)) >= life.loyal_min_purchase_days)
+    return np.select([lapsed, new, at_risk, declining, loyal],
+                     ["lapsed", "new", "at_risk", "declining", "loyal"], default="active"
+                     ).astype(object)
+
+
+# ---------------------------------------------------------------------------------------------
+# Eligibility and expected value
+
+
+def eligibility(frame: Frame, policy: Policy, stage: np.ndarray, tier: np.ndarray,
+                sig: Mapping[str, np.ndarray]) -> np.ndarray:
+    """n × len(actions) boolean matrix: which actions each customer may get (no_action: never
+    as a recommendation; it is what remains when nothing else pays)."""
+    n = _len(frame)
+    p = np.asarray(frame["churn_probability"], dtype=float)
+    clv = np.asarray(frame["clv"], dtype=float)
+    out = np.zeros((n, len(policy.actions)), dtype=bool)
+    for j, a in enumerate(policy.actions):
+        if a.id == NO_ACTION:
+            continue
+        ok = (p >= a.risk[0]) & (p <= a.risk[1]) & (clv >= a.min_clv)
+        if a.stages:
+            ok &= _member(stage, a.stages)
+        if a.value_tiers:
+            ok &= _member(tier, a.value_tiers)
+        if a.signals:
+            ok &= np.logical_or.reduce([np.asarray(sig[s], dtype=bool) for s in a.signals])
+        out[:, j] = ok
+    return out
+
+
+def _member(values: np.ndarray, allowed: tuple[str, ...]) -> np.ndarray:
+    """``np.isin`` for an object array of short strings: a generator on the API's few rows,
+    element-wise comparisons on a batch."""
+    if len(values) <= 64:
+        return np.fromiter((v in allowed for v in values), dtype=bool, count=len(values))
+    return np.logical_or.reduce([values == v for v in allowed]) if allowed else np.zeros(
+        len(values), dtype=bool)
+
+
+def expected_values(frame: Frame, policy: Policy, eligible: np.ndarray) -> np.ndarray:
+    """n × len(actions) EV = p × effect × CLV − cost, −inf where not eligible."""
+    p = np.asarray(frame["churn_probability"], dtype=float)[:, None]
+    clv = np.asarray(frame["clv"], dtype=float)[:, None]
+    ev = p * policy.effects[None, :] * clv - policy.costs[None, :]
+    return np.where(eligible, ev, -np.inf)
+
+
+# ---------------------------------------------------------------------------------------------
+# The assessment of a batch
+
+
+def evidence_columns(frame: Frame) -> dict[str, np.ndarray]:
+    """The float columns the reasons quote (:data:`~churnguard.model.policy.EVIDENCE_COLUMNS`,
+    read by :func:`~churnguard.model.policy.evidence`), each converted once for the whole
+    batch."""
+    n = _len(frame)
+    return {name: _col(frame, name, n) for name in EVIDENCE_COLUMNS}
+
+
+@dataclass
+class Assessment:
+    """The policy's view of a batch of scored customers (arrays aligned with the rows)."""
+
+    risk_tier: np.ndarray
+    value_tier: np.ndarray
+    lifecycle_stage: np.ndarray
+    signals: dict[str, np.ndarray]
+    ev: np.ndarray  # n × actions, −inf where not eligible
+    columns: dict[str, np.ndarray]  # evidence_columns of the frame, for the reasons
+    _recs: Recommendations | None = field(default=None, init=False, repr=False)
+
+    def recommendations(self, policy: Policy) -> Recommendations:
+        """Every row's recommended actions: positive EV, best first, each with a reason a CRM
+        user can read; the catalog's no_action (with its reason) when nothing pays. Computed
+        once per batch, with the per-row work reduced to formatting text."""
+        if self._recs is None:
+            self._recs = _recommend(self, policy)
+        return self._recs
+
+    def actions(self, frame: Frame, policy: Policy, i: int) -> list[dict[str, Any]]:
+        """Recommended actions of row ``i`` as dicts (see :meth:`recommendations`)."""
+        out: list[dict[str, Any]] = orjson.loads(self.recommendations(policy).json[i])
+        return out
+
+    def actions_json(self, policy: Policy) -> list[str]:
+        """Each row's :meth:`actions` as compact JSON text."""
+        return self.recommendations(policy).json
+
+
+def assess(frame: Frame, policy: Policy) -> Assessment:
+    """Tiers, stages, signals and the EV matrix of every row of a score frame."""
+    sig = signals(frame, policy)
+    stage = lifecycle_stage(frame, policy, sig)
+    tier = value_tier(np.asarray(frame["clv"], dtype=float), policy)
+    elig = eligibility(frame, policy, stage, tier, sig)
+    return Assessment(risk_tier=risk_tier(np.asarray(frame["churn_probability"]), policy),
+                      value_tier=tier, lifecycle_stage=stage, signals=sig,
+                      ev=expected_values(frame, policy, elig),
+                      columns=evidence_columns(frame))
+
