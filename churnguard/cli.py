@@ -363,9 +363,9 @@ def train_cmd(
     Example: churnguard train --data data/demo --as-of 2025-12-01 --horizon-days 90
     """
     from churnguard.model.policy import PolicyError, load_catalog
-    from churnguard.training.data import PlanError
     from churnguard.training.models import BoostConfig
     from churnguard.training.pipeline import TrainConfig, train
+    from churnguard.training.split import PlanError
     from churnguard.training.uplift import UpliftError
 
     settings = Settings()
@@ -389,7 +389,6 @@ def train_cmd(
         try:
             result = train(
                 source, _tracking(settings), as_of=cutoff, config=config,
-                say=lambda m: err.print(m, highlight=False, soft_wrap=True),
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
                 actions_catalog=catalog, uplift_min_customers=min_uplift_customers,
             )

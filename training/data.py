@@ -1,141 +1,36 @@
-"""Training data: the out-of-time split plan, the snapshot grid per target, model matrices.
+"""Training data: the date range of a source, the snapshot grid of both targets' cutoffs, its
+model matrix and row masks, and the data fingerprint logged with every run.
 
-Every cutoff of the plan has its label window inside the data that is known at ``as_of``:
-``cutoff + label_days <= as_of`` (windows are ``[cutoff, cutoff + label_days)``). The split is
-*purged* (López de Prado 2018, "Advances in Financial Machine Learning", ch. 7): the label
-windows of the training cutoffs end on or before the validation cutoff, and those of the
-validation cutoff on or before the test cutoff, so no label of an earlier split overlaps the
-period a later split is judged on.
+The cutoffs come from the split plan (:mod:`churnguard.training.split`); every label window
+ends on or before ``as_of``, so no row from ``as_of`` on is ever read.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
 
-from churnguard.features.build import SnapshotBuilder, monthly_cutoffs
+from churnguard.features.build import SnapshotBuilder
 from churnguard.features.definitions import FeatureSpec
 from churnguard.features.sources import Source
+from churnguard.model.encode import model_matrix
+from churnguard.training.split import PlanError, SplitPlan
 
-ID_COLUMNS = ("customer_id", "as_of")
-LABEL_COLUMNS = ("churned", "future_spend", "future_orders")
-#: A customer needs this much data history before the first training cutoff.
-DEFAULT_MIN_HISTORY_DAYS = 90
-
-
-class PlanError(ValueError):
-    """The data is too short for a purged out-of-time split with the requested horizons."""
-
-
-@dataclass(frozen=True)
-class SplitPlan:
-    """Cutoffs of one target: train (oldest first), one validation and one test cutoff."""
-
-    label_days: int
-    train: tuple[date, ...]
-    valid: date
-    test: date
-    #: False for the overlapping-window fallback of :func:`plan_split` (``purge=False``).
-    purged: bool = True
-
-    @property
-    def all(self) -> tuple[date, ...]:
-        return (*self.train, self.valid, self.test)
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "label_days": self.label_days,
-            "train": [d.isoformat() for d in self.train],
-            "valid": self.valid.isoformat(),
-            "test": self.test.isoformat(),
-            "purged": self.purged,
-        }
-
-
-def _latest_month_start(on_or_before: date) -> date:
-    return date(on_or_before.year, on_or_before.month, 1)
-
-
-def plan_split(
-    first_day: date,
-    as_of: date,
-    label_days: int,
-    *,
-    min_history_days: int = DEFAULT_MIN_HISTORY_DAYS,
-    max_train_cutoffs: int = 24,
-    min_train_cutoffs: int = 1,
-    step_months: int = 1,
-    purge: bool = True,
-) -> SplitPlan:
-    """Purged out-of-time cutoffs for a label window of ``label_days``.
-
-    test  = the latest month start whose window ends on or before ``as_of``;
-    valid = the latest month start whose window ends on or before ``test``;
-    train = month starts (every ``step_months``) whose window ends on or before ``valid``,
-    at least ``min_history_days`` after ``first_day``, the latest ``max_train_cutoffs`` of them.
-    Raises :class:`PlanError` when fewer than ``min_train_cutoffs`` training cutoffs fit.
-
-    ``purge=False`` is the fallback for data too short for purging (three disjoint label
-    windows): the cutoffs are still strictly ordered in time (train < valid < test, one step
-    apart, every label window inside the data known at ``as_of``), but consecutive label
-    windows overlap, so validation and test scores are somewhat optimistic.
-    """
-    if label_days < 1:
-        raise ValueError(f"label_days must be >= 1, got {label_days}")
-    if as_of <= first_day:
-        raise PlanError(f"as-of {as_of} is not after the first day of the data ({first_day})")
-    window = timedelta(days=label_days)
-    test = _latest_month_start(as_of - window)
-    if purge:
-        valid = _latest_month_start(test - window)
-        last_train = valid - window
-    else:
-        valid = _months_before(test, step_months)
-        last_train = _months_before(valid, step_months)
-    earliest = first_day + timedelta(days=min_history_days)
-    train = [c for c in monthly_cutoffs(earliest, last_train, step_months) if c >= earliest]
-    train = train[-max_train_cutoffs:] if max_train_cutoffs > 0 else train
-    if len(train) < min_train_cutoffs:
-        span = (as_of - first_day).days
-        raise PlanError(
-            f"not enough history for a{' purged' if purge else 'n'} out-of-time split with a "
-            f"{label_days}-day label "
-            f"window: the data spans {span} days ({first_day} to {as_of}), which leaves "
-            f"{len(train)} training cutoff(s) (need {min_train_cutoffs}); test cutoff {test}, "
-            f"validation cutoff {valid}, training cutoffs must be on/before {last_train} and "
-            f"on/after {earliest}. Use a shorter horizon or more data."
-        )
-    return SplitPlan(label_days=label_days, train=tuple(train), valid=valid, test=test,
-                     purged=purge)
-
-
-def _months_before(day: date, months: int) -> date:
-    """The month start ``months`` months before the month of ``day``."""
-    index = day.year * 12 + day.month - 1 - months
-    return date(index // 12, index % 12 + 1, 1)
-
-
-def longest_feasible_window(
-    first_day: date, as_of: date, *, min_history_days: int = DEFAULT_MIN_HISTORY_DAYS,
-    min_train_cutoffs: int = 1, step_days: int = 30,
-) -> int | None:
-    """The longest multiple of ``step_days`` for which :func:`plan_split` succeeds, if any."""
-    best = None
-    days = step_days
-    while days * 3 < (as_of - first_day).days:
-        try:
-            plan_split(first_day, as_of, days, min_history_days=min_history_days,
-                       min_train_cutoffs=min_train_cutoffs)
-        except PlanError:
-            break
-        best = days
-        days += step_days
-    return best
+__all__ = [
+    "PlanError",
+    "SplitRows",
+    "TrainingData",
+    "build_training_grid",
+    "category_levels",
+    "data_fingerprint",
+    "data_window",
+    "training_data",
+]
 
 
 def data_window(source: Source) -> tuple[date, date]:
@@ -217,39 +112,64 @@ def category_levels(spec: FeatureSpec, frame: pd.DataFrame | None = None) -> dic
     return levels
 
 
-def category_column(col: pd.Series, levels: list[str]) -> pd.Categorical:
-    """A category feature with fixed levels: values compared as ``str(v)``; missing or unseen
-    values become missing."""
-    values = col.astype("object").where(col.notna(), None)
-    values = values.map(lambda v: None if v is None else str(v))
-    # Unseen values are made missing here: pandas deprecates doing it in the constructor.
-    return pd.Categorical(values.where(values.isin(levels), None), categories=levels)
+@dataclass(frozen=True)
+class SplitRows:
+    """Boolean row masks of the grid: one target's training, validation and test cutoffs."""
+
+    train: np.ndarray
+    valid: np.ndarray
+    test: np.ndarray
+
+    @property
+    def all(self) -> np.ndarray:
+        """Every row of the plan (what the shipped model is refitted on)."""
+        return self.train | self.valid | self.test
 
 
-def model_matrix(
-    frame: pd.DataFrame, spec: FeatureSpec, levels: dict[str, list[str]]
-) -> pd.DataFrame:
-    """The model's input columns, in spec order: numbers as float64, categoricals as
-    ``pd.Categorical`` with the fixed ``levels`` (unseen values become missing).
+@dataclass(frozen=True)
+class TrainingData:
+    """The snapshot grid (features + labels, one row per customer and cutoff), its model
+    matrix ``X`` (same row order) and the category levels that matrix was encoded with."""
 
-    Raises ``ValueError`` naming the missing feature columns.
-    """
-    names = spec.feature_names()
-    missing = [n for n in names if n not in frame.columns]
-    if missing:
-        raise ValueError(f"feature frame is missing {len(missing)} column(s): "
-                         f"{', '.join(missing[:8])}{' …' if len(missing) > 8 else ''}")
-    out: dict[str, object] = {}
-    for feat in spec.features():
-        col = frame[feat.name]
-        if feat.kind == "category":
-            out[feat.name] = category_column(col, levels.get(feat.name, []))
-        else:
-            try:
-                out[feat.name] = pd.to_numeric(col, errors="raise").astype("float64").to_numpy()
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"feature {feat.name!r} must be numeric: {exc}") from None
-    return pd.DataFrame(out, index=frame.index)
+    grid: pd.DataFrame
+    X: pd.DataFrame
+    levels: dict[str, list[str]]
+
+    def rows(self, cutoffs: Iterable[date]) -> np.ndarray:
+        """Mask of the rows of these cutoffs."""
+        return self.grid["as_of"].isin(tuple(cutoffs)).to_numpy()
+
+    def split_rows(self, plan: SplitPlan) -> SplitRows:
+        return SplitRows(self.rows(plan.train), self.rows((plan.valid,)),
+                         self.rows((plan.test,)))
+
+    @property
+    def churned(self) -> np.ndarray:
+        """The churn label as float (NaN on rows that are not churn cutoffs)."""
+        return self.grid["churned"].to_numpy(dtype=float)
+
+    @property
+    def future_spend(self) -> np.ndarray:
+        """The CLV target as float (NaN on rows that are not CLV cutoffs)."""
+        return self.grid["future_spend"].to_numpy(dtype=float)
+
+
+def training_data(
+    source: Source,
+    spec: FeatureSpec,
+    *,
+    as_of: date,
+    churn_plan: SplitPlan,
+    clv_plan: SplitPlan,
+    progress: Callable[[int, int], None] | None = None,
+) -> TrainingData:
+    """Build the grid of both plans' cutoffs and encode it with levels fixed from it."""
+    grid = build_training_grid(
+        source, spec, as_of=as_of, churn_cutoffs=churn_plan.all,
+        horizon_days=churn_plan.label_days, clv_cutoffs=clv_plan.all,
+        clv_horizon_days=clv_plan.label_days, progress=progress)
+    levels = category_levels(spec, grid)
+    return TrainingData(grid=grid, X=model_matrix(grid, spec, levels), levels=levels)
 
 
 def data_fingerprint(source: Source, as_of: date) -> dict[str, object]:

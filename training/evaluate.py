@@ -46,6 +46,7 @@ References
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 import numpy.typing as npt
@@ -60,8 +61,10 @@ __all__ = [
     "expected_calibration_error",
     "gains_table",
     "lift_at",
+    "log_loss",
     "normalized_gini",
     "reliability_table",
+    "run_metrics",
 ]
 
 ArrayLike = npt.ArrayLike
@@ -257,6 +260,25 @@ def expected_calibration_error(y_true: ArrayLike, p: ArrayLike, n_bins: int = 10
     return float((gap * filled["count"]).sum() / n)
 
 
+def log_loss(y_true: ArrayLike, p: ArrayLike) -> float:
+    """Mean negative log-likelihood of 0/1 labels ``y_true`` under probabilities ``p`` [Goo52].
+
+    ``p`` is clipped to ``[eps, 1 - eps]`` (float64 machine epsilon) so a confident miss is
+    large but finite. The one log loss of training: the metric of :func:`churn_metrics`, the
+    calibration choice and the promotion gate.
+    """
+    y, q = _binary_inputs(y_true, p)
+    return _log_loss(y, q)
+
+
+def _log_loss(y: FloatArray, q: FloatArray) -> float:
+    # Hand-computed rather than sklearn.metrics.log_loss: sklearn's sums over both class
+    # columns (its rounding differs in the last bits) and has renamed its arguments (1.9).
+    eps = float(np.finfo(np.float64).eps)
+    qc = np.clip(q, eps, 1.0 - eps)
+    return -float(np.mean(y * np.log(qc) + (1.0 - y) * np.log1p(-qc)))
+
+
 def churn_metrics(y_true: ArrayLike, p: ArrayLike, *, n_bins: int = 10) -> dict[str, float]:
     """Discrimination, calibration and targeting metrics of churn probabilities ``p``.
 
@@ -270,8 +292,7 @@ def churn_metrics(y_true: ArrayLike, p: ArrayLike, *, n_bins: int = 10) -> dict[
       the step-wise area, no interpolation).
     - ``pr_auc_active``: average precision of ``1 - p`` for the *active* class (``y == 0``),
       the figure reported for the CDNOW benchmark.
-    - ``log_loss``: mean negative log-likelihood [Goo52]; ``p`` is clipped to
-      ``[eps, 1 - eps]`` (float64 machine epsilon) so a confident miss is large but finite.
+    - ``log_loss``: mean negative log-likelihood [Goo52], see :func:`log_loss`.
     - ``brier``: mean squared error of the probabilities [Bri50].
     - ``ece``: expected calibration error with ``n_bins`` equal-width bins [GPSW17].
     - ``lift_at_10``: churn rate in the top 10 % by ``p`` ÷ overall churn rate [Nes06].
@@ -281,15 +302,14 @@ def churn_metrics(y_true: ArrayLike, p: ArrayLike, *, n_bins: int = 10) -> dict[
     _check_n_bins(n_bins)
     y, q = _binary_inputs(y_true, p)
     _require_both_classes(y, "churn_metrics")
-    eps = float(np.finfo(np.float64).eps)
-    qc = np.clip(q, eps, 1.0 - eps)
-    log_loss = -float(np.mean(y * np.log(qc) + (1.0 - y) * np.log1p(-qc)))
     capture = _top_share(y, q, TOP_FRACTION)
     return {
         "roc_auc": float(roc_auc_score(y, q)),
         "pr_auc": float(average_precision_score(y, q)),
         "pr_auc_active": float(average_precision_score(1.0 - y, 1.0 - q)),
-        "log_loss": log_loss,
+        "log_loss": _log_loss(y, q),
+        # Not sklearn's brier_score_loss: the installed scikit-learn (1.9) sums over both class
+        # columns and halves, which rounds differently in the last bits (same definition).
         "brier": float(np.mean((q - y) ** 2)),
         "ece": expected_calibration_error(y, q, n_bins),
         "lift_at_10": capture / TOP_FRACTION,
@@ -391,7 +411,9 @@ def _normalized_gini(y: FloatArray, pred: FloatArray) -> float:
 
 def _spearman(a: FloatArray, b: FloatArray) -> float:
     # Pearson correlation of average ranks [Spe04]. A constant input (e.g. a "predict the mean
-    # for everybody" baseline) has no ranking at all: NaN, not an error.
+    # for everybody" baseline) has no ranking at all: NaN, not an error. (scipy.stats.spearmanr
+    # has the same definition but rounds differently in the last bits, and warns on a
+    # constant input.)
     ra = pd.Series(a).rank(method="average").to_numpy(dtype=np.float64, copy=True)
     rb = pd.Series(b).rank(method="average").to_numpy(dtype=np.float64, copy=True)
     ra -= ra.mean()
@@ -458,3 +480,15 @@ def decile_calibration(y_true: ArrayLike, y_pred: ArrayLike, n_bins: int = 10) -
             "count": count,
         }
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Run metrics
+# ---------------------------------------------------------------------------------------------
+
+
+def run_metrics(prefix: str, metrics: Mapping[str, object]) -> dict[str, float]:
+    """The finite numbers of a metrics dict as run metrics named ``prefix + key``; NaN (e.g.
+    the Spearman correlation of a constant prediction) and non-numbers are left out."""
+    return {f"{prefix}{k}": float(v) for k, v in metrics.items()
+            if isinstance(v, int | float) and math.isfinite(float(v))}

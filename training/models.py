@@ -51,6 +51,7 @@ from churnguard.model.predictors import (
     prior_columns,
     rfm_arrays,
 )
+from churnguard.training.evaluate import log_loss
 
 log = logging.getLogger(__name__)
 
@@ -99,13 +100,6 @@ class BoostConfig:
             "reg_lambda": self.reg_lambda, "n_jobs": self.n_jobs, "random_state": self.seed,
             "enable_categorical": True, "max_cat_to_onehot": 8,
         }
-
-
-def log_loss(y: np.ndarray, p: np.ndarray) -> float:
-    """Mean binary cross-entropy with probabilities clipped to [1e-6, 1 - 1e-6]."""
-    q = clip_probability(p)
-    y = np.asarray(y, dtype=float)
-    return float(-np.mean(y * np.log(q) + (1.0 - y) * np.log(1.0 - q)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,8 +174,10 @@ def choose_calibration(
             total += log_loss(labels[eval_rows], cal.predict(scores[eval_rows])) * eval_rows.sum()
         losses[method] = total / scores.size
     best = min(methods, key=lambda m: losses[m])
+    # The raw scores as the runtime would serve them uncalibrated (clipped like every
+    # probability it returns, see ChurnModel.predict).
     return CalibrationChoice(fit_calibrator(best, scores, labels), losses,
-                             log_loss(labels, scores))
+                             log_loss(labels, clip_probability(scores)))
 
 
 def fit_btyd_prior(X: pd.DataFrame, *, family: str | None = None, max_rows: int = 20_000,

@@ -1,4 +1,7 @@
-"""Action effects estimated from campaign logs with randomised hold-outs (SPEC §2, §5).
+"""Action effects estimated from campaign logs with randomised hold-outs.
+
+The README describes how they feed the action policy ("Scoring API", "Action effects from
+campaign logs").
 
 The action catalog gives every retention action a prior ``effect``: the *relative* reduction of
 the churn probability (``Action.effect``). Where the optional ``campaigns`` table logs past

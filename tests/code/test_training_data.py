@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
+from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -15,13 +17,16 @@ from churnguard.features.definitions import FeatureSpec
 from churnguard.features.sources import open_source
 from churnguard.model.encode import model_matrix
 from churnguard.training.data import (
-    PlanError,
     build_training_grid,
     category_levels,
     data_fingerprint,
     data_window,
+)
+from churnguard.training.split import (
+    PlanError,
     longest_feasible_window,
     plan_split,
+    plan_targets,
 )
 
 
@@ -58,6 +63,47 @@ def test_plan_too_short_is_a_clear_error() -> None:
     plan_split(date(2023, 1, 1), date(2026, 1, 1), best)
     with pytest.raises(PlanError):
         plan_split(date(2023, 1, 1), date(2026, 1, 1), best + 30)
+
+
+@pytest.fixture()
+def training_log() -> Iterator[list[logging.LogRecord]]:
+    """Records of the churnguard.training loggers (whatever the CLI did to the parent's
+    handlers and propagation earlier in the session)."""
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    logger = logging.getLogger("churnguard.training")
+    handler, level = Keep(logging.DEBUG), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def test_short_data_falls_back_with_a_logged_warning(
+        training_log: list[logging.LogRecord]) -> None:
+    first, as_of = date(1997, 1, 1), date(1998, 1, 1)
+    plans = plan_targets(first, as_of, horizon_days=182, clv_horizon_days=182)
+    assert not plans.churn.purged and not plans.clv.purged
+    assert plans.churn == plan_split(first, as_of, 182, purge=False)
+    warnings = [r.getMessage() for r in training_log if r.levelno == logging.WARNING]
+    assert len(warnings) == 2 and all("overlapping label windows" in w for w in warnings)
+    assert "182-day churn horizon" in warnings[0] and "182-day CLV horizon" in warnings[1]
+
+    training_log.clear()
+    auto = plan_targets(date(2023, 1, 1), date(2026, 1, 1), horizon_days=90,
+                        clv_horizon_days=365, clv_horizon_auto=True)
+    assert auto.churn.purged and auto.clv.purged and 30 <= auto.clv.label_days < 365
+    (warning,) = [r.getMessage() for r in training_log if r.levelno == logging.WARNING]
+    assert f"using {auto.clv.label_days} days" in warning
+    with pytest.raises(PlanError):
+        plan_targets(first, first + timedelta(days=40), horizon_days=30, clv_horizon_days=30)
 
 
 def test_grid_labels_only_where_their_window_fits(small_source: object) -> None:

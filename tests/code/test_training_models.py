@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from churnguard.model.predictors import Calibrator
+from churnguard.training.evaluate import log_loss
 from churnguard.training.models import (
     BoostConfig,
     BtydBaseline,
@@ -16,7 +17,6 @@ from churnguard.training.models import (
     fit_calibrator,
     fit_churn,
     fit_clv,
-    log_loss,
     refit_clv,
 )
 from churnguard.training.registry import promotion_decision
@@ -281,7 +281,7 @@ def test_churn_model_boosts_from_the_stored_prior_and_hides_masked_columns() -> 
 def test_overlapping_fallback_when_a_purged_split_does_not_fit() -> None:
     from datetime import date, timedelta
 
-    from churnguard.training.data import PlanError, plan_split
+    from churnguard.training.split import PlanError, plan_split
 
     first, as_of = date(1997, 1, 1), date(1998, 1, 1)
     with pytest.raises(PlanError, match="purged"):
