@@ -18,6 +18,16 @@ from typing import Literal
 import duckdb
 import pyarrow as pa
 
+from churnguard.features.checks import (
+    CARRIED_BY_AGGREGATES,
+    MAX_EXAMPLES,
+    NON_FINITE,
+    DataContractError,
+    DataIssue,
+    Problem,
+    unknown_customer_problems,
+    unknown_customer_sql,
+)
 from churnguard.features.definitions import (
     MAX_EVENT_TYPES,
     Aggregate,
@@ -25,7 +35,8 @@ from churnguard.features.definitions import (
     event_type_code_sql,
 )
 from churnguard.features.io import atomic_output
-from churnguard.features.sources import DataContractError, DataIssue, Problem, Source
+from churnguard.features.sources import Source
+from churnguard.features.sql import ident, literal
 
 LabelMode = Literal["noncontractual", "contractual"]
 
@@ -49,7 +60,9 @@ def txn_activity_sql(source_columns: Sequence[str] = (), table: str = "transacti
     window columns look only backwards (the previous row of the same customer), so they are
     point-in-time safe, and a relation built once serves every cutoff of a snapshot grid.
     A row identical to the previous one (same time, amount and ids) is an exact duplicate: it
-    is flagged (``dup``) and contributes nothing.
+    is flagged (``dup``) and contributes nothing. ``nonfinite`` flags the rows whose amount
+    breaks the contract's non-finite check (``features.checks.NON_FINITE``); the aggregates
+    count both, so the checks need no scan of their own (see :func:`check_aggregates`).
     """
     keys = ["ts", "amount"] + [c for c in ("order_id", "quantity") if c in source_columns]
     same = " AND ".join(f"{k} IS NOT DISTINCT FROM lag({k}) OVER w" for k in keys)
@@ -66,7 +79,7 @@ def txn_activity_sql(source_columns: Sequence[str] = (), table: str = "transacti
                CASE WHEN {live} AND amount < 0 THEN -amount ELSE 0 END AS refund_amount,
                CASE WHEN {live} AND amount > 0 THEN date_diff('day', prev_day, day) END AS gap,
                dup,
-               CASE WHEN isfinite(amount) THEN 0 ELSE 1 END AS nonfinite
+               CASE WHEN {NON_FINITE.sql("amount")} THEN 1 ELSE 0 END AS nonfinite
         FROM (
             SELECT customer_id, amount, CAST(ts AS DATE) AS day,
                    lag(CAST(ts AS DATE)) OVER w AS prev_day,
@@ -101,7 +114,7 @@ def aggregate_sql(spec: FeatureSpec, cutoff: date, relation: str, source_sql: st
 
 
 def population_sql(spec: FeatureSpec, cutoff: date, customers: str = "customers") -> str:
-    attrs = "".join(f', "{c}"' for c in spec.attribute_columns)
+    attrs = "".join(f", {ident(c)}" for c in spec.attribute_columns)
     return (f"SELECT customer_id, signup_date{attrs} FROM {customers} "
             f"WHERE signup_date < DATE '{cutoff.isoformat()}'")
 
@@ -117,7 +130,7 @@ def final_sql(spec: FeatureSpec, cutoff: date, *, pop: str, ta: str, ea: str,
     selects = ["pop.customer_id AS customer_id", f"DATE '{cutoff.isoformat()}' AS as_of"]
     for feat in spec.features():
         cast = {"float": "DOUBLE", "int": "BIGINT", "category": "VARCHAR"}[feat.kind]
-        selects.append(f'CAST({render(feat.sql, cutoff)} AS {cast}) AS "{feat.name}"')
+        selects.append(f"CAST({render(feat.sql, cutoff)} AS {cast}) AS {ident(feat.name)}")
     return "SELECT " + ",\n       ".join(selects) + f"\nFROM {pop} AS pop {joins}"
 
 
@@ -147,17 +160,6 @@ def feature_sql(
     return ("WITH " + ",\n".join(ctes) + "\n"
             + final_sql(spec, cutoff, pop="pop", ta="ta", ea="ea",
                         sa="sa" if spec.subscriptions else None))
-
-
-def source_feature_sql(source: Source, spec: FeatureSpec, cutoff: date) -> str:
-    """The feature query for one cutoff straight over the source's tables."""
-    return feature_sql(
-        spec,
-        cutoff,
-        txn=txn_activity_sql(source.columns.get("transactions", ())),
-        evt=evt_activity_sql(spec, source.columns.get("events", ())),
-        sub=subscription_sql(cutoff) if spec.subscriptions else None,
-    )
 
 
 def materialize_features(source: Source, spec: FeatureSpec, cutoff: date,
@@ -207,41 +209,46 @@ def _evt_source(source: Source, spec: FeatureSpec) -> str:
     return evt_activity_sql(spec, source.columns.get("events", ()))
 
 
+# Where the per-customer aggregates ``_ta``/``_ea`` count what the contract checks need:
+# the bad rows of each check in CARRIED_BY_AGGREGATES, by (table, column), and every row of a
+# table (for unknown customers).
+_CARRIED_IN = {("transactions", "amount"): ("_ta", "p_nonfinite"),
+               ("events", "count"): ("_ea", "e_bad_count")}
+_ROWS_IN = {"transactions": ("_ta", "p_rows"), "events": ("_ea", "e_rows")}
+
+
 def check_aggregates(source: Source, cutoff: date) -> None:
     """Settle the row checks carried by ``_ta``/``_ea``: raise on bad rows, report the rest."""
     con = source.con
     problems: list[Problem] = []
-    row = con.execute("SELECT coalesce(sum(p_nonfinite), 0), coalesce(sum(p_dups), 0) "
-                      "FROM _ta").fetchall()[0]
-    n_nonfinite, n_dups = int(row[0]), int(row[1])
-    if n_nonfinite:
-        problems.append(Problem("transactions", "amount", n_nonfinite,
-                                "with a number that is not finite",
-                                _ids(con, "SELECT customer_id FROM _ta WHERE p_nonfinite > 0")))
-    n_bad_count = int(con.execute("SELECT coalesce(sum(e_bad_count), 0) FROM _ea")
-                      .fetchall()[0][0])
-    if n_bad_count:
-        problems.append(Problem("events", "count", n_bad_count, "with a count below 1",
-                                _ids(con, "SELECT customer_id FROM _ea WHERE e_bad_count > 0")))
+    for table, column, rule in CARRIED_BY_AGGREGATES:
+        agg, bad = _CARRIED_IN[(table, column)]
+        n_bad = _count(con, f"SELECT coalesce(sum({bad}), 0) FROM {agg}")
+        if n_bad:
+            problems.append(Problem(table, column, n_bad, rule.message,
+                                    _ids(con, f"SELECT customer_id FROM {agg} WHERE {bad} > 0")))
     unknown = []
-    for table, agg, rows in (("transactions", "_ta", "p_rows"), ("events", "_ea", "e_rows")):
-        n = con.execute(f"SELECT coalesce(sum({rows}), 0) FROM {agg} ANTI JOIN customers "
-                        "USING (customer_id)").fetchall()[0][0]
+    for table, (agg, rows) in _ROWS_IN.items():
+        count_sql, examples_sql = unknown_customer_sql(
+            agg, rows=f"coalesce(sum(t.{rows}), 0)", distinct=False)
+        n = _count(con, count_sql)
         if n:
-            unknown.append(DataIssue(table, "unknown_customer", int(n), _ids(
-                con, f"SELECT customer_id FROM {agg} ANTI JOIN customers USING (customer_id)")))
+            unknown.append(DataIssue(table, "unknown_customer", n, _ids(con, examples_sql)))
     if unknown and not source.allow_unknown_customers:
-        problems += [Problem(i.table, "customer_id", i.n_rows,
-                             "for customers that are not in the customers table",
-                             i.examples) for i in unknown]
+        problems += unknown_customer_problems(unknown)
     if problems:
         raise DataContractError(problems)
+    n_dups = _count(con, "SELECT coalesce(sum(p_dups), 0) FROM _ta")
     for issue in unknown + ([DataIssue("transactions", "duplicate", n_dups)] if n_dups else []):
         source.report(issue)
 
 
+def _count(con: duckdb.DuckDBPyConnection, sql: str) -> int:
+    return int(con.execute(sql).fetchall()[0][0])
+
+
 def _ids(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[str, ...]:
-    return tuple(repr(r[0]) for r in con.execute(f"{sql} LIMIT 5").fetchall())
+    return tuple(repr(r[0]) for r in con.execute(f"{sql} LIMIT {MAX_EXAMPLES}").fetchall())
 
 
 def label_sql(
@@ -311,8 +318,8 @@ def infer_spec(source: Source, *, as_of: date | None = None,
     for col in source.attribute_columns:
         categories[col] = tuple(
             str(r[0]) for r in source.con.execute(
-                f'SELECT DISTINCT CAST("{col}" AS VARCHAR) FROM raw_customers '
-                f'WHERE "{col}" IS NOT NULL ORDER BY 1'
+                f"SELECT DISTINCT CAST({ident(col)} AS VARCHAR) FROM raw_customers "
+                f"WHERE {ident(col)} IS NOT NULL ORDER BY 1"
             ).fetchall()
         )
     return FeatureSpec(
@@ -631,4 +638,4 @@ def monthly_cutoffs(first: date, last: date, step_months: int = 1) -> list[date]
 
 def _copy(source: Source, sql: str, tmp: Path, out: Path) -> None:
     fmt = "CSV, HEADER" if out.suffix.lower() == ".csv" else "PARQUET, COMPRESSION zstd"
-    source.con.execute(f"COPY ({sql}) TO '{tmp.as_posix()}' (FORMAT {fmt})")
+    source.con.execute(f"COPY ({sql}) TO {literal(tmp.as_posix())} (FORMAT {fmt})")

@@ -1,8 +1,9 @@
-"""The input data contract (SPEC §2): which tables and columns churnguard reads, and their types.
+"""The input data contract: which tables and columns churnguard reads, and their types.
 
-A source holds the tables below. Column names are fixed; extra columns are allowed and ignored.
-The contract is the single place that names them: loading, validation and the feature SQL all
-read these specs.
+A source holds the tables below (README, "Data contract"). Column names are fixed; extra
+columns are allowed and ignored. The contract is the single place that names them: loading,
+validation (:mod:`churnguard.features.checks` derives every row check from these specs) and the
+feature SQL all read them.
 """
 
 from __future__ import annotations
@@ -22,6 +23,16 @@ DUCKDB_TYPES: dict[ColumnKind, str] = {
     "bool": "BOOLEAN",
 }
 
+# The same for Spark SQL (timestamps without a time zone, as in DuckDB).
+SPARK_TYPES: dict[ColumnKind, str] = {
+    "string": "STRING",
+    "date": "DATE",
+    "timestamp": "TIMESTAMP_NTZ",
+    "float": "DOUBLE",
+    "int": "BIGINT",
+    "bool": "BOOLEAN",
+}
+
 
 @dataclass(frozen=True)
 class ColumnSpec:
@@ -30,6 +41,8 @@ class ColumnSpec:
     required: bool = True
     nullable: bool = False
     description: str = ""
+    # Smallest allowed value of a number column (None: any); smaller values break the contract.
+    minimum: int | None = None
 
 
 @dataclass(frozen=True)
@@ -40,10 +53,14 @@ class TableSpec:
     description: str
     # Columns holding the event time; rows dated after the data's reference time are reported.
     time_columns: tuple[str, ...] = ()
-
-    @property
-    def required_columns(self) -> tuple[ColumnSpec, ...]:
-        return tuple(c for c in self.columns if c.required)
+    # (start, end) column pairs: a row that ends before it starts breaks the contract.
+    intervals: tuple[tuple[str, str], ...] = ()
+    # A column that identifies a row: rows with the same key and different values break the
+    # contract; exact duplicates are reported and left out.
+    key: str | None = None
+    # Big enough that a full extra scan per build matters: the default load leaves their value
+    # checks, exact duplicates and unknown customers to the feature aggregation.
+    large: bool = False
 
     def column(self, name: str) -> ColumnSpec:
         for col in self.columns:
@@ -56,6 +73,7 @@ CUSTOMERS = TableSpec(
     name="customers",
     required=True,
     description="One row per customer.",
+    key="customer_id",
     columns=(
         ColumnSpec("customer_id", "string", description="Customer key, unique."),
         ColumnSpec("signup_date", "date", description="Date the customer joined."),
@@ -67,6 +85,7 @@ TRANSACTIONS = TableSpec(
     required=True,
     description="Purchases; negative amounts are refunds.",
     time_columns=("ts",),
+    large=True,
     columns=(
         ColumnSpec("customer_id", "string"),
         ColumnSpec("ts", "timestamp", description="When the purchase happened."),
@@ -83,6 +102,7 @@ EVENTS = TableSpec(
     required=False,
     description="Interactions: logins, email opens/clicks, visits, support tickets, complaints.",
     time_columns=("ts",),
+    large=True,
     columns=(
         ColumnSpec("customer_id", "string"),
         ColumnSpec("ts", "timestamp"),
@@ -94,6 +114,7 @@ EVENTS = TableSpec(
             required=False,
             nullable=True,
             description="Pre-aggregated activity (e.g. daily rollups); missing means 1.",
+            minimum=1,
         ),
     ),
 )
@@ -103,6 +124,7 @@ SUBSCRIPTIONS = TableSpec(
     required=False,
     description="Contractual businesses: churn = the subscription ends and none follows.",
     time_columns=("start_date",),
+    intervals=(("start_date", "end_date"),),
     columns=(
         ColumnSpec("customer_id", "string"),
         ColumnSpec("start_date", "date"),

@@ -1,7 +1,8 @@
 """Every feature churnguard computes, defined once: name, family, type, SQL and a description.
 
-Features are computed as of a cutoff date T from rows strictly before T (SPEC §3). Each
-definition is a SQL expression in DuckDB's dialect over per-customer *aggregates* of two
+Features are computed as of a cutoff date T from rows strictly before T, so that a feature never
+sees the future it is meant to predict (README, "Features"; labels read the rows on or after T).
+Each definition is a SQL expression in DuckDB's dialect over per-customer *aggregates* of two
 activity relations, so the same text runs on raw rows (one cutoff) and on a customer-day rollup
 (many cutoffs), and transpiles to Spark SQL with sqlglot:
 
@@ -19,6 +20,10 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Literal
+
+from churnguard.features.checks import below_minimum
+from churnguard.features.contract import EVENTS
+from churnguard.features.sql import ident, literal
 
 FEATURE_SET_VERSION = "1.0"
 
@@ -130,12 +135,8 @@ def slug(value: str) -> str:
     return text or "blank"
 
 
-def sql_str(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def _in_list(values: tuple[str, ...]) -> str:
-    return "(" + ", ".join(sql_str(v) for v in values) + ")" if values else "(NULL)"
+    return "(" + ", ".join(literal(v) for v in values) + ")" if values else "(NULL)"
 
 
 def _aggregates(spec: FeatureSpec) -> list[Aggregate]:
@@ -162,7 +163,8 @@ def _aggregates(spec: FeatureSpec) -> list[Aggregate]:
         A("e_rows", "evt", "count", "1"),
         A("e_last_day", "evt", "max", "day"),
         A("e_total_365", "evt", "sum", "n", "day >= {T-365}"),
-        A("e_bad_count", "evt", "count", "1", "n < 1"),
+        # Rows breaking the contract's minimum of events.count (n is the count, default 1).
+        A("e_bad_count", "evt", "count", "1", below_minimum(EVENTS.column("count")).sql("n")),
         # Distinct active days as bitmaps of "days ago" (bit d-1 = active d days before T):
         # an OR of bits is far cheaper than count(DISTINCT day) and combines across rows.
         A("e_days_1_60", "evt", "bit_or",
@@ -202,7 +204,7 @@ def _aggregates(spec: FeatureSpec) -> list[Aggregate]:
 def event_type_code_sql(spec: FeatureSpec, column: str = "event_type") -> dict[str, str]:
     """Per-row integer columns derived from the event type: its code and the complaint/ticket
     flags the aggregates filter on."""
-    cases = " ".join(f"WHEN {sql_str(et)} THEN {i}" for i, et in enumerate(spec.event_types))
+    cases = " ".join(f"WHEN {literal(et)} THEN {i}" for i, et in enumerate(spec.event_types))
     return {
         "type_code": f"CASE {column} {cases} ELSE -1 END" if cases else "-1",
         "is_complaint": f"CASE WHEN {column} IN {_in_list(spec.complaint_types)} THEN 1 ELSE 0 END",
@@ -326,13 +328,9 @@ def _features(spec: FeatureSpec) -> list[Feature]:
                     "Days until the current term ends (most contractual churn is at renewal)."),
         ]
     for col in spec.attribute_columns:
-        f.append(Feature(col, "attribute", "category", f"CAST({_ident(col)} AS VARCHAR)",
+        f.append(Feature(col, "attribute", "category", f"CAST({ident(col)} AS VARCHAR)",
                          f"Customer attribute '{col}'."))
     return f
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def feature_catalog(spec: FeatureSpec) -> list[dict[str, str]]:

@@ -1,10 +1,13 @@
-"""Open a data source (SPEC §2) as typed DuckDB views, checked against the data contract.
+"""Open a data source as typed DuckDB views, checked against the data contract.
 
-A source is a directory of Parquet/CSV files, a DuckDB database file, or a PostgreSQL URL. Each
-contract table becomes a view of the same name whose columns have the contract's types. Rows that
+A source is a directory of Parquet/CSV files, a DuckDB database file, a PostgreSQL URL or a
+mapping of in-memory tables (README, "Data contract"); :mod:`churnguard.features.adapters` has
+one module per kind, each registering the source's tables as ``raw_<table>`` views. Each contract
+table then becomes a view of the same name whose columns have the contract's types. Rows that
 break the contract stop the load with a :class:`DataContractError` naming the table, the column,
 how many rows are bad and a few examples; rows that are merely suspicious (unknown customers,
-exact duplicates, timestamps in the future) are reported as :class:`DataIssue` and left out.
+exact duplicates, timestamps in the future) are reported as :class:`DataIssue` and left out. The
+checks are defined once, in :mod:`churnguard.features.checks`, and shared with the Spark source.
 """
 
 from __future__ import annotations
@@ -17,70 +20,56 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlparse, urlunparse
 
 import duckdb
 
-from churnguard.features.contract import DUCKDB_TYPES, TABLES, ColumnSpec, TableSpec
+from churnguard.features.adapters import attach
+from churnguard.features.adapters.postgres import split_postgres_url
+from churnguard.features.checks import (
+    EMPTY,
+    MAX_EXAMPLES,
+    RAW_PREFIX,
+    DataContractError,
+    DataIssue,
+    Engine,
+    Problem,
+    RowCheck,
+    check_rows,
+    clean_table,
+    missing_column,
+    missing_tables,
+    row_checks,
+    unknown_customer_problems,
+    unknown_customers,
+    wrong_type,
+)
+from churnguard.features.contract import (
+    CUSTOMERS,
+    DUCKDB_TYPES,
+    EVENTS,
+    TABLES,
+    ColumnSpec,
+    TableSpec,
+)
+from churnguard.features.sql import ident, literal
 
-MAX_EXAMPLES = 5
-# Tables big enough that a full extra scan per build matters; see open_source.
-_LARGE_TABLES = frozenset({"transactions", "events"})
+__all__ = [
+    "MAX_EXAMPLES",
+    "DataContractError",
+    "DataIssue",
+    "Problem",
+    "Source",
+    "connect",
+    "open_source",
+    "split_postgres_url",
+    "unknown_customer_issues",
+]
+
 _CATEGORICAL_TYPES = ("VARCHAR", "ENUM", "BOOLEAN")
 _NUMERIC = re.compile(r"^(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT|UTINYINT|USMALLINT|UINTEGER|"
                       r"UBIGINT|FLOAT|DOUBLE|REAL|DECIMAL.*)$")
 _INTEGER = re.compile(r"^(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT|UTINYINT|USMALLINT|UINTEGER|"
                       r"UBIGINT)$")
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One way in which a table breaks the contract."""
-
-    table: str
-    column: str | None
-    n_rows: int
-    message: str
-    examples: tuple[str, ...] = ()
-
-    def __str__(self) -> str:
-        where = f"{self.table}.{self.column}" if self.column else self.table
-        text = f"{where}: {self.message}"
-        if self.n_rows:
-            text = f"{where}: {self.n_rows:,} row{'s' if self.n_rows != 1 else ''} {self.message}"
-        if self.examples:
-            text += " (e.g. " + ", ".join(self.examples) + ")"
-        return text
-
-
-class DataContractError(ValueError):
-    """The input breaks the data contract; nothing was written. The CLI exits with code 2."""
-
-    def __init__(self, problems: Sequence[Problem]):
-        self.problems = list(problems)
-        super().__init__("input data breaks the contract:\n" + "\n".join(
-            f"  - {p}" for p in self.problems))
-
-
-@dataclass(frozen=True)
-class DataIssue:
-    """Rows that are reported and left out, but do not stop the run."""
-
-    table: str
-    kind: str  # unknown_customer | duplicate | future_timestamp
-    n_rows: int
-    examples: tuple[str, ...] = ()
-
-    def __str__(self) -> str:
-        what = {
-            "unknown_customer": "rows for customers not in the customers table",
-            "duplicate": "exact duplicate rows",
-            "future_timestamp": "rows dated after the data's reference time",
-        }.get(self.kind, self.kind)
-        text = f"{self.table}: {self.n_rows:,} {what} left out"
-        if self.examples:
-            text += " (e.g. " + ", ".join(self.examples) + ")"
-        return text
 
 
 @dataclass
@@ -128,11 +117,11 @@ class Source:
 def connect(memory_limit: str = "1536MB", threads: int | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with churnguard's settings (UTC, bounded memory)."""
     con = duckdb.connect(":memory:")
-    con.execute(f"SET memory_limit = '{memory_limit}'")
+    con.execute(f"SET memory_limit = {literal(memory_limit)}")
     # Spill to a private folder under the system temp dir (DuckDB creates it on first spill and
     # removes it on close), not a .tmp folder shared by every process in the user's directory.
     spill = Path(tempfile.gettempdir()) / f"churnguard-duckdb-{os.getpid()}-{id(con):x}"
-    con.execute(f"SET temp_directory = {_literal(str(spill))}")
+    con.execute(f"SET temp_directory = {literal(str(spill))}")
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET preserve_insertion_order = false")
     if threads:
@@ -163,200 +152,62 @@ def open_source(
     """
     con = con or connect()
     reference_time = reference_time or datetime.now().replace(microsecond=0)
-    parquet: dict[str, str] = {}
-    if isinstance(location, Mapping):
-        # In-memory tables (pandas or Arrow), e.g. from a notebook or a test.
-        loc = "<in-memory tables>"
-        present = set()
-        for name, frame in location.items():
-            if name not in TABLES:
-                raise DataContractError([Problem(name, None, 0, "is not a contract table "
-                                                 f"(expected one of {', '.join(TABLES)})")])
-            con.register(f"_mem_{name}", frame)
-            con.execute(f"CREATE VIEW raw_{name} AS SELECT * FROM _mem_{name}")
-            present.add(name)
-    elif re.match(r"^postgres(ql)?(\+\w+)?://", str(location)):
-        loc = str(location)
-        present = _attach_postgres(con, loc)
-    elif str(location).startswith("duckdb://") or str(location).endswith((".duckdb", ".db")):
-        loc = str(location)
-        present = _attach_duckdb(con, loc.removeprefix("duckdb://"))
-    else:
-        loc = str(location)
-        path = Path(loc)
-        if not path.is_dir():
-            raise DataContractError(
-                [Problem("source", None, 0, f"{loc!r} is not a directory, a DuckDB file or a "
-                         "postgresql:// URL")]
-            )
-        present = _attach_directory(con, path, parquet)
-
-    problems: list[Problem] = []
-    for spec in TABLES.values():
-        if spec.name not in present and spec.required:
-            problems.append(Problem(spec.name, None, 0, f"table not found in {loc}"))
-    if problems:
-        raise DataContractError(problems)
-
-    columns: dict[str, tuple[str, ...]] = {}
-    for name in present:
-        problems += _type_table(con, TABLES[name], columns)
-    if problems:
-        raise DataContractError(problems)
-
+    attached = attach(con, location)
+    _raise_any(missing_tables(attached.tables, attached.location))
+    present = [TABLES[name] for name in sorted(attached.tables)]
+    columns = _type_tables(con, present)
+    _raise_any([p for spec in present
+                for p in _check_table(con, spec, attached.parquet_files.get(spec.name))])
     issues: list[DataIssue] = []
-    for name in present:
-        problems += _check_rows(con, TABLES[name], parquet.get(name))
-    if problems:
-        raise DataContractError(problems)
-    for name in present:
-        dedupe = thorough or name not in _LARGE_TABLES
-        issues += _clean_table(con, TABLES[name], reference_time, dedupe)
-    checked = present - {"customers"} if thorough else present - {"customers", *_LARGE_TABLES}
-    unknown = unknown_customer_issues(con, sorted(checked))
+    for spec in present:
+        issues += _clean_table(con, spec, reference_time, dedupe=thorough or not spec.large)
+    checked = [s.name for s in present if s is not CUSTOMERS and (thorough or not s.large)]
+    unknown = unknown_customer_issues(con, checked)
     if unknown and not allow_unknown_customers:
-        raise DataContractError([
-            Problem(i.table, "customer_id", i.n_rows,
-                    "for customers that are not in the customers table", i.examples)
-            for i in unknown
-        ])
+        raise DataContractError(unknown_customer_problems(unknown))
     issues += unknown
-
-    if "events" not in present:
-        casts = ", ".join(f"CAST(NULL AS {DUCKDB_TYPES[c.kind]}) AS {_quote(c.name)}"
-                          for c in TABLES["events"].columns)
-        con.execute(f"CREATE VIEW events AS SELECT {casts} WHERE false")
-        columns["events"] = tuple(c.name for c in TABLES["events"].columns)
-
-    raw_customer_cols = [
-        r[0] for r in con.execute("DESCRIBE SELECT * FROM raw_customers").fetchall()
-    ]
-    attributes = tuple(
-        c for c in raw_customer_cols
-        if c not in {"customer_id", "signup_date"} and _is_categorical(con, c)
-    )
+    if EVENTS.name not in attached.tables:
+        columns[EVENTS.name] = _empty_view(con, EVENTS)
     return Source(
         con=con,
-        location=loc,
-        tables=frozenset(present),
+        location=attached.location,
+        tables=attached.tables,
         columns=columns,
-        attribute_columns=attributes,
+        attribute_columns=_attribute_columns(con),
         reference_time=reference_time,
         issues=issues,
         allow_unknown_customers=allow_unknown_customers,
     )
 
 
-def _is_categorical(con: duckdb.DuckDBPyConnection, column: str) -> bool:
-    kind = con.execute(
-        "SELECT column_type FROM (DESCRIBE SELECT * FROM raw_customers) WHERE column_name = ?",
-        [column],
-    ).fetchall()[0]
-    return bool(kind) and str(kind[0]).startswith(_CATEGORICAL_TYPES)
+def unknown_customer_issues(con: duckdb.DuckDBPyConnection, tables: Iterable[str]) -> list[
+        DataIssue]:
+    """Rows of ``tables`` whose customer is not in ``customers`` (reported; joins drop them)."""
+    return unknown_customers(_engine(con), {name: name for name in tables})
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+def _engine(con: duckdb.DuckDBPyConnection) -> Engine:
+    return Engine(lambda sql: con.execute(sql).fetchall())
 
 
-def _literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
+def _raise_any(problems: Sequence[Problem]) -> None:
+    if problems:
+        raise DataContractError(problems)
 
 
-def _attach_directory(con: duckdb.DuckDBPyConnection, path: Path,
-                      parquet: dict[str, str]) -> set[str]:
-    present: set[str] = set()
-    for name in TABLES:
-        reader = _directory_reader(path, name)
-        if reader is not None:
-            con.execute(f"CREATE VIEW raw_{name} AS SELECT * FROM {reader}")
-            present.add(name)
-            if reader.startswith("read_parquet("):
-                parquet[name] = reader.split("'")[1]
-    return present
+def _empty_view(con: duckdb.DuckDBPyConnection, spec: TableSpec) -> tuple[str, ...]:
+    """A view named after a missing optional table: its contract columns, no rows."""
+    casts = ", ".join(f"CAST(NULL AS {DUCKDB_TYPES[c.kind]}) AS {ident(c.name)}"
+                      for c in spec.columns)
+    con.execute(f"CREATE VIEW {spec.name} AS SELECT {casts} WHERE false")
+    return tuple(c.name for c in spec.columns)
 
 
-def _directory_reader(path: Path, name: str) -> str | None:
-    if (path / f"{name}.parquet").is_file():
-        return f"read_parquet({_literal(str(path / f'{name}.parquet'))})"
-    folder = path / name
-    if folder.is_dir() and any(folder.rglob("*.parquet")):
-        return (f"read_parquet({_literal(str(folder / '**' / '*.parquet'))}, "
-                "hive_partitioning = true)")
-    for suffix in (".csv", ".csv.gz"):
-        if (path / f"{name}{suffix}").is_file():
-            # Read every CSV column as text so that unparseable values are reported by the
-            # contract check with examples, instead of failing inside the CSV sniffer.
-            return (f"read_csv({_literal(str(path / f'{name}{suffix}'))}, header = true, "
-                    "all_varchar = true)")
-    return None
-
-
-def _attach_duckdb(con: duckdb.DuckDBPyConnection, file: str) -> set[str]:
-    if not Path(file).is_file():
-        raise DataContractError([Problem("source", None, 0, f"DuckDB file {file!r} not found")])
-    con.execute(f"ATTACH {_literal(file)} AS src (READ_ONLY)")
-    names = {
-        r[0] for r in con.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_catalog = 'src'"
-        ).fetchall()
-    }
-    present = set()
-    for name in TABLES:
-        if name in names:
-            con.execute(f"CREATE VIEW raw_{name} AS SELECT * FROM src.{_quote(name)}")
-            present.add(name)
-    return present
-
-
-def split_postgres_url(url: str) -> tuple[str, str]:
-    """Split a ``?schema=`` parameter off a PostgreSQL URL: (libpq URL, schema)."""
-    parsed = urlparse(url)
-    query = parse_qs(parsed.query)
-    schema = query.pop("schema", ["public"])[0]
-    scheme = "postgresql"
-    clean = parsed._replace(scheme=scheme, query=urlencode(query, doseq=True))
-    return urlunparse(clean), schema
-
-
-def _attach_postgres(con: duckdb.DuckDBPyConnection, url: str) -> set[str]:
-    """Read the contract's tables from a PostgreSQL schema through psycopg 3 (COPY, binary).
-
-    DuckDB's postgres extension would be downloaded at run time, which machines without internet
-    cannot do, so the rows are streamed through the Python driver into Arrow instead.
-    """
-    import psycopg
-    import pyarrow as pa
-
-    dsn, schema = split_postgres_url(url)
-    present: set[str] = set()
-    try:
-        pg = psycopg.connect(dsn)
-    except psycopg.Error as exc:
-        raise DataContractError(
-            [Problem("source", None, 0, f"cannot connect to PostgreSQL: {exc}".strip())]
-        ) from exc
-    with pg:
-        names = {
-            r[0] for r in pg.execute(
-                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
-                [schema],
-            ).fetchall()
-        }
-        for name in TABLES:
-            if name not in names:
-                continue
-            with pg.cursor() as cur:
-                cur.execute(f"SELECT * FROM {_quote(schema)}.{_quote(name)}")
-                cols = [d.name for d in cur.description or []]
-                rows = cur.fetchall()
-            table = pa.table(
-                {c: pa.array([r[i] for r in rows]) for i, c in enumerate(cols)}
-            ) if rows else pa.table({c: pa.array([], pa.string()) for c in cols})
-            con.register(f"_pg_{name}", table)
-            con.execute(f"CREATE VIEW raw_{name} AS SELECT * FROM _pg_{name}")
-            present.add(name)
-    return present
+def _attribute_columns(con: duckdb.DuckDBPyConnection) -> tuple[str, ...]:
+    """Extra customer columns of a categorical type: the model's attributes."""
+    known = {c.name for c in CUSTOMERS.columns}
+    return tuple(name for name, kind in _raw_types(con, CUSTOMERS.name).items()
+                 if name not in known and kind.startswith(_CATEGORICAL_TYPES))
 
 
 def _raw_types(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
@@ -365,12 +216,27 @@ def _raw_types(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
     }
 
 
+def _columns_of(con: duckdb.DuckDBPyConnection, view: str) -> list[str]:
+    return [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {view}").fetchall()]
+
+
+def _type_tables(con: duckdb.DuckDBPyConnection,
+                 tables: Sequence[TableSpec]) -> dict[str, tuple[str, ...]]:
+    """Create ``typed_<table>`` for every table: their contract columns, or raise."""
+    columns: dict[str, tuple[str, ...]] = {}
+    problems: list[Problem] = []
+    for spec in tables:
+        problems += _type_table(con, spec, columns)
+    _raise_any(problems)
+    return columns
+
+
 def _typed_expr(col: ColumnSpec, raw_type: str) -> tuple[str, bool] | None:
     """SQL turning the raw column into the contract type, and whether values may fail to parse.
 
     None when the raw type can never hold the contract type (e.g. a boolean amount).
     """
-    q = _quote(col.name)
+    q = ident(col.name)
     target = DUCKDB_TYPES[col.kind]
     text = raw_type.startswith("VARCHAR")
     if col.kind == "string":
@@ -406,39 +272,34 @@ def _type_table(
     raw = _raw_types(con, spec.name)
     problems: list[Problem] = []
     selects: list[str] = []
-    checks: list[tuple[ColumnSpec, str]] = []
+    parsed: list[str] = []
     present: list[str] = []
     for col in spec.columns:
         if col.name not in raw:
             if col.required:
-                problems.append(Problem(
-                    spec.name, col.name, 0,
-                    f"required column is missing (found: {', '.join(raw) or 'no columns'})",
-                ))
+                problems.append(Problem(spec.name, col.name, 0, missing_column(raw)))
             continue
         typed = _typed_expr(col, raw[col.name])
         if typed is None:
-            problems.append(Problem(
-                spec.name, col.name, 0,
-                f"has type {raw[col.name]}, expected {col.kind} ({DUCKDB_TYPES[col.kind]})",
-            ))
+            problems.append(Problem(spec.name, col.name, 0,
+                                    wrong_type(raw[col.name], col, DUCKDB_TYPES[col.kind])))
             continue
         expr, may_fail = typed
-        selects.append(f"{expr} AS {_quote(col.name)}")
+        selects.append(f"{expr} AS {ident(col.name)}")
         present.append(col.name)
         if may_fail:
-            checks.append((col, expr))
+            parsed.append(col.name)
     if problems:
         return problems
-    if spec.name == "customers":
+    if spec is CUSTOMERS:
         # Extra customer columns of a categorical type are the model's attributes.
         known = {c.name for c in spec.columns}
         for name, raw_type in raw.items():
             if name not in known and raw_type.startswith(_CATEGORICAL_TYPES):
-                selects.append(f"CAST({_quote(name)} AS VARCHAR) AS {_quote(name)}")
+                selects.append(f"CAST({ident(name)} AS VARCHAR) AS {ident(name)}")
     # Keep the raw text of parseable-but-suspect columns beside the typed value, so that bad
     # rows can be shown as they were written.
-    raw_keep = [f"{_quote(c.name)} AS {_quote('__raw_' + c.name)}" for c, _ in checks]
+    raw_keep = [f"{ident(c)} AS {ident(RAW_PREFIX + c)}" for c in parsed]
     con.execute(
         f"CREATE VIEW typed_{spec.name} AS SELECT {', '.join(selects + raw_keep)} "
         f"FROM raw_{spec.name}"
@@ -447,9 +308,43 @@ def _type_table(
     return problems
 
 
-def _examples(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[str, ...]:
-    rows = con.execute(f"{sql} LIMIT {MAX_EXAMPLES}").fetchall()
-    return tuple(repr(r[0]) if len(r) == 1 else repr(tuple(r)) for r in rows)
+def _check_table(
+    con: duckdb.DuckDBPyConnection, spec: TableSpec, parquet_files: str | None
+) -> list[Problem]:
+    """Empty tables, nulls in required columns, unparseable and out-of-range values."""
+    view = f"typed_{spec.name}"
+    present = _columns_of(con, view)
+    raw_text = [c.removeprefix(RAW_PREFIX) for c in present if c.startswith(RAW_PREFIX)]
+    checks = row_checks(spec, present, raw_text)
+    if spec.large and not raw_text and parquet_files:
+        found = _parquet_checks(con, spec, view, parquet_files, checks)
+        if found is not None:
+            return found
+    return check_rows(_engine(con), spec, view, checks)
+
+
+def _parquet_checks(con: duckdb.DuckDBPyConnection, spec: TableSpec, view: str, files: str,
+                    checks: Sequence[RowCheck]) -> list[Problem] | None:
+    """The checks of a large table without a full scan: empty tables and null counts from the
+    Parquet metadata; the value checks the feature aggregation carries are left to it. None if
+    the metadata lacks the statistics."""
+    nulls = [c for c in checks if c.kind == "null"]
+    stats = _parquet_nulls(con, files, [c.column for c in nulls if c.column])
+    if stats is None:
+        return None
+    total, null_counts = stats
+    if total == 0:
+        return [Problem(spec.name, None, 0, EMPTY)]
+    engine = _engine(con)
+    problems = [
+        check.problem(null_counts[check.column], engine.examples(
+            f"SELECT customer_id FROM {view} WHERE {check.condition}"
+            if check.column != "customer_id" else "SELECT NULL"))
+        for check in nulls if check.column and null_counts[check.column]
+    ]
+    # Whatever neither the metadata nor the aggregation covers needs the scan (none today).
+    rest = [c for c in checks if c.kind != "null" and not c.carried]
+    return problems + (check_rows(engine, spec, view, rest) if rest else [])
 
 
 def _parquet_nulls(
@@ -458,159 +353,22 @@ def _parquet_nulls(
     """Row count and null counts per column from Parquet metadata; None if stats are missing."""
     rows = con.execute(
         "SELECT path_in_schema, sum(stats_null_count), count(*) - count(stats_null_count) "
-        f"FROM parquet_metadata({_literal(files)}) GROUP BY path_in_schema"
+        f"FROM parquet_metadata({literal(files)}) GROUP BY path_in_schema"
     ).fetchall()
     nulls = {r[0]: int(r[1] or 0) for r in rows if r[2] == 0}
     if any(c not in nulls for c in columns):
         return None
     total = con.execute(
-        f"SELECT coalesce(sum(num_rows), 0) FROM parquet_file_metadata({_literal(files)})"
+        f"SELECT coalesce(sum(num_rows), 0) FROM parquet_file_metadata({literal(files)})"
     ).fetchall()[0][0]
     return int(total), nulls
 
 
-def _check_rows(
-    con: duckdb.DuckDBPyConnection, spec: TableSpec, parquet_files: str | None
-) -> list[Problem]:
-    """Count empty tables, nulls in required columns, unparseable and out-of-range values."""
-    view = f"typed_{spec.name}"
-    present = set(
-        r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {view}").fetchall()
-    )
-    native = not any(c.startswith("__raw_") for c in present)
-    if spec.name in _LARGE_TABLES and native and parquet_files:
-        required = [c.name for c in spec.columns if not c.nullable and c.name in present]
-        stats = _parquet_nulls(con, parquet_files, required)
-        if stats is not None:
-            total, nulls = stats
-            if total == 0:
-                return [Problem(spec.name, None, 0, "is empty (no rows)")]
-            return [
-                Problem(spec.name, c, nulls[c], "with an empty (null) value",
-                        _examples(con, f"SELECT customer_id FROM {view} WHERE {_quote(c)} IS NULL"
-                                  if c != "customer_id" else "SELECT NULL"))
-                for c in required if nulls[c]
-            ]
-    conditions: list[tuple[ColumnSpec | None, str, str]] = []
-    for col in spec.columns:
-        if col.name not in present:
-            continue
-        q = _quote(col.name)
-        raw = _quote("__raw_" + col.name)
-        if f"__raw_{col.name}" in present:
-            conditions.append((
-                col, f"{raw} IS NOT NULL AND trim(CAST({raw} AS VARCHAR)) <> '' AND {q} IS NULL",
-                f"that cannot be parsed as {col.kind}",
-            ))
-        if not col.nullable:
-            null_cond = f"{q} IS NULL"
-            if f"__raw_{col.name}" in present:
-                null_cond = f"({raw} IS NULL OR trim(CAST({raw} AS VARCHAR)) = '')"
-            conditions.append((col, null_cond, "with an empty (null) value"))
-        if col.kind == "float":
-            conditions.append((col, f"NOT isfinite({q})", "with a number that is not finite"))
-        if col.name == "count":
-            conditions.append((col, f"{q} < 1", "with a count below 1"))
-    if spec.name == "subscriptions":
-        conditions.append((spec.column("end_date"), '"end_date" < "start_date"',
-                           "that end before they start"))
-    aggregates = ", ".join(
-        f"count(*) FILTER (WHERE {cond})" for _, cond, _ in conditions
-    )
-    row = con.execute(
-        f"SELECT count(*){', ' + aggregates if aggregates else ''} FROM {view}"
-    ).fetchall()[0]
-    assert row is not None
-    if row[0] == 0:
-        return [Problem(spec.name, None, 0, "is empty (no rows)")]
-    problems = []
-    for (col, cond, message), n_bad in zip(conditions, row[1:], strict=True):
-        if n_bad:
-            shown = _quote("__raw_" + col.name) if col and f"__raw_{col.name}" in present \
-                else (_quote(col.name) if col else "*")
-            examples = _examples(
-                con, f"SELECT {shown} FROM {view} WHERE {cond}"
-            )
-            problems.append(Problem(spec.name, col.name if col else None, int(n_bad), message,
-                                    examples))
-    return problems
-
-
-def _clean_table(
-    con: duckdb.DuckDBPyConnection,
-    spec: TableSpec,
-    reference_time: datetime,
-    dedupe: bool,
-) -> list[DataIssue]:
+def _clean_table(con: duckdb.DuckDBPyConnection, spec: TableSpec, reference_time: datetime,
+                 dedupe: bool) -> list[DataIssue]:
     """Create the final view ``<table>``: future rows and exact duplicates left out, reported."""
     view = f"typed_{spec.name}"
-    cols = [
-        r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {view}").fetchall()
-        if not r[0].startswith("__raw_")
-    ]
-    col_list = ", ".join(_quote(c) for c in cols)
-    issues: list[DataIssue] = []
-    where = "true"
-    for time_col in spec.time_columns:
-        ref = f"TIMESTAMP '{reference_time.isoformat(sep=' ')}'"
-        cond = f"{_quote(time_col)} > {ref}"
-        n_future = con.execute(f"SELECT count(*) FROM {view} WHERE {cond}").fetchall()[0]
-        if n_future and n_future[0]:
-            issues.append(DataIssue(
-                spec.name, "future_timestamp", int(n_future[0]),
-                _examples(con, f"SELECT CAST({_quote(time_col)} AS VARCHAR) FROM {view} "
-                          f"WHERE {cond}"),
-            ))
-            where = f"NOT ({cond})"
-
-    body = f"SELECT {col_list} FROM {view} WHERE {where}"
-    if spec.name == "customers":
-        dup = con.execute(
-            "SELECT count(*), count(DISTINCT customer_id) FROM typed_customers"
-        ).fetchall()[0]
-        assert dup is not None
-        if dup[0] != dup[1]:
-            n_conflicting = con.execute(
-                f"SELECT count(*) FROM (SELECT customer_id FROM (SELECT DISTINCT {col_list} "
-                "FROM typed_customers) GROUP BY customer_id HAVING count(*) > 1)"
-            ).fetchall()[0]
-            if n_conflicting and n_conflicting[0]:
-                raise DataContractError([Problem(
-                    "customers", "customer_id", int(n_conflicting[0]),
-                    "customer ids that appear more than once with different attributes",
-                    _examples(con, "SELECT customer_id FROM typed_customers GROUP BY 1 "
-                              "HAVING count(DISTINCT signup_date) > 1 OR count(*) > 1"),
-                )])
-            issues.append(DataIssue("customers", "duplicate", int(dup[0] - dup[1])))
-            body = f"SELECT DISTINCT {col_list} FROM ({body})"
-    elif dedupe:
-        n_dup = con.execute(
-            f"SELECT coalesce(sum(n - 1), 0) FROM (SELECT count(*) AS n FROM ({body}) "
-            f"GROUP BY ALL HAVING count(*) > 1)".replace("GROUP BY ALL", f"GROUP BY {col_list}")
-        ).fetchall()[0]
-        if n_dup and n_dup[0]:
-            issues.append(DataIssue(
-                spec.name, "duplicate", int(n_dup[0]),
-                _examples(con, f"SELECT {col_list} FROM ({body}) GROUP BY {col_list} "
-                          "HAVING count(*) > 1"),
-            ))
-            body = f"SELECT DISTINCT {col_list} FROM ({body})"
+    cols = [c for c in _columns_of(con, view) if not c.startswith(RAW_PREFIX)]
+    body, issues = clean_table(_engine(con), spec, view, cols, reference_time, dedupe=dedupe)
     con.execute(f"CREATE VIEW {spec.name} AS {body}")
-    return issues
-
-
-def unknown_customer_issues(con: duckdb.DuckDBPyConnection, tables: Iterable[str]) -> list[
-        DataIssue]:
-    """Rows of ``tables`` whose customer is not in ``customers`` (reported; joins drop them)."""
-    issues = []
-    for name in tables:
-        row = con.execute(
-            f"SELECT count(*) FROM {name} t ANTI JOIN customers c USING (customer_id)"
-        ).fetchall()[0]
-        if row and row[0]:
-            issues.append(DataIssue(
-                name, "unknown_customer", int(row[0]),
-                _examples(con, f"SELECT DISTINCT t.customer_id FROM {name} t "
-                          "ANTI JOIN customers c USING (customer_id)"),
-            ))
     return issues

@@ -37,17 +37,26 @@ from churnguard.features.build import (
     subscription_sql,
     txn_activity_sql,
 )
-from churnguard.features.contract import TABLES, TableSpec
+from churnguard.features.checks import (
+    DataContractError,
+    DataIssue,
+    Engine,
+    Problem,
+    check_rows,
+    clean_table,
+    missing_column,
+    missing_tables,
+    row_checks,
+    unknown_customer_problems,
+    unknown_customers,
+    wrong_type,
+)
+from churnguard.features.contract import CUSTOMERS, EVENTS, SPARK_TYPES, TABLES, TableSpec
 from churnguard.features.definitions import FeatureSpec
-from churnguard.features.sources import MAX_EXAMPLES, DataContractError, DataIssue, Problem
+from churnguard.features.sql import ident
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
-
-#: Contract kinds → Spark SQL types.
-SPARK_TYPES = {"string": "STRING", "date": "DATE", "timestamp": "TIMESTAMP_NTZ",
-               "float": "DOUBLE", "int": "BIGINT", "bool": "BOOLEAN"}
-_LARGE_TABLES = frozenset({"transactions", "events"})
 
 
 class SparkUnavailableError(RuntimeError):
@@ -180,14 +189,6 @@ def _parquet_path(spark: SparkSession, location: str, name: str) -> str | None:
     return None
 
 
-def _q(name: str) -> str:
-    return "`" + name.replace("`", "``") + "`"
-
-
-def _lit(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def open_spark_source(
     spark: SparkSession,
     location: str,
@@ -199,79 +200,101 @@ def open_spark_source(
     """Register the contract tables under ``location`` (a directory or object-storage prefix
     holding ``<table>.parquet`` files or ``<table>/`` Parquet folders) as typed temp views.
 
-    The same checks as the DuckDB path, each one aggregate pass per table: missing tables and
-    columns, uncastable types, nulls in required columns, non-finite amounts, counts below 1,
-    subscriptions ending before they start, rows for unknown customers; rows dated after
+    The checks are the DuckDB source's (:mod:`churnguard.features.checks`, transpiled), each an
+    aggregate pass per table: missing tables and columns, uncastable types, empty tables, nulls
+    in required columns, non-finite amounts, counts below 1, subscriptions ending before they
+    start, conflicting customer rows, rows for unknown customers; rows dated after
     ``reference_time`` (default: now) and exact duplicates of the small tables are left out and
     reported. Raises :class:`DataContractError`.
     """
     _require_pyspark()
-    from pyspark.errors import AnalysisException
-
     reference_time = reference_time or datetime.now().replace(microsecond=0)
-    paths = {n: _parquet_path(spark, location, n) for n in TABLES}
-    present = {n for n, p in paths.items() if p is not None}
-    problems = [Problem(s.name, None, 0, f"table not found in {location} (Parquet)")
-                for s in TABLES.values() if s.required and s.name not in present]
+    paths = {n: p for n in TABLES if (p := _parquet_path(spark, location, n)) is not None}
+    present = set(paths)
+    problems = missing_tables(present, f"{location} (Parquet)")
     if problems:
         raise DataContractError(problems)
 
+    engine = _engine(spark)
     columns: dict[str, tuple[str, ...]] = {}
     attributes: tuple[str, ...] = ()
+    for name in sorted(present):
+        spec = TABLES[name]
+        typed, extra, probs = _type_table(spark, spec, paths[name], prefix)
+        problems += probs
+        if not probs:
+            columns[name] = typed
+            attributes = extra if spec is CUSTOMERS else attributes
+            problems += check_rows(engine, spec, ident(f"{prefix}_typed_{name}"),
+                                   row_checks(spec, typed))
+    if problems:
+        raise DataContractError(problems)
+
     issues: list[DataIssue] = []
     for name in sorted(present):
         spec = TABLES[name]
-        path = paths[name]
-        assert path is not None
-        try:
-            raw = spark.read.parquet(path)
-        except AnalysisException as exc:
-            raise DataContractError([Problem(name, None, 0, f"cannot read {path}: {exc}")]) \
-                from None
-        raw_view = f"{prefix}_raw_{name}"
-        raw.createOrReplaceTempView(raw_view)
-        raw_types = {f.name: f.dataType.simpleString() for f in raw.schema.fields}
-        selects, present_cols, probs = _typed_columns(spec, raw_types)
-        if probs:
-            problems += probs
-            continue
-        if name == "customers":
-            known = {c.name for c in spec.columns}
-            attributes = tuple(c for c, t in raw_types.items()
-                               if c not in known and t in ("string", "boolean"))
-            selects += [f"CAST({_q(c)} AS STRING) AS {_q(c)}" for c in attributes]
-        columns[name] = tuple(present_cols)
-        typed_view = f"{prefix}_typed_{name}"
-        spark.sql(f"SELECT {', '.join(selects)} FROM {raw_view}").createOrReplaceTempView(
-            typed_view)
-        problems += _check_rows(spark, spec, typed_view, raw_view, present_cols)
-    if problems:
-        raise DataContractError(problems)
-
-    for name in sorted(present):
-        issues += _clean(spark, TABLES[name], prefix, columns[name] + (
-            attributes if name == "customers" else ()), reference_time)
-    if "events" not in present:
-        casts = ", ".join(f"CAST(NULL AS {SPARK_TYPES[c.kind]}) AS {_q(c.name)}"
-                          for c in TABLES["events"].columns)
+        body, found = clean_table(
+            engine, spec, ident(f"{prefix}_typed_{name}"),
+            columns[name] + (attributes if spec is CUSTOMERS else ()), reference_time,
+            dedupe=not spec.large)
+        spark.sql(to_spark_sql(body)).createOrReplaceTempView(f"{prefix}{name}")
+        issues += found
+    if EVENTS.name not in present:
+        casts = ", ".join(f"CAST(NULL AS {SPARK_TYPES[c.kind]}) AS {ident(c.name, 'spark')}"
+                          for c in EVENTS.columns)
         spark.sql(f"SELECT {casts} WHERE false").createOrReplaceTempView(f"{prefix}events")
-        columns["events"] = tuple(c.name for c in TABLES["events"].columns)
+        columns[EVENTS.name] = tuple(c.name for c in EVENTS.columns)
 
-    unknown = []
-    for name in sorted(present - {"customers"}):
-        n, examples = _unknown(spark, prefix, name)
-        if n:
-            unknown.append(DataIssue(name, "unknown_customer", n, examples))
+    # Every table at load (Spark has no aggregation for the check to ride along in).
+    unknown = unknown_customers(
+        engine, {name: ident(prefix + name) for name in sorted(present - {CUSTOMERS.name})},
+        customers=ident(prefix + CUSTOMERS.name))
     if unknown and not allow_unknown_customers:
-        raise DataContractError([
-            Problem(i.table, "customer_id", i.n_rows,
-                    "for customers that are not in the customers table", i.examples)
-            for i in unknown])
+        raise DataContractError(unknown_customer_problems(unknown))
     # Reported, and left out by the population join of the feature and label queries, as in
     # the DuckDB path.
     issues += unknown
     return SparkSource(spark, location, frozenset(present), columns, attributes,
                        reference_time, issues, prefix)
+
+
+def _engine(spark: SparkSession) -> Engine:
+    """The contract checks on Spark: their DuckDB SQL transpiled; examples shown as text, none
+    for duplicate rows."""
+    def query(sql: str) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in spark.sql(to_spark_sql(sql)).collect()]
+
+    return Engine(query, text_examples=True, duplicate_examples=False)
+
+
+def _type_table(spark: SparkSession, spec: TableSpec, path: str, prefix: str) -> tuple[
+        tuple[str, ...], tuple[str, ...], list[Problem]]:
+    """Register ``<prefix>_raw_<table>`` and ``<prefix>_typed_<table>`` (the contract columns
+    cast to the contract types, plus the customer attributes): (contract columns present,
+    attribute columns, problems)."""
+    from pyspark.errors import AnalysisException
+
+    try:
+        raw = spark.read.parquet(path)
+    except AnalysisException as exc:
+        raise DataContractError([Problem(spec.name, None, 0, f"cannot read {path}: {exc}")]) \
+            from None
+    raw_view = f"{prefix}_raw_{spec.name}"
+    raw.createOrReplaceTempView(raw_view)
+    raw_types = {f.name: f.dataType.simpleString() for f in raw.schema.fields}
+    selects, present, problems = _typed_columns(spec, raw_types)
+    if problems:
+        return (), (), problems
+    attributes: tuple[str, ...] = ()
+    if spec is CUSTOMERS:
+        known = {c.name for c in spec.columns}
+        attributes = tuple(c for c, t in raw_types.items()
+                           if c not in known and t in ("string", "boolean"))
+        selects += [f"CAST({ident(c, 'spark')} AS STRING) AS {ident(c, 'spark')}"
+                    for c in attributes]
+    spark.sql(f"SELECT {', '.join(selects)} FROM {raw_view}").createOrReplaceTempView(
+        f"{prefix}_typed_{spec.name}")
+    return tuple(present), attributes, []
 
 
 def _typed_columns(spec: TableSpec, raw_types: dict[str, str]) -> tuple[
@@ -284,8 +307,7 @@ def _typed_columns(spec: TableSpec, raw_types: dict[str, str]) -> tuple[
         raw = raw_types.get(col.name)
         if raw is None:
             if col.required:
-                problems.append(Problem(spec.name, col.name, 0, "required column is missing "
-                                        f"(found: {', '.join(raw_types) or 'no columns'})"))
+                problems.append(Problem(spec.name, col.name, 0, missing_column(raw_types)))
             continue
         ok = {
             "string": True,
@@ -297,92 +319,12 @@ def _typed_columns(spec: TableSpec, raw_types: dict[str, str]) -> tuple[
         }[col.kind]
         if not ok:
             problems.append(Problem(spec.name, col.name, 0,
-                                    f"has type {raw}, expected {col.kind} "
-                                    f"({SPARK_TYPES[col.kind]})"))
+                                    wrong_type(raw, col, SPARK_TYPES[col.kind])))
             continue
-        selects.append(f"CAST({_q(col.name)} AS {SPARK_TYPES[col.kind]}) AS {_q(col.name)}")
+        q = ident(col.name, "spark")
+        selects.append(f"CAST({q} AS {SPARK_TYPES[col.kind]}) AS {q}")
         present.append(col.name)
     return selects, present, problems
-
-
-def _check_rows(spark: SparkSession, spec: TableSpec, view: str, raw_view: str,
-                present: Sequence[str]) -> list[Problem]:
-    conds: list[tuple[str | None, str, str]] = []
-    for col in spec.columns:
-        if col.name not in present:
-            continue
-        if not col.nullable:
-            conds.append((col.name, f"{_q(col.name)} IS NULL", "with an empty (null) value"))
-        if col.kind == "float":
-            conds.append((col.name, f"NOT (abs({_q(col.name)}) < CAST('Infinity' AS DOUBLE))",
-                          "with a number that is not finite"))
-        if col.name == "count":
-            conds.append((col.name, f"{_q(col.name)} < 1", "with a count below 1"))
-    if spec.name == "subscriptions" and "end_date" in present:
-        conds.append(("end_date", "end_date < start_date", "that end before they start"))
-    aggs = "".join(f", count_if({c})" for _, c, _ in conds)
-    row = spark.sql(f"SELECT count(*){aggs} FROM {view}").collect()[0]
-    if row[0] == 0:
-        return [Problem(spec.name, None, 0, "is empty (no rows)")]
-    problems = []
-    for (col, cond, message), n_bad in zip(conds, list(row)[1:], strict=True):
-        if n_bad:
-            shown = "customer_id" if col in (None, "customer_id") else _q(col)
-            ex = spark.sql(f"SELECT CAST({shown} AS STRING) FROM {view} WHERE {cond} "
-                           f"LIMIT {MAX_EXAMPLES}").collect()
-            problems.append(Problem(spec.name, col, int(n_bad), message,
-                                    tuple(repr(r[0]) for r in ex)))
-    return problems
-
-
-def _clean(spark: SparkSession, spec: TableSpec, prefix: str, cols: Sequence[str],
-           reference_time: datetime) -> list[DataIssue]:
-    typed = f"{prefix}_typed_{spec.name}"
-    col_list = ", ".join(_q(c) for c in cols)
-    where = "true"
-    issues: list[DataIssue] = []
-    ref = f"TIMESTAMP_NTZ '{reference_time.isoformat(sep=' ')}'"
-    for time_col in spec.time_columns:
-        if time_col not in cols:
-            continue
-        cond = f"{_q(time_col)} > {ref}"
-        n = spark.sql(f"SELECT count_if({cond}) FROM {typed}").collect()[0][0]
-        if n:
-            ex = spark.sql(f"SELECT CAST({_q(time_col)} AS STRING) FROM {typed} WHERE {cond} "
-                           f"LIMIT {MAX_EXAMPLES}").collect()
-            issues.append(DataIssue(spec.name, "future_timestamp", int(n),
-                                    tuple(repr(r[0]) for r in ex)))
-            where = f"NOT ({cond})"
-    body = f"SELECT {col_list} FROM {typed} WHERE {where}"
-    if spec.name not in _LARGE_TABLES:
-        # Small tables: exact duplicates are reported and left out (the DuckDB path does the
-        # same; duplicate transactions are flagged inside the feature query itself).
-        total, distinct = spark.sql(
-            f"SELECT count(*), (SELECT count(*) FROM (SELECT DISTINCT * FROM ({body}))) "
-            f"FROM ({body})").collect()[0]
-        if total != distinct:
-            if spec.name == "customers":
-                n_conf = spark.sql(f"SELECT count(*) FROM (SELECT customer_id FROM (SELECT "
-                                   f"DISTINCT * FROM ({body})) GROUP BY customer_id "
-                                   "HAVING count(*) > 1)").collect()[0][0]
-                if n_conf:
-                    raise DataContractError([Problem(
-                        "customers", "customer_id", int(n_conf),
-                        "customer ids that appear more than once with different attributes")])
-            issues.append(DataIssue(spec.name, "duplicate", int(total - distinct)))
-            body = f"SELECT DISTINCT * FROM ({body})"
-    spark.sql(body).createOrReplaceTempView(f"{prefix}{spec.name}")
-    return issues
-
-
-def _unknown(spark: SparkSession, prefix: str, name: str) -> tuple[int, tuple[str, ...]]:
-    sql = (f"FROM {prefix}{name} t LEFT ANTI JOIN {prefix}customers c "
-           "ON t.customer_id = c.customer_id")
-    n = int(spark.sql(f"SELECT count(*) {sql}").collect()[0][0])
-    if not n:
-        return 0, ()
-    ex = spark.sql(f"SELECT DISTINCT t.customer_id {sql} LIMIT {MAX_EXAMPLES}").collect()
-    return n, tuple(repr(r[0]) for r in ex)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,342 @@
+"""The data contract's checks, derived once from the table specs and run by every engine.
+
+Every check is SQL in DuckDB's dialect over the *typed* relation of one contract table (the
+contract columns cast to the contract types; a column parsed from text keeps its text beside it
+as ``__raw_<name>``, so that bad values are shown as they were written). The DuckDB source runs
+that SQL as it is, the Spark source through :func:`churnguard.features.spark.to_spark_sql`; an
+:class:`Engine` is all that differs. What is checked (README, "Data contract"):
+
+- breaks the contract (:class:`DataContractError`): missing tables and columns, wrong types,
+  empty tables, nulls in required columns, values that cannot be parsed, non-finite numbers,
+  values below a column's minimum (event counts below 1), intervals that end before they start
+  (subscriptions), rows of one key with different values (conflicting customer rows), rows for
+  customers missing from ``customers`` (unless allowed);
+- reported and left out (:class:`DataIssue`): rows dated after the data's reference time, exact
+  duplicates, and (when allowed) rows for unknown customers.
+
+The large tables (transactions, events) get no extra full scan on DuckDB's default path: the
+value checks in :data:`CARRIED_BY_AGGREGATES`, duplicate purchases and unknown customers ride
+along in the feature aggregation (:func:`churnguard.features.build.check_aggregates`), with the
+predicates and messages defined here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from churnguard.features.contract import EVENTS, TABLES, ColumnSpec, TableSpec
+from churnguard.features.sql import ident, literal
+
+MAX_EXAMPLES = 5
+# Prefix of the raw text kept beside a column parsed from text.
+RAW_PREFIX = "__raw_"
+
+
+# ---------------------------------------------------------------------------------------------
+# What a check reports
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One way in which a table breaks the contract."""
+
+    table: str
+    column: str | None
+    n_rows: int
+    message: str
+    examples: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        where = f"{self.table}.{self.column}" if self.column else self.table
+        text = f"{where}: {self.message}"
+        if self.n_rows:
+            text = f"{where}: {self.n_rows:,} row{'s' if self.n_rows != 1 else ''} {self.message}"
+        if self.examples:
+            text += " (e.g. " + ", ".join(self.examples) + ")"
+        return text
+
+
+class DataContractError(ValueError):
+    """The input breaks the data contract; nothing was written. The CLI exits with code 2."""
+
+    def __init__(self, problems: Sequence[Problem]):
+        self.problems = list(problems)
+        super().__init__("input data breaks the contract:\n" + "\n".join(
+            f"  - {p}" for p in self.problems))
+
+
+@dataclass(frozen=True)
+class DataIssue:
+    """Rows that are reported and left out, but do not stop the run."""
+
+    table: str
+    kind: str  # unknown_customer | duplicate | future_timestamp
+    n_rows: int
+    examples: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        what = {
+            "unknown_customer": "rows for customers not in the customers table",
+            "duplicate": "exact duplicate rows",
+            "future_timestamp": "rows dated after the data's reference time",
+        }.get(self.kind, self.kind)
+        text = f"{self.table}: {self.n_rows:,} {what} left out"
+        if self.examples:
+            text += " (e.g. " + ", ".join(self.examples) + ")"
+        return text
+
+
+# Messages of the table-level checks.
+EMPTY = "is empty (no rows)"
+UNKNOWN_CUSTOMERS = "for customers that are not in the customers table"
+
+
+def table_not_found(where: str) -> str:
+    return f"table not found in {where}"
+
+
+def missing_column(found: Iterable[str]) -> str:
+    return f"required column is missing (found: {', '.join(found) or 'no columns'})"
+
+
+def wrong_type(raw_type: str, col: ColumnSpec, engine_type: str) -> str:
+    return f"has type {raw_type}, expected {col.kind} ({engine_type})"
+
+
+def conflicting_keys(key: str) -> str:
+    return (f"{key.removesuffix('_id').replace('_', ' ')} ids that appear more than once with "
+            "different attributes")
+
+
+def missing_tables(present: Collection[str], where: str) -> list[Problem]:
+    """A problem for every required contract table not in ``present``."""
+    return [Problem(spec.name, None, 0, table_not_found(where))
+            for spec in TABLES.values() if spec.required and spec.name not in present]
+
+
+# ---------------------------------------------------------------------------------------------
+# Row checks, from the specs
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A condition that makes a value bad: SQL with ``{v}`` for the value (any expression)."""
+
+    kind: str
+    message: str
+    template: str
+
+    def sql(self, value: str) -> str:
+        return self.template.format(v=value)
+
+
+NULL = Rule("null", "with an empty (null) value", "{v} IS NULL")
+# A column read from text: missing means null or blank text.
+BLANK = Rule("null", NULL.message, "({v} IS NULL OR trim(CAST({v} AS VARCHAR)) = '')")
+NON_FINITE = Rule("non_finite", "with a number that is not finite", "NOT isfinite({v})")
+
+
+def below_minimum(col: ColumnSpec) -> Rule:
+    """Values of ``col`` below its contract minimum (e.g. event counts below 1)."""
+    if col.minimum is None:
+        raise ValueError(f"column {col.name!r} has no minimum")
+    return Rule("below_minimum", f"with a {col.name} below {col.minimum}",
+                f"{{v}} < {int(col.minimum)}")
+
+
+#: Row checks of the large tables that the feature aggregation carries on DuckDB's default
+#: path, as (table, column, rule): the activity relations evaluate the rule per row and the
+#: per-customer aggregates count the bad rows (see ``features.build.check_aggregates``).
+CARRIED_BY_AGGREGATES: tuple[tuple[str, str, Rule], ...] = (
+    ("transactions", "amount", NON_FINITE),
+    ("events", "count", below_minimum(EVENTS.column("count"))),
+)
+
+
+@dataclass(frozen=True)
+class RowCheck:
+    """Rows of one table that break the contract (or are left out): SQL over its typed relation.
+
+    ``condition`` is true for a bad row; ``shown`` is the value shown as an example of one.
+    """
+
+    table: str
+    column: str | None
+    kind: str
+    condition: str
+    message: str
+    shown: str
+
+    def problem(self, n_rows: int, examples: tuple[str, ...] = ()) -> Problem:
+        return Problem(self.table, self.column, n_rows, self.message, examples)
+
+    @property
+    def carried(self) -> bool:
+        """Whether the feature aggregation counts these rows (see CARRIED_BY_AGGREGATES)."""
+        return any((t, c, r.kind) == (self.table, self.column, self.kind)
+                   for t, c, r in CARRIED_BY_AGGREGATES)
+
+
+def row_checks(spec: TableSpec, columns: Collection[str],
+               raw_text: Collection[str] = ()) -> list[RowCheck]:
+    """The row checks of ``spec`` over a typed relation holding ``columns``.
+
+    ``raw_text``: the columns parsed from text, whose text is kept as ``__raw_<name>``: they are
+    also checked for values that do not parse, and their text is what examples show.
+    """
+    checks: list[RowCheck] = []
+    for col in spec.columns:
+        if col.name not in columns:
+            continue
+        q = ident(col.name)
+        raw = ident(RAW_PREFIX + col.name) if col.name in raw_text else None
+        found: list[tuple[str, str, str]] = []  # (kind, condition, message)
+        if raw:
+            found.append((
+                "unparseable",
+                f"{raw} IS NOT NULL AND trim(CAST({raw} AS VARCHAR)) <> '' AND {q} IS NULL",
+                f"that cannot be parsed as {col.kind}",
+            ))
+        rules: list[tuple[Rule, str]] = []  # (rule, the value it tests)
+        if not col.nullable:
+            rules.append((BLANK, raw) if raw else (NULL, q))
+        if col.kind == "float":
+            rules.append((NON_FINITE, q))
+        if col.minimum is not None:
+            rules.append((below_minimum(col), q))
+        found += [(rule.kind, rule.sql(value), rule.message) for rule, value in rules]
+        checks += [RowCheck(spec.name, col.name, kind, condition, message, raw or q)
+                   for kind, condition, message in found]
+    for start, end in spec.intervals:
+        if start in columns and end in columns:
+            shown = ident(RAW_PREFIX + end) if end in raw_text else ident(end)
+            checks.append(RowCheck(spec.name, end, "ends_before_start",
+                                   f"{ident(end)} < {ident(start)}",
+                                   "that end before they start", shown))
+    return checks
+
+
+def future_checks(spec: TableSpec, columns: Collection[str],
+                  reference_time: datetime) -> list[RowCheck]:
+    """Rows dated after ``reference_time`` (reported and left out, not a contract breach)."""
+    ref = f"TIMESTAMP {literal(reference_time.isoformat(sep=' '))}"
+    return [
+        RowCheck(spec.name, col, "future_timestamp", f"{ident(col)} > {ref}",
+                 "rows dated after the data's reference time", f"CAST({ident(col)} AS VARCHAR)")
+        for col in spec.time_columns if col in columns
+    ]
+
+
+def unknown_customer_sql(relation: str, customers: str = "customers",
+                         rows: str = "count(*)", distinct: bool = True) -> tuple[str, str]:
+    """(count, examples) SQL for the rows of ``relation`` whose customer is not in
+    ``customers``; ``rows`` counts them (e.g. ``sum(t.n)`` over per-customer aggregates)."""
+    join = f"FROM {relation} t ANTI JOIN {customers} c USING (customer_id)"
+    return (f"SELECT {rows} {join}",
+            f"SELECT {'DISTINCT ' if distinct else ''}t.customer_id {join}")
+
+
+def unknown_customer_problems(issues: Iterable[DataIssue]) -> list[Problem]:
+    """Unknown-customer issues as contract problems (when they are not allowed)."""
+    return [Problem(i.table, "customer_id", i.n_rows, UNKNOWN_CUSTOMERS, i.examples)
+            for i in issues]
+
+
+# ---------------------------------------------------------------------------------------------
+# Running the checks on an engine
+
+
+Rows = Sequence[Sequence[Any]]
+
+
+@dataclass(frozen=True)
+class Engine:
+    """Runs the checks' SQL (DuckDB dialect) on one engine and renders examples.
+
+    ``query`` runs one statement and returns its rows. ``text_examples``: show example values as
+    text (Spark, whose Python values of some types differ from DuckDB's).
+    ``duplicate_examples``: show examples of exact duplicate and conflicting rows.
+    """
+
+    query: Callable[[str], Rows]
+    text_examples: bool = False
+    duplicate_examples: bool = True
+
+    def count(self, sql: str) -> int:
+        return int(self.query(sql)[0][0] or 0)
+
+    def examples(self, sql: str) -> tuple[str, ...]:
+        rows = self.query(f"{sql} LIMIT {MAX_EXAMPLES}")
+        return tuple(repr(r[0]) if len(r) == 1 else repr(tuple(r)) for r in rows)
+
+    def examples_of(self, check: RowCheck, relation: str) -> tuple[str, ...]:
+        shown = f"CAST({check.shown} AS VARCHAR)" if self.text_examples else check.shown
+        return self.examples(f"SELECT {shown} FROM {relation} WHERE {check.condition}")
+
+
+def check_rows(engine: Engine, spec: TableSpec, relation: str,
+               checks: Sequence[RowCheck]) -> list[Problem]:
+    """Empty table, then every check, counted in one pass over ``relation``."""
+    counts = "".join(f", count(*) FILTER (WHERE {c.condition})" for c in checks)
+    row = engine.query(f"SELECT count(*){counts} FROM {relation}")[0]
+    if row[0] == 0:
+        return [Problem(spec.name, None, 0, EMPTY)]
+    return [check.problem(int(n_bad), engine.examples_of(check, relation))
+            for check, n_bad in zip(checks, list(row)[1:], strict=True) if n_bad]
+
+
+def clean_table(engine: Engine, spec: TableSpec, relation: str, columns: Sequence[str],
+                reference_time: datetime, *, dedupe: bool) -> tuple[str, list[DataIssue]]:
+    """SQL of the clean rows of ``relation`` and the issues found on the way.
+
+    Left out and reported: rows dated after ``reference_time`` and, for a table with a key or
+    when ``dedupe``, exact duplicates. Raises :class:`DataContractError` for rows that share a
+    key but differ.
+    """
+    col_list = ", ".join(ident(c) for c in columns)
+    issues: list[DataIssue] = []
+    keep: list[str] = []
+    for check in future_checks(spec, columns, reference_time):
+        n_future = engine.count(f"SELECT count(*) FROM {relation} WHERE {check.condition}")
+        if n_future:
+            issues.append(DataIssue(spec.name, check.kind, n_future,
+                                    engine.examples_of(check, relation)))
+            keep.append(f"NOT ({check.condition})")
+    body = f"SELECT {col_list} FROM {relation} WHERE {' AND '.join(keep) or 'true'}"
+    distinct = f"SELECT DISTINCT {col_list} FROM ({body})"
+    if spec.key:
+        key = ident(spec.key)
+        n_rows, n_keys = engine.query(f"SELECT count(*), count(DISTINCT {key}) FROM ({body})")[0]
+        if n_rows != n_keys:
+            conflicting = f"SELECT {key} FROM ({distinct}) GROUP BY {key} HAVING count(*) > 1"
+            n_conflicting = engine.count(f"SELECT count(*) FROM ({conflicting})")
+            if n_conflicting:
+                raise DataContractError([Problem(
+                    spec.name, spec.key, n_conflicting, conflicting_keys(spec.key),
+                    engine.examples(conflicting) if engine.duplicate_examples else ())])
+            issues.append(DataIssue(spec.name, "duplicate", int(n_rows - n_keys)))
+            body = distinct
+    elif dedupe:
+        groups = f"SELECT {col_list} FROM ({body}) GROUP BY {col_list} HAVING count(*) > 1"
+        n_dup = engine.count(f"SELECT coalesce(sum(n - 1), 0) FROM (SELECT count(*) AS n "
+                             f"FROM ({body}) GROUP BY {col_list} HAVING count(*) > 1)")
+        if n_dup:
+            issues.append(DataIssue(spec.name, "duplicate", n_dup, engine.examples(groups)
+                                    if engine.duplicate_examples else ()))
+            body = distinct
+    return body, issues
+
+
+def unknown_customers(engine: Engine, relations: Mapping[str, str],
+                      customers: str = "customers") -> list[DataIssue]:
+    """Rows of each relation (table name → relation) whose customer is not in ``customers``."""
+    issues = []
+    for name, relation in relations.items():
+        count_sql, examples_sql = unknown_customer_sql(relation, customers)
+        n = engine.count(count_sql)
+        if n:
+            issues.append(DataIssue(name, "unknown_customer", n, engine.examples(examples_sql)))
+    return issues
