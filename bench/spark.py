@@ -35,7 +35,12 @@ def worker(args: argparse.Namespace) -> None:
     """One timed job in this process; prints a JSON line."""
     from churnguard.features.spark import open_spark_source, spark_session
     from churnguard.model.bundle import ScoringBundle
-    from churnguard.serving.batch import parse_destination, run_batch
+    from churnguard.serving.batch import (
+        BatchJob,
+        SparkEngine,
+        parse_destination,
+        run_batch,
+    )
 
     bundle = ScoringBundle.load(args.bundle)
     t0 = time.perf_counter()
@@ -44,9 +49,9 @@ def worker(args: argparse.Namespace) -> None:
     started = time.perf_counter() - t0
     t = time.perf_counter()
     src = open_spark_source(spark, str(args.data))
-    summary = run_batch(bundle=bundle, as_of=date.fromisoformat(args.as_of),
-                        dest=parse_destination(str(args.out)), model_version="bench",
-                        spark_source=src, drivers=False, staging_dir=args.out.parent)
+    summary = run_batch(BatchJob(bundle, date.fromisoformat(args.as_of), "bench", drivers=False),
+                        SparkEngine(src, staging_dir=args.out.parent),
+                        parse_destination(str(args.out)))
     job = time.perf_counter() - t
     spark.stop()
     print(json.dumps({"master": args.master, "session_s": started, "job_s": job,

@@ -521,6 +521,8 @@ def score_cmd(
     from churnguard.model.registry import load_bundle
     from churnguard.serving.batch import (
         BatchInputError,
+        BatchJob,
+        DuckDBEngine,
         fault_checkpoint,
         parse_destination,
         run_batch,
@@ -552,17 +554,15 @@ def score_cmd(
             bar.update(task, completed=done, total=total)
 
         try:
+            job = BatchJob(bundle, cutoff, version, chunk_size=chunk_size, drivers=drivers)
             if engine == "spark":
-                summary = _score_spark(data, cutoff, dest, bundle, version, spark_master,
-                                       chunk_size, drivers, allow_unknown_customers,
+                summary = _score_spark(data, job, dest, spark_master, allow_unknown_customers,
                                        progress, checkpoint)
             else:
                 with _open(data, settings,
                            allow_unknown_customers=allow_unknown_customers) as source:
-                    summary = run_batch(bundle=bundle, as_of=cutoff, dest=dest,
-                                        model_version=version, source=source,
-                                        chunk_size=chunk_size, drivers=drivers,
-                                        progress=progress, checkpoint=checkpoint)
+                    summary = run_batch(job, DuckDBEngine(source), dest, progress=progress,
+                                        checkpoint=checkpoint)
         except (BatchInputError, ValueError) as exc:
             raise _fail(str(exc)) from None
     if engine == "spark":
@@ -577,19 +577,16 @@ def score_cmd(
         out.print(f"skipped {n:,}: {reason}", highlight=False)
 
 
-def _score_spark(data: str, cutoff: date, dest: Any, bundle: Any, version: str,
-                 master: str | None, chunk_size: int, drivers: bool,
+def _score_spark(data: str, job: Any, dest: Any, master: str | None,
                  allow_unknown_customers: bool, progress: Any, checkpoint: Any) -> Any:
     from churnguard.features.sources import DataContractError
     from churnguard.features.spark import open_spark_source, spark_session
-    from churnguard.serving.batch import run_batch
+    from churnguard.serving.batch import SparkEngine, run_batch
 
     spark = spark_session(master)
     try:
         src = open_spark_source(spark, data, allow_unknown_customers=allow_unknown_customers)
-        return run_batch(bundle=bundle, as_of=cutoff, dest=dest, model_version=version,
-                         spark_source=src, chunk_size=chunk_size, drivers=drivers,
-                         progress=progress, checkpoint=checkpoint)
+        return run_batch(job, SparkEngine(src), dest, progress=progress, checkpoint=checkpoint)
     except DataContractError as exc:
         raise _fail(str(exc)) from None
 

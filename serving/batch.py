@@ -38,6 +38,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from churnguard.features import sql
 from churnguard.features.io import AtomicPath
 from churnguard.features.sources import DataIssue, Source
 from churnguard.model.bundle import ScoringBundle
@@ -293,7 +294,7 @@ class PostgresSink:
 
     @property
     def qualified(self) -> str:
-        return (f'"{self.schema}".' if self.schema else "") + f'"{self.name}"'
+        return sql.qualified(*(p for p in (self.schema, self.name) if p), dialect="postgres")
 
     def prepare(self) -> None:
         import psycopg
@@ -315,14 +316,15 @@ class PostgresSink:
                 f"table {self.qualified} exists but lacks the score columns "
                 f"{', '.join(missing)}; use another --table or add them")
         cols = ", ".join(
-            f'"{f.name}" ' + ("jsonb" if f.name in _JSON_COLUMNS else _PG_TYPES[f.type])
+            sql.ident(f.name, "postgres") + " "
+            + ("jsonb" if f.name in _JSON_COLUMNS else _PG_TYPES[f.type])
             + (" NOT NULL" if f.name in KEY else "") for f in OUTPUT_SCHEMA)
         key = ", ".join(KEY)
         # Inside the transaction: a run that fails or is killed creates nothing.
         self._pg.execute(f"CREATE TABLE IF NOT EXISTS {self.qualified} ({cols}, "
                          f"PRIMARY KEY ({key}))")
-        stage_cols = ", ".join(f'"{f.name}" ' + ("jsonb" if f.name in _JSON_COLUMNS
-                                                 else _PG_TYPES[f.type]) for f in OUTPUT_SCHEMA)
+        stage_cols = ", ".join(sql.ident(f.name, "postgres") + " " + (
+            "jsonb" if f.name in _JSON_COLUMNS else _PG_TYPES[f.type]) for f in OUTPUT_SCHEMA)
         self._pg.execute(f"CREATE TEMP TABLE _churnguard_stage ({stage_cols}) ON COMMIT DROP")
         if self._exists:
             # An upsert needs a unique index on the key; say so before scoring, not at the end.
@@ -341,15 +343,16 @@ class PostgresSink:
         buf = io.BytesIO()
         pacsv.write_csv(table.select(OUTPUT_SCHEMA.names), buf,
                         pacsv.WriteOptions(include_header=False))
-        names = ", ".join(f'"{c}"' for c in OUTPUT_SCHEMA.names)
+        names = ", ".join(sql.ident(c, "postgres") for c in OUTPUT_SCHEMA.names)
         with self._pg.cursor() as cur, cur.copy(
                 f"COPY _churnguard_stage ({names}) FROM STDIN (FORMAT csv)") as copy:
             copy.write(buf.getvalue())
         self.n_rows += table.num_rows
 
     def commit(self, checkpoint: Checkpoint) -> None:
-        names = ", ".join(f'"{c}"' for c in OUTPUT_SCHEMA.names)
-        updates = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in OUTPUT_SCHEMA.names
+        names = ", ".join(sql.ident(c, "postgres") for c in OUTPUT_SCHEMA.names)
+        updates = ", ".join(f"{sql.ident(c, 'postgres')} = EXCLUDED.{sql.ident(c, 'postgres')}"
+                            for c in OUTPUT_SCHEMA.names
                             if c not in KEY)
         self._pg.execute(f"INSERT INTO {self.qualified} ({names}) SELECT {names} FROM "
                          f"_churnguard_stage ON CONFLICT ({', '.join(KEY)}) DO UPDATE SET "
@@ -391,182 +394,217 @@ class BatchSummary:
     issues: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class BatchJob:
+    """What one run scores and how: the bundle, the cutoff, the version label written with
+    every row, the chunk size, whether to compute drivers, and the one scoring time."""
+
+    bundle: ScoringBundle
+    as_of: date
+    model_version: str
+    chunk_size: int = 100_000
+    drivers: bool = True
+    scored_at: datetime = field(
+        default_factory=lambda: datetime.now(UTC).replace(microsecond=0))
+
+    def __post_init__(self) -> None:
+        if self.chunk_size < 1:
+            raise BatchInputError("--chunk-size must be at least 1")
+
+    def score(self, features: pa.Table | pa.RecordBatch) -> pa.Table:
+        return score_table(self.bundle, features, drivers=self.drivers, as_of=self.as_of,
+                           model_version=self.model_version, scored_at=self.scored_at)
+
+
+class Engine(Protocol):
+    """Where features are built and chunks scored: :class:`DuckDBEngine` or
+    :class:`SparkEngine`."""
+
+    name: str
+
+    def scored_chunks(self, job: BatchJob) -> tuple[int, Iterator[pa.Table]]:
+        """How many customers will be scored, and their scores in :data:`OUTPUT_SCHEMA`
+        chunks sorted by customer id. Contract errors are raised before this returns."""
+        ...
+
+    def not_yet_signed_up(self, as_of: date) -> int: ...
+
+    def issues(self) -> list[DataIssue]: ...
+
+    def close(self) -> None: ...
+
+
 #: Input rows (transactions + events) per feature partition of the batch job: about what a
 #: 1M-customer demo data set holds, which builds within DuckDB's default 1.5 GB memory limit.
 PARTITION_ROWS = 60_000_000
 
 
-def _duckdb_chunks(source: Source, bundle: ScoringBundle, as_of: date, chunk_size: int,
-                   partition_rows: int = PARTITION_ROWS) -> tuple[int, Iterator[pa.RecordBatch]]:
-    """Features of every customer signed up before ``as_of``, in chunks sorted by customer id.
+class DuckDBEngine:
+    """Features built by DuckDB from an open :class:`~churnguard.features.sources.Source`.
 
     Above ``partition_rows`` input rows the customers are split into hash partitions built one
     after the other (each a full feature build over its customers only), so memory stays flat
-    however many customers there are; partition 0 is built before this returns, so contract
-    errors of the usual kind stop the job before anything is written."""
-    from churnguard.features.build import materialize_features
+    however many customers there are; partition 0 is built before :meth:`scored_chunks`
+    returns, so contract errors of the usual kind stop the job before anything is written."""
 
-    con = source.con
-    n_rows = sum(int(con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0])
-                 for t in ("transactions", "events"))
-    parts = max(1, -(-n_rows // max(partition_rows, 1)))
-    name = "_batch_features"
+    name = "duckdb"
+    TABLE = "_batch_features"
 
-    seen: dict[tuple[str, str], DataIssue] = {}
+    def __init__(self, source: Source, *, partition_rows: int = PARTITION_ROWS) -> None:
+        self.source = source
+        self.partition_rows = partition_rows
+        self._seen: dict[tuple[str, str], DataIssue] = {}
 
-    def build(k: int) -> None:
+    def scored_chunks(self, job: BatchJob) -> tuple[int, Iterator[pa.Table]]:
+        con, name = self.source.con, self.TABLE
+        self._seen = {}
+        n_rows = sum(int(con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0])
+                     for t in ("transactions", "events"))
+        parts = max(1, -(-n_rows // max(self.partition_rows, 1)))
+        self._build(job, 0, parts)
         if parts == 1:
-            materialize_features(source, bundle.spec, as_of, name=name)
+            total = int(con.execute(f"SELECT count(*) FROM {name}").fetchall()[0][0])
+        else:
+            total = int(con.execute("SELECT count(*) FROM customers WHERE signup_date < ?",
+                                    [job.as_of]).fetchall()[0][0])
+
+        def chunks() -> Iterator[pa.Table]:
+            for k in range(parts):
+                if k:
+                    self._build(job, k, parts)
+                # Sorted, so that a re-run writes the same rows in the same order.
+                reader = con.sql(f"SELECT * FROM {name} ORDER BY customer_id").to_arrow_reader(
+                    job.chunk_size)
+                for batch in reader:
+                    if batch.num_rows:
+                        # Scoring the next chunk in a thread while this one's text is formatted
+                        # was measured and gained nothing: XGBoost keeps both cores busy.
+                        yield job.score(batch)
+                con.execute(f"DROP TABLE IF EXISTS {name}")
+
+        return total, chunks()
+
+    def _build(self, job: BatchJob, k: int, parts: int) -> None:
+        from churnguard.features.build import materialize_features
+
+        source = self.source
+        if parts == 1:
+            materialize_features(source, job.bundle.spec, job.as_of, name=self.TABLE)
             return
         # Each partition reports its own rows left out (unknown customers, duplicates): add
         # them up, where Source.report keeps one count per kind.
         before = list(source.issues)
         source.issues.clear()
-        materialize_features(source, bundle.spec, as_of, name=name,
+        materialize_features(source, job.bundle.spec, job.as_of, name=self.TABLE,
                              customer_filter=f"hash(customer_id) % {parts} = {k}")
         found = list(source.issues)
         source.issues[:] = before
         for issue in found:
             key = (issue.table, issue.kind)
-            old = seen.get(key)
-            seen[key] = issue if old is None else replace(
+            old = self._seen.get(key)
+            self._seen[key] = issue if old is None else replace(
                 old, n_rows=old.n_rows + issue.n_rows,
                 examples=(*old.examples, *issue.examples)[:5])
-            source.report(seen[key])
+            source.report(self._seen[key])
 
-    build(0)
-    if parts == 1:
-        total = int(con.execute(f"SELECT count(*) FROM {name}").fetchall()[0][0])
-    else:
-        total = int(con.execute("SELECT count(*) FROM customers WHERE signup_date < ?",
-                                [as_of]).fetchall()[0][0])
+    def not_yet_signed_up(self, as_of: date) -> int:
+        return int(self.source.con.execute(
+            "SELECT count(*) FROM customers WHERE signup_date >= ?", [as_of]).fetchall()[0][0])
 
-    def gen() -> Iterator[pa.RecordBatch]:
-        for k in range(parts):
-            if k:
-                build(k)
-            # Sorted, so that a re-run writes the same rows in the same order.
-            reader = con.sql(f"SELECT * FROM {name} ORDER BY customer_id").to_arrow_reader(
-                chunk_size)
-            for batch in reader:
-                if batch.num_rows:
-                    yield batch
-            con.execute(f"DROP TABLE IF EXISTS {name}")
+    def issues(self) -> list[DataIssue]:
+        return self.source.issues
 
-    return total, gen()
+    def close(self) -> None:
+        return None
 
 
-def _duckdb_not_yet_signed_up(source: Source, as_of: date) -> int:
-    return int(source.con.execute(
-        "SELECT count(*) FROM customers WHERE signup_date >= ?", [as_of]).fetchall()[0][0])
-
-
-def spark_scores(features: DataFrame, bundle: ScoringBundle, *, as_of: date,
-                 model_version: str, scored_at: datetime, drivers: bool) -> DataFrame:
+def spark_scores(features: DataFrame, job: BatchJob) -> DataFrame:
     """Score a Spark DataFrame of features with the same bundle code (``mapInArrow``):
     the output has :data:`OUTPUT_SCHEMA` and the numbers of the DuckDB path."""
     from pyspark.sql.pandas.types import from_arrow_schema
 
     spark = features.sparkSession
-    shared = spark.sparkContext.broadcast(bundle)
+    shared = spark.sparkContext.broadcast(job)
 
     def score_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         # Spark runs one task per core: an XGBoost thread team per task would oversubscribe.
-        b = shared.value.set_threads(1)
+        task_job = shared.value
+        task_job.bundle.set_threads(1)
         for batch in batches:
             if batch.num_rows == 0:
                 continue
-            out = score_table(b, batch, drivers=drivers, as_of=as_of,
-                              model_version=model_version, scored_at=scored_at)
-            yield from out.to_batches()
+            yield from task_job.score(batch).to_batches()
 
     return features.mapInArrow(score_batches, from_arrow_schema(OUTPUT_SCHEMA))
 
 
-def _spark_chunks(src: SparkSource, bundle: ScoringBundle, *, as_of: date, model_version: str,
-                  scored_at: datetime, drivers: bool, chunk_size: int, staging: Path
-                  ) -> tuple[int, Iterator[pa.Table]]:
-    """Score on Spark into a local Parquet staging directory (sorted by customer_id), then
-    stream it back in chunks for the destination's sink."""
-    import pyarrow.dataset as ds
+class SparkEngine:
+    """Features built by Spark (the same feature SQL, transpiled), scored in Spark tasks
+    (:func:`spark_scores`) into a local Parquet staging directory sorted by customer id, then
+    streamed back in chunks for the destination's sink."""
 
-    from churnguard.features.spark import spark_features
+    name = "spark"
 
-    feats = spark_features(src, bundle.spec, as_of)
-    scored = spark_scores(feats, bundle, as_of=as_of, model_version=model_version,
-                          scored_at=scored_at, drivers=drivers)
-    out = staging / "scores"
-    scored.orderBy("customer_id").write.mode("overwrite").parquet(str(out))
-    files = sorted(str(p) for p in out.glob("part-*.parquet"))
-    dataset = ds.dataset(files, format="parquet")
-    total = int(dataset.count_rows())
+    def __init__(self, source: SparkSource, *, staging_dir: Path | None = None) -> None:
+        self.source = source
+        self.staging_dir = staging_dir
+        self._staging: Path | None = None
 
-    def gen() -> Iterator[pa.Table]:
-        for batch in dataset.to_batches(batch_size=chunk_size):
-            if batch.num_rows:
-                yield pa.Table.from_batches([batch]).cast(OUTPUT_SCHEMA)
+    def scored_chunks(self, job: BatchJob) -> tuple[int, Iterator[pa.Table]]:
+        import tempfile
 
-    return total, gen()
+        import pyarrow.dataset as ds
+
+        from churnguard.features.spark import spark_features
+
+        self._staging = Path(tempfile.mkdtemp(prefix="churnguard-spark-", dir=self.staging_dir))
+        feats = spark_features(self.source, job.bundle.spec, job.as_of)
+        out = self._staging / "scores"
+        spark_scores(feats, job).orderBy("customer_id").write.mode("overwrite").parquet(
+            str(out))
+        dataset = ds.dataset(sorted(str(p) for p in out.glob("part-*.parquet")),
+                             format="parquet")
+
+        def chunks() -> Iterator[pa.Table]:
+            for batch in dataset.to_batches(batch_size=job.chunk_size):
+                if batch.num_rows:
+                    yield pa.Table.from_batches([batch]).cast(OUTPUT_SCHEMA)
+
+        return int(dataset.count_rows()), chunks()
+
+    def not_yet_signed_up(self, as_of: date) -> int:
+        return int(self.source.spark.sql(
+            f"SELECT count(*) FROM {self.source.view('customers')} "
+            f"WHERE signup_date >= DATE '{as_of.isoformat()}'").collect()[0][0])
+
+    def issues(self) -> list[DataIssue]:
+        return self.source.issues
+
+    def close(self) -> None:
+        if self._staging is not None:
+            import shutil
+
+            shutil.rmtree(self._staging, ignore_errors=True)
+            self._staging = None
 
 
-def run_batch(
-    *,
-    bundle: ScoringBundle,
-    as_of: date,
-    dest: Destination,
-    model_version: str,
-    source: Source | None = None,
-    spark_source: SparkSource | None = None,
-    chunk_size: int = 100_000,
-    drivers: bool = True,
-    scored_at: datetime | None = None,
-    progress: Progress | None = None,
-    checkpoint: Checkpoint = _noop,
-    staging_dir: Path | None = None,
-    partition_rows: int = PARTITION_ROWS,
-) -> BatchSummary:
-    """Score every customer signed up before ``as_of`` and write the scores to ``dest``.
+def run_batch(job: BatchJob, engine: Engine, dest: Destination, *,
+              progress: Progress | None = None, checkpoint: Checkpoint = _noop
+              ) -> BatchSummary:
+    """Score every customer signed up before ``job.as_of`` on ``engine`` and write the scores
+    to ``dest``.
 
-    Exactly one of ``source`` (DuckDB engine) and ``spark_source`` (Spark engine). The
-    destination is checked (and a database connection opened) before any feature is built;
+    The destination is checked (and a database connection opened) before any feature is built;
     contract violations raise :class:`~churnguard.features.sources.DataContractError` before
     anything is written. On any error the sink is rolled back: the previous output stays.
     """
-    if (source is None) == (spark_source is None):
-        raise ValueError("pass exactly one of source (DuckDB) and spark_source (Spark)")
-    if chunk_size < 1:
-        raise BatchInputError("--chunk-size must be at least 1")
     start = time.perf_counter()
-    scored_at = scored_at or datetime.now(UTC).replace(microsecond=0)
-    engine = "duckdb" if source is not None else "spark"
-    summary = BatchSummary(str(dest), as_of, model_version, engine)
-    sink = sink_for(dest, as_of=as_of, model_version=model_version)
+    summary = BatchSummary(str(dest), job.as_of, job.model_version, engine.name)
+    sink = sink_for(dest, as_of=job.as_of, model_version=job.model_version)
     sink.prepare()
-    staging: Path | None = None
     try:
-        if source is not None:
-            total, frames = _duckdb_chunks(source, bundle, as_of, chunk_size, partition_rows)
-            later = _duckdb_not_yet_signed_up(source, as_of)
-            # Scoring the next chunk in a thread while this one's text is formatted was measured
-            # and gained nothing: XGBoost already keeps both cores busy.
-            tables: Iterator[pa.Table] = (
-                score_table(bundle, chunk, drivers=drivers, as_of=as_of,
-                            model_version=model_version, scored_at=scored_at)
-                for chunk in frames)
-            issues = source.issues
-        else:
-            import tempfile
-
-            assert spark_source is not None
-            staging = Path(tempfile.mkdtemp(prefix="churnguard-spark-", dir=staging_dir))
-            total, tables = _spark_chunks(spark_source, bundle, as_of=as_of,
-                                          model_version=model_version, scored_at=scored_at,
-                                          drivers=drivers, chunk_size=chunk_size,
-                                          staging=staging)
-            later = int(spark_source.spark.sql(
-                f"SELECT count(*) FROM {spark_source.view('customers')} "
-                f"WHERE signup_date >= DATE '{as_of.isoformat()}'").collect()[0][0])
-            issues = spark_source.issues
+        total, tables = engine.scored_chunks(job)
+        later = engine.not_yet_signed_up(job.as_of)
         checkpoint("features")
         if progress:
             progress(0, total)
@@ -584,13 +622,10 @@ def run_batch(
         sink.abort()
         raise
     finally:
-        if staging is not None:
-            import shutil
-
-            shutil.rmtree(staging, ignore_errors=True)
+        engine.close()
     if later:
         summary.skipped["signed up on or after the as-of date"] = later
-    for issue in issues:
+    for issue in engine.issues():
         if issue.kind == "unknown_customer":  # reported once per feature partition
             key = f"{issue.table} rows for unknown customers"
             summary.skipped[key] = summary.skipped.get(key, 0) + issue.n_rows

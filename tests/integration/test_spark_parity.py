@@ -23,7 +23,13 @@ from churnguard.features.spark import (
     spark_snapshot_grid,
     to_spark_sql,
 )
-from churnguard.serving.batch import parse_destination, run_batch
+from churnguard.serving.batch import (
+    BatchJob,
+    DuckDBEngine,
+    SparkEngine,
+    parse_destination,
+    run_batch,
+)
 
 pytestmark = pytest.mark.spark
 AS_OF = date(2025, 7, 1)
@@ -94,17 +100,15 @@ def test_snapshot_grid_with_labels_identical(spark: Any, demo300: Path) -> None:
 
 
 def test_batch_scores_identical_including_actions(spark: Any, demo300: Path,
-                                                  small_fitted: Any, tmp_path: Path) -> None:
-    bundle = small_fitted.bundle
+                                                  fake_bundle: Any, tmp_path: Path) -> None:
+    bundle = fake_bundle
     at = datetime(2025, 7, 2, tzinfo=UTC)
     with open_source(demo300) as source:
-        duck = run_batch(bundle=bundle, as_of=AS_OF, model_version="1", source=source,
-                         dest=parse_destination(str(tmp_path / "duck.parquet")),
-                         chunk_size=100, scored_at=at)
+        duck = run_batch(BatchJob(bundle, AS_OF, "1", chunk_size=100, scored_at=at),
+                         DuckDBEngine(source), parse_destination(str(tmp_path / "duck.parquet")))
     src = open_spark_source(spark, str(demo300))
-    spk = run_batch(bundle=bundle, as_of=AS_OF, model_version="1", spark_source=src,
-                    dest=parse_destination(str(tmp_path / "spark.parquet")),
-                    chunk_size=100, scored_at=at)
+    spk = run_batch(BatchJob(bundle, AS_OF, "1", chunk_size=100, scored_at=at), SparkEngine(src),
+                    parse_destination(str(tmp_path / "spark.parquet")))
     assert duck.n_scored == spk.n_scored and duck.skipped == spk.skipped
     a = pq.read_table(tmp_path / "duck.parquet").to_pandas()
     b = pq.read_table(tmp_path / "spark.parquet").to_pandas()
