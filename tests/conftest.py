@@ -1,9 +1,24 @@
-"""Shared fixtures: small demo data and one small fitted churn + CLV model per test session."""
+"""Shared fixtures: small demo data, a fake-fit bundle built in well under a second, and one
+small *trained* churn + CLV model per test session.
+
+Two kinds of fitted bundle:
+
+- ``fake_bundle`` (with ``fake_bundle_dir`` and the feature rows ``fake_features``): a real,
+  valid :class:`~churnguard.model.bundle.ScoringBundle` (it saves, loads, scores with drivers
+  and actions) whose boosters are 20 depth-2 trees each, fitted in a tenth of a second on the
+  demo data's feature rows with *synthetic* labels, in the spirit of pymc-marketing's fake-fit
+  fixtures. For every test that needs "a fitted bundle": the API, the batch job, the registry,
+  the serving image. It uses nothing from ``churnguard.training``.
+- ``small_fitted``: a real training run (``fit_models`` on 800 demo customers), for the tests of
+  what only a trained model satisfies (tests/model: direction, invariance, calibration; the
+  notebook that reports a training run's test metrics). Every test that requests it is marked
+  ``slow`` (:func:`pytest_collection_modifyitems`), so ``make test-fast`` never fits.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +28,14 @@ import pytest
 SMALL_CUSTOMERS = 800
 SMALL_SEED = 11
 SMALL_END = date(2025, 6, 30)
+#: The fake bundle's as-of date: the day after the small demo data ends, which is also the
+#: as-of date ``small_fitted`` trains at by default.
+FAKE_AS_OF = SMALL_END + timedelta(days=1)
+#: Boosting rounds and depth of the fake bundle's boosters: a tenth of a second to fit, and
+#: enough trees that every demo customer gets churn drivers (with 8 rounds, about one in eight
+#: has no feature raising its score, and a batch row has no drivers).
+FAKE_ROUNDS = 20
+FAKE_DEPTH = 2
 
 
 def small_train_config(**overrides: Any) -> Any:
@@ -27,6 +50,23 @@ def small_train_config(**overrides: Any) -> Any:
     }
     kw.update(overrides)
     return TrainConfig(**kw)
+
+
+#: Fixtures that run a real training fit: a test that requests one (directly or through
+#: another fixture) is ``slow``.
+REAL_FIT_FIXTURES = frozenset({"small_fitted"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test under tests/integration carries the ``integration`` marker, and every test
+    that needs a real training fit (:data:`REAL_FIT_FIXTURES`) the ``slow`` marker: ``make
+    test-fast`` leaves both out."""
+    root = Path(__file__).parent / "integration"
+    for item in items:
+        if root in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.integration)
+        if REAL_FIT_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
@@ -51,11 +91,142 @@ def small_source(small_demo_dir: Path) -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def small_fitted(small_source: Any) -> Any:
-    """churnguard.training.pipeline.Fitted: a small fitted bundle, its grid and test metrics
-    (no MLflow involved)."""
+    """churnguard.training.pipeline.Fitted: a small *trained* bundle, its grid and test metrics
+    (no MLflow involved). A real fit: tests that request it are ``slow``; for "some fitted
+    bundle" use ``fake_bundle``."""
     from churnguard.training.pipeline import fit_models
 
     return fit_models(small_source, config=small_train_config())
+
+
+# ---------------------------------------------------------------------------------------------
+# The fake-fit bundle
+
+
+def fake_labels(X: Any, seed: int = 0) -> dict[str, Any]:
+    """Synthetic targets for feature rows ``X`` (a model matrix): ``churned`` (0/1), ``bought``
+    (0/1) and ``spend`` (> 0 where bought, else 0), drawn from fixed rules of recency,
+    complaints and recent orders so that the boosters learn the expected directions."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+
+    def col(name: str, fill: float) -> Any:
+        return X[name].fillna(fill).to_numpy(dtype=float)
+
+    recency = np.clip(col("days_since_last_purchase", 400.0), 0.0, 400.0)
+    z = (recency - 90.0) / 45.0 + 0.8 * col("complaints_90d", 0.0) \
+        - 0.5 * np.log1p(col("orders_90d", 0.0))
+    churned = (rng.random(len(X)) < 1.0 / (1.0 + np.exp(-z))).astype(float)
+    bought = (rng.random(len(X)) < 1.0 / (1.0 + np.exp(z - 0.3))).astype(float)
+    order_value = np.clip(col("avg_order_value", 50.0), 5.0, None)
+    spend = bought * order_value * (1.0 + col("orders_365d", 0.0) / 4.0) \
+        * np.exp(rng.normal(0.0, 0.3, len(X)))
+    return {"churned": churned, "bought": bought, "spend": spend}
+
+
+def make_fake_bundle(spec: Any, features: Any, *, as_of: date = FAKE_AS_OF, seed: int = 0,
+                     rounds: int = FAKE_ROUNDS, depth: int = FAKE_DEPTH) -> Any:
+    """A small, real :class:`ScoringBundle` for ``spec``, fitted in a fraction of a second on the
+    feature rows ``features`` (a frame with the spec's columns) with :func:`fake_labels`: churn,
+    CLV buy and CLV spend boosters of ``rounds`` depth-``depth`` trees on
+    ``enable_categorical`` DMatrices of :func:`model_matrix` (so their feature names are the
+    spec's, in order), a fixed Platt calibrator, smear and scale 1, metadata in the shape
+    training writes, and the default action catalog with value tiers fitted on the bundle's
+    own CLVs of ``features``."""
+    import numpy as np
+    import pandas as pd
+    import xgboost as xgb
+
+    from churnguard.model.bundle import ScoringBundle
+    from churnguard.model.encode import model_matrix
+    from churnguard.model.policy import load_catalog
+    from churnguard.model.predictors import Calibrator, ChurnModel, ClvModel
+
+    levels = {f.name: list(spec.attribute_categories.get(f.name, ()))
+              for f in spec.features() if f.kind == "category"}
+    X = model_matrix(features, spec, levels)
+    y = fake_labels(X, seed)
+    base = {"max_depth": depth, "eta": 0.3, "nthread": 1, "seed": seed}
+
+    def fit(objective: str, rows: Any, label: Any) -> xgb.Booster:
+        d = xgb.DMatrix(X[rows], label=label[rows], enable_categorical=True)
+        return xgb.train({**base, "objective": objective}, d, num_boost_round=rounds)
+
+    every = np.ones(len(X), dtype=bool)
+    buyers = y["bought"] > 0
+    churn = fit("binary:logistic", every, y["churned"])
+    buy = fit("binary:logistic", every, y["bought"])
+    spend = fit("reg:squarederror", buyers, np.log(np.where(buyers, y["spend"], 1.0)))
+    info = {"kind": "fake", "rounds": rounds, "max_depth": depth, "seed": seed}
+    bundle = ScoringBundle(
+        spec=spec, levels=levels,
+        churn=ChurnModel(booster=churn, calibrator=Calibrator(method="platt", a=0.9, b=-0.1),
+                         best_iteration=rounds - 1, info=dict(info)),
+        clv=ClvModel(buy=buy, spend=spend, smear=1.0, scale=1.0,
+                     info={**info, "buy_trees": rounds, "spend_trees": rounds}),
+        horizon_days=90, clv_horizon_days=120,
+        metadata={
+            "as_of": as_of.isoformat(),
+            "churn_plan": _fake_plan(as_of, 90), "clv_plan": _fake_plan(as_of, 120),
+            "data_fingerprint": "fake", "spec_fingerprint": spec.fingerprint(),
+            "feature_set_version": spec.version, "calibration": "platt", "refit": False,
+            "trained_at": pd.Timestamp(as_of, tz="UTC").isoformat(), "fake_fit": True,
+        })
+    bundle.policy = load_catalog().fit_value_tiers(bundle.clv.predict(X)).to_dict()
+    return bundle
+
+
+def _fake_plan(as_of: date, label_days: int) -> dict[str, Any]:
+    """A split plan in the shape training records (``SplitPlan.to_dict``): the latest month
+    start whose label window ends by ``as_of`` is the test cutoff, a month earlier the
+    validation cutoff, the four months before it the training cutoffs (descriptive only: nothing
+    was fitted on them)."""
+    def months_before(d: date, k: int) -> date:
+        m = d.year * 12 + d.month - 1 - k
+        return date(m // 12, m % 12 + 1, 1)
+
+    test = months_before(as_of, 0)
+    while test + timedelta(days=label_days) > as_of:
+        test = months_before(test, 1)
+    cuts = [months_before(test, k) for k in range(5, 0, -1)]
+    return {"label_days": label_days, "train": [c.isoformat() for c in cuts[:4]],
+            "valid": cuts[-1].isoformat(), "test": test.isoformat(), "purged": False}
+
+
+@pytest.fixture(scope="session")
+def fake_spec(small_source: Any) -> Any:
+    """The feature spec of the small demo data as of :data:`FAKE_AS_OF` (its event types and
+    customer attributes), as training infers it."""
+    from churnguard.features.build import infer_spec
+
+    return infer_spec(small_source, as_of=FAKE_AS_OF)
+
+
+@pytest.fixture(scope="session")
+def fake_features(small_source: Any, fake_spec: Any) -> Any:
+    """Feature rows of every small-demo customer as of :data:`FAKE_AS_OF` (a pandas frame with
+    ``customer_id``, ``as_of`` and the spec's features): what the fake bundle was fitted on,
+    and the rows the API tests serve from their snapshot. Shared by the session: copy it
+    before changing it."""
+    from churnguard.features.build import build_features
+
+    return build_features(small_source, fake_spec, FAKE_AS_OF).to_pandas()
+
+
+@pytest.fixture(scope="session")
+def fake_bundle(fake_spec: Any, fake_features: Any) -> Any:
+    """A small fake-fit :class:`ScoringBundle` (:func:`make_fake_bundle`) for the small demo
+    data's spec. Shared by the session: treat it as read-only (``ScoringBundle.load`` of
+    ``fake_bundle_dir`` gives a private copy)."""
+    return make_fake_bundle(fake_spec, fake_features)
+
+
+@pytest.fixture(scope="session")
+def fake_bundle_dir(fake_bundle: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``fake_bundle`` saved as a bundle directory (``ScoringBundle.save``)."""
+    out: Path = fake_bundle.save(tmp_path_factory.mktemp("fake-bundle") / "bundle")
+    return out
 
 
 @pytest.fixture()

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import math
-import time
 from datetime import date
 from pathlib import Path
 
@@ -306,6 +305,9 @@ def test_fit_reports_non_identified_model() -> None:
 # CDNOW replication
 # ---------------------------------------------------------------------------------------------
 
+# The fits converge to the published estimates here; how long they take is measured by
+# bench/btyd.py (against a plain scipy fit in the same run), not asserted in a unit test.
+
 
 @pytest.fixture(scope="module")
 def cdnow_calibration() -> pd.DataFrame:
@@ -330,9 +332,7 @@ def _assert_two_decimals(got: dict[str, float], published: dict[str, float]) -> 
 
 def test_cdnow_bgnbd(cdnow_calibration: pd.DataFrame) -> None:
     s = cdnow_calibration
-    start = time.perf_counter()
     model = BetaGeoModel().fit(s["frequency"], s["recency"], s["T"])
-    assert time.perf_counter() - start < 10
     assert model.params_ is not None and model.log_likelihood_ is not None
     _assert_two_decimals(model.params_, BGNBD_PAPER)
     assert model.log_likelihood_ == pytest.approx(-9582.4, abs=0.05)
@@ -340,9 +340,7 @@ def test_cdnow_bgnbd(cdnow_calibration: pd.DataFrame) -> None:
 
 def test_cdnow_pareto_nbd(cdnow_calibration: pd.DataFrame) -> None:
     s = cdnow_calibration
-    start = time.perf_counter()
     model = ParetoNBDModel().fit(s["frequency"], s["recency"], s["T"])
-    assert time.perf_counter() - start < 10
     assert model.params_ is not None
     _assert_two_decimals(model.params_, PNBD_PAPER)
     assert model.log_likelihood_ == pytest.approx(-9595.0, abs=0.05)

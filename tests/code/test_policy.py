@@ -259,14 +259,13 @@ def test_planner_rejects_bad_budgets() -> None:
         plan_campaign(np.zeros((1, 1)), np.ones(1), -1.0)
 
 
-def test_bundle_scores_like_the_models_own_methods_and_round_trips(small_fitted: Any,
-                                                                   tmp_path: Path) -> None:
+def test_bundle_scores_like_the_models_own_methods_and_round_trips(
+        fake_bundle_dir: Path, fake_features: pd.DataFrame, tmp_path: Path) -> None:
     from churnguard.model.bundle import ScoringBundle
     from churnguard.model.encode import FeatureError, model_matrix
 
-    bundle = small_fitted.bundle
-    bundle.policy = load_catalog().fit_value_tiers(small_fitted.clv_preds["churnguard"]).to_dict()
-    rows = small_fitted.grid[small_fitted.test_rows].head(200)
+    bundle = ScoringBundle.load(fake_bundle_dir)  # a private copy
+    rows = fake_features.head(200)
     full = score_frame(bundle, rows, drivers=True)
     X = model_matrix(rows, bundle.spec, bundle.levels)
     np.testing.assert_array_equal(full["churn_probability"].to_numpy(), bundle.churn.predict(X))
@@ -355,11 +354,11 @@ def test_actions_json_escapes_catalog_text(tmp_path: Path) -> None:
                for x in acts)
 
 
-def test_encode_arrow_equals_encode(small_fitted: Any) -> None:
+def test_encode_arrow_equals_encode(fake_bundle: Any, fake_features: pd.DataFrame) -> None:
     import pyarrow as pa
 
-    bundle = small_fitted.bundle
-    rows = small_fitted.grid[small_fitted.test_rows].head(300).reset_index(drop=True)
+    bundle = fake_bundle
+    rows = fake_features.head(300).reset_index(drop=True).copy()
     cats = [f.name for f in bundle.spec.features() if f.kind == "category"]
     assert cats, "the demo spec has category features"
     rows.loc[0, cats[0]] = "a level never seen"

@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -25,17 +25,8 @@ NAME = "churnguard"
 
 
 # ---------------------------------------------------------------------------------------------
-# Fixtures: a registered model (the small fitted bundle with its policy) and a feature snapshot
-
-
-def bundle_with_policy(small_fitted: Any) -> Any:
-    from churnguard.model.policy import load_catalog
-
-    bundle = small_fitted.bundle
-    if bundle.policy is None:
-        bundle.policy = load_catalog().fit_value_tiers(
-            small_fitted.clv_preds["churnguard"]).to_dict()
-    return bundle
+# Fixtures: a registered model (the session's fake-fit bundle, with the default action policy)
+# and a feature snapshot of the small demo data as of the bundle's as-of date
 
 
 def register(data_dir: Path, bundle_dir: Path, *, champion: bool = True) -> str:
@@ -64,20 +55,21 @@ def promote(data_dir: Path, version: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def api_bundle_dir(small_fitted: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("api-bundle") / "bundle"
-    bundle_with_policy(small_fitted).save(out)
-    return out
+def api_bundle_dir(fake_bundle_dir: Path) -> Path:
+    """The bundle directory every API test registers (the API only needs *a* fitted bundle)."""
+    return fake_bundle_dir
 
 
 @pytest.fixture(scope="session")
-def snapshot(small_source: Any, small_fitted: Any,
+def snapshot(small_source: Any, fake_bundle: Any,
              tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The feature snapshot as ``churnguard features build`` writes it, for the bundle's spec
+    as of its as-of date."""
     from churnguard.features.build import write_features
 
     out = tmp_path_factory.mktemp("snapshot") / "features.parquet"
-    write_features(small_source, small_fitted.bundle.spec,
-                   small_fitted.as_of + timedelta(days=0), out)
+    write_features(small_source, fake_bundle.spec,
+                   date.fromisoformat(fake_bundle.metadata["as_of"]), out)
     return out
 
 

@@ -21,6 +21,8 @@ from churnguard.features.sources import DataContractError, open_source
 from churnguard.serving.batch import (
     OUTPUT_SCHEMA,
     BatchInputError,
+    BatchJob,
+    DuckDBEngine,
     fault_checkpoint,
     parse_destination,
     partition_file,
@@ -35,16 +37,16 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def model_uri(small_fitted: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The small fitted bundle as a local MLflow pyfunc model (a URI load_bundle accepts)."""
+def model_uri(fake_bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The session's fake-fit bundle as a local MLflow pyfunc model (a URI load_bundle accepts;
+    the batch job only needs *a* fitted bundle)."""
     import mlflow.pyfunc
 
     from churnguard.model.pyfunc import ChurnguardPyfunc
 
     root = tmp_path_factory.mktemp("model")
-    bundle_dir = small_fitted.bundle.save(root / "bundle")
     mlflow.pyfunc.save_model(str(root / "pyfunc"), python_model=ChurnguardPyfunc(),
-                             artifacts={"bundle": str(bundle_dir)})
+                             artifacts={"bundle": str(fake_bundle_dir)})
     return str(root / "pyfunc")
 
 
@@ -103,27 +105,27 @@ def test_killed_parquet_job_keeps_previous_output_and_rerun_completes(
 
 
 def test_fault_in_process_rolls_back_csv_and_partitioned_directory(
-        small_source: Any, small_fitted: Any, tmp_path: Path) -> None:
-    bundle = small_fitted.bundle
+        small_source: Any, fake_bundle: Any, tmp_path: Path) -> None:
+    bundle = fake_bundle
     for out in (tmp_path / "scores.csv", tmp_path / "lake"):
         dest = parse_destination(str(out))
         target = out if dest.kind == "csv" else partition_file(out, AS_OF, "7")
         with pytest.raises(RuntimeError, match="injected fault at chunk:2"):
-            run_batch(bundle=bundle, as_of=AS_OF, dest=dest, model_version="7",
-                      source=small_source, chunk_size=150, scored_at=SCORED_AT,
+            run_batch(BatchJob(bundle, AS_OF, "7", chunk_size=150, scored_at=SCORED_AT),
+                      DuckDBEngine(small_source), dest,
                       checkpoint=fault_checkpoint("chunk:2=raise"))
         assert not target.exists() and not _tmp_leftovers(tmp_path)
-        first = run_batch(bundle=bundle, as_of=AS_OF, dest=dest, model_version="7",
-                          source=small_source, chunk_size=150, scored_at=SCORED_AT)
+        first = run_batch(BatchJob(bundle, AS_OF, "7", chunk_size=150, scored_at=SCORED_AT),
+                          DuckDBEngine(small_source), dest)
         content = target.read_bytes()
         chunked = _frame(target)
         with pytest.raises(RuntimeError, match="before_commit"):
-            run_batch(bundle=bundle, as_of=AS_OF, dest=dest, model_version="7",
-                      source=small_source, chunk_size=1000, scored_at=SCORED_AT,
+            run_batch(BatchJob(bundle, AS_OF, "7", chunk_size=1000, scored_at=SCORED_AT),
+                      DuckDBEngine(small_source), dest,
                       checkpoint=fault_checkpoint("before_commit=raise"))
         assert target.read_bytes() == content
-        second = run_batch(bundle=bundle, as_of=AS_OF, dest=dest, model_version="7",
-                           source=small_source, chunk_size=1000, scored_at=SCORED_AT)
+        second = run_batch(BatchJob(bundle, AS_OF, "7", chunk_size=1000, scored_at=SCORED_AT),
+                           DuckDBEngine(small_source), dest)
         assert second.n_scored == first.n_scored > 0 and first.n_chunks > second.n_chunks
         # Chunking does not change a byte of the scores.
         pd.testing.assert_frame_equal(_frame(target), chunked)
@@ -133,12 +135,11 @@ def test_fault_in_process_rolls_back_csv_and_partitioned_directory(
                 AS_OF.isoformat()}
 
 
-def test_every_score_field_is_written(small_source: Any, small_fitted: Any,
+def test_every_score_field_is_written(small_source: Any, fake_bundle: Any,
                                       tmp_path: Path) -> None:
     out = tmp_path / "s.parquet"
-    summary = run_batch(bundle=small_fitted.bundle, as_of=AS_OF,
-                        dest=parse_destination(str(out)), model_version="3",
-                        source=small_source, chunk_size=10_000, scored_at=SCORED_AT)
+    job = BatchJob(fake_bundle, AS_OF, "3", chunk_size=10_000, scored_at=SCORED_AT)
+    summary = run_batch(job, DuckDBEngine(small_source), parse_destination(str(out)))
     table = pq.read_table(out)
     assert table.schema.equals(OUTPUT_SCHEMA)
     frame = table.to_pandas()
@@ -230,15 +231,14 @@ def _pg_rows(schema: str, table: str = "scores") -> pd.DataFrame:
 
 @pytest.mark.postgres
 def test_postgres_upsert_is_atomic_and_idempotent(pg_schema: str, small_source: Any,
-                                                  small_fitted: Any, small_demo_dir: Path,
+                                                  fake_bundle: Any, small_demo_dir: Path,
                                                   model_uri: str) -> None:
-    bundle = small_fitted.bundle
+    bundle = fake_bundle
     dest = parse_destination(PG_URL, f"{pg_schema}.scores")
 
     def run(version: str, fault: str | None = None, chunk: int = 150) -> Any:
-        return run_batch(bundle=bundle, as_of=AS_OF, dest=dest, model_version=version,
-                         source=small_source, chunk_size=chunk, scored_at=SCORED_AT,
-                         checkpoint=fault_checkpoint(fault))
+        return run_batch(BatchJob(bundle, AS_OF, version, chunk_size=chunk, scored_at=SCORED_AT),
+                         DuckDBEngine(small_source), dest, checkpoint=fault_checkpoint(fault))
 
     with pytest.raises(RuntimeError):
         run("1", "chunk:2=raise")
@@ -265,20 +265,19 @@ def test_postgres_upsert_is_atomic_and_idempotent(pg_schema: str, small_source: 
 
 @pytest.mark.postgres
 def test_postgres_table_of_another_shape_is_refused_before_scoring(
-        pg_schema: str, small_source: Any, small_fitted: Any) -> None:
+        pg_schema: str, small_source: Any, fake_bundle: Any) -> None:
     import psycopg
 
     with psycopg.connect(PG_URL, autocommit=True) as con:
         con.execute(f"CREATE TABLE {pg_schema}.other (customer_id text, score float)")
     with pytest.raises(BatchInputError, match="lacks the score columns"):
-        run_batch(bundle=small_fitted.bundle, as_of=AS_OF,
-                  dest=parse_destination(PG_URL, f"{pg_schema}.other"), model_version="1",
-                  source=small_source)
+        run_batch(BatchJob(fake_bundle, AS_OF, "1"), DuckDBEngine(small_source),
+                  parse_destination(PG_URL, f"{pg_schema}.other"))
 
 
 @pytest.mark.postgres
 def test_postgres_source_scores_like_files(pg_schema: str, small_demo_dir: Path,
-                                           small_source: Any, small_fitted: Any,
+                                           small_source: Any, fake_bundle: Any,
                                            tmp_path: Path) -> None:
     import psycopg
 
@@ -298,15 +297,15 @@ def test_postgres_source_scores_like_files(pg_schema: str, small_demo_dir: Path,
                     copy.write_row([None if pd.isna(v) else v for v in row])
     files = tmp_path / "files.parquet"
     db = tmp_path / "db.parquet"
-    run_batch(bundle=small_fitted.bundle, as_of=AS_OF, dest=parse_destination(str(files)),
-              model_version="1", source=small_source, scored_at=SCORED_AT)
+    run_batch(BatchJob(fake_bundle, AS_OF, "1", scored_at=SCORED_AT),
+              DuckDBEngine(small_source), parse_destination(str(files)))
     try:
         pg_source = open_source(f"{PG_URL}?schema={pg_schema}")
     except DataContractError as exc:  # pragma: no cover - shows the reason on failure
         raise AssertionError(str(exc)) from exc
     with pg_source:
-        run_batch(bundle=small_fitted.bundle, as_of=AS_OF, dest=parse_destination(str(db)),
-                  model_version="1", source=pg_source, scored_at=SCORED_AT)
+        run_batch(BatchJob(fake_bundle, AS_OF, "1", scored_at=SCORED_AT),
+                  DuckDBEngine(pg_source), parse_destination(str(db)))
     pd.testing.assert_frame_equal(_frame(db), _frame(files), check_exact=False, rtol=1e-9)
 
 
@@ -315,7 +314,7 @@ def test_postgres_source_scores_like_files(pg_schema: str, small_demo_dir: Path,
 
 
 def test_partitioned_feature_build_scores_every_customer_the_same(
-        small_demo_dir: Path, small_fitted: Any, tmp_path: Path) -> None:
+        small_demo_dir: Path, fake_bundle: Any, tmp_path: Path) -> None:
     """Forcing partitions on small data: the same customers with the same scores (only the
     order changes: partition by partition), and unknown-customer counts summed over them."""
     data = tmp_path / "data"
@@ -335,10 +334,10 @@ def test_partitioned_feature_build_scores_every_customer_the_same(
         with open_source(data, allow_unknown_customers=True) as src:
             n_activity = sum(int(src.con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0])
                              for t in ("transactions", "events"))
-            summaries[label] = run_batch(
-                bundle=small_fitted.bundle, as_of=AS_OF, dest=parse_destination(str(out)),
-                model_version="1", source=src, chunk_size=500, scored_at=SCORED_AT,
-                partition_rows=rows)
+            job = BatchJob(fake_bundle, AS_OF, "1", chunk_size=500,
+                           scored_at=SCORED_AT)
+            summaries[label] = run_batch(job, DuckDBEngine(src, partition_rows=rows),
+                                         parse_destination(str(out)))
         frames[label] = _frame(out).sort_values("customer_id").reset_index(drop=True)
     assert n_activity > 3 * 10_000  # at least four partitions
     pd.testing.assert_frame_equal(frames["parts"], frames["whole"])

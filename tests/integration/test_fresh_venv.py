@@ -22,7 +22,7 @@ import time
 import urllib.error
 import urllib.request
 import venv
-from datetime import timedelta
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -114,10 +114,11 @@ print(json.dumps({"mods": mods, "missing": missing,
 
 
 @pytest.fixture(scope="module")
-def served_store(small_fitted: Any, small_source: Any,
+def served_store(fake_bundle: Any, small_source: Any,
                  tmp_path_factory: pytest.TempPathFactory) -> Path:
     """What would be mounted at the image's /data: an embedded MLflow store with a champion
-    and the feature snapshot."""
+    (the session's fake-fit bundle: serving needs *a* fitted model, not a good one) and the
+    feature snapshot."""
     from churnguard.features.build import write_features
 
     data_dir = tmp_path_factory.mktemp("image-data")
@@ -126,11 +127,12 @@ def served_store(small_fitted: Any, small_source: Any,
         for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI",
                     "CHURNGUARD_MLFLOW_TRACKING_URI"):
             mp.delenv(var, raising=False)
-        register_champion(small_fitted, data_dir)
+        register_champion(fake_bundle, data_dir)
     finally:
         mp.undo()
-    write_features(small_source, small_fitted.bundle.spec,
-                   small_fitted.as_of + timedelta(days=0), data_dir / "features.parquet")
+    write_features(small_source, fake_bundle.spec,
+                   date.fromisoformat(fake_bundle.metadata["as_of"]),
+                   data_dir / "features.parquet")
     return data_dir
 
 
@@ -149,7 +151,6 @@ def _get(url: str, timeout: float = 5) -> tuple[int, dict[str, Any]]:
         return exc.code, json.loads(exc.read() or b"{}")
 
 
-@pytest.mark.slow
 def test_service_starts_like_the_image(fresh_venv: Path, served_store: Path,
                                        tmp_path: Path) -> None:
     bin_dir = fresh_venv / "bin"
