@@ -1,4 +1,5 @@
 # The two commands of the README: `make demo` (install + main job) and `make test` (install + tests).
+# `make check` (lint + import resolution) and `make test-fast` are the contributor loop (CONTRIBUTING.md).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -7,7 +8,7 @@ DATA   ?= data
 DEMO_CUSTOMERS ?= 20000
 AS_OF  ?= 2026-01-01
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test test-fast lint check bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,9 +32,21 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+## The unit tests (no real fits, no CLI/API/server integration, no Spark JVM), on both cores:
+## the loop while working. Run `make test` before you push.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow and not integration and not spark" -n 2 -q
+
+## ruff, mypy over every first-party module (churnguard.* resolves to the floor folders), and
+## the floor contracts (import-linter, [tool.importlinter] in pyproject.toml).
 lint: $(STAMP)
-	$(BIN)/ruff check churnguard features training serving tests bench
-	$(BIN)/mypy churnguard features training serving
+	$(BIN)/ruff check churnguard features model training serving tests bench
+	$(BIN)/mypy churnguard
+	$(BIN)/lint-imports
+
+## lint + pyright (basedpyright): every import resolves as an editor sees it. CI runs this.
+check: lint
+	$(BIN)/basedpyright
 
 bench: $(STAMP)
 	$(BIN)/python bench/features.py

@@ -1,4 +1,5 @@
-"""Request and response models of the HTTP API (SPEC §6), with the examples shown at /docs."""
+"""Request and response models of the HTTP API (README, "Scoring API"), with the examples shown at
+/docs."""
 
 from __future__ import annotations
 
