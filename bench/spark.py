@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/spark.py --customers 1000000 --repeats 1
 
-The job is what ``churnguard score --engine spark`` runs (``training.batch.run_batch`` with a
+The job is what ``churnguard score --engine spark`` runs (``serving.batch.run_batch`` with a
 Spark source): the contract checks and the feature SQL on Spark, scoring with the bundle in
 ``mapInArrow``, the sorted Parquet staging write and the streamed, atomic output file. Each run
 is a fresh subprocess with its own JVM (a Spark master cannot change inside one), the masters
