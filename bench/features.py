@@ -52,12 +52,11 @@ GRID_RATIO_MAX = 3.0
 SCAN_FLOOR = """
 import sys, duckdb
 data, memory_limit = sys.argv[1], sys.argv[2]
-con = duckdb.connect(":memory:")
-con.execute(f"SET memory_limit = '{memory_limit}'")
-con.execute("SET TimeZone = 'UTC'")
-con.execute("SET preserve_insertion_order = false")
+# Options as DuckDB config, never as SQL text (as churnguard.features.sources.connect does).
+con = duckdb.connect(":memory:", config={"memory_limit": memory_limit, "TimeZone": "UTC",
+                                          "preserve_insertion_order": False})
 attrs = [r[0] for r in con.execute(
-    f"DESCRIBE SELECT * FROM read_parquet('{data}/customers.parquet')").fetchall()
+    "DESCRIBE SELECT * FROM read_parquet(?)", [f"{data}/customers.parquet"]).fetchall()
     if r[0] not in ("customer_id", "signup_date") and str(r[1]).startswith(("VARCHAR", "BOOL"))]
 # One GROUP BY customer per table touching every column the features read. The outer query
 # consumes every aggregate, so that DuckDB's optimizer cannot prune a column away.
@@ -71,7 +70,7 @@ for name, aggs in tables.items():
     outer = ", ".join(f"max(a{i})" for i in range(len(aggs)))
     row = con.execute(
         f"SELECT count(*), sum(n), {outer} FROM (SELECT customer_id, count(*) AS n, {inner} "
-        f"FROM read_parquet('{data}/{name}.parquet') GROUP BY customer_id)").fetchone()
+        "FROM read_parquet(?) GROUP BY customer_id)", [f"{data}/{name}.parquet"]).fetchone()
     print(f"{name}: {row[0]:,} customers, {row[1]:,} rows, {row[2:]}")
 """
 
@@ -81,11 +80,12 @@ from datetime import date, datetime
 from pathlib import Path
 from churnguard.features.build import infer_spec, write_features
 from churnguard.features.sources import Source, connect
+from churnguard.features.sql import literal
 data, as_of, out, memory_limit = sys.argv[1], date.fromisoformat(sys.argv[2]), sys.argv[3], \\
     sys.argv[4]
 con = connect(memory_limit)
 for t in ("customers", "transactions", "events"):
-    con.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet('{data}/{t}.parquet')")
+    con.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet({literal(f'{data}/{t}.parquet')})")
 con.execute("CREATE VIEW raw_customers AS SELECT * FROM customers")
 cols = {t: tuple(r[0] for r in con.execute(f"DESCRIBE {t}").fetchall())
         for t in ("customers", "transactions", "events")}

@@ -6,17 +6,46 @@ as plain arguments: the feature, training and serving code does not read the env
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import SettingsError as _SourceError
+
+ENV_PREFIX = "CHURNGUARD_"
+
+# A DuckDB memory limit: a positive number with a unit (1000- or 1024-based), or a percentage of
+# the machine's memory (README, "Configuration").
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?) ?(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB|%)$")
+
+
+def memory_limit(value: str) -> str:
+    """``value`` as a DuckDB memory limit (``1536MB``, ``2GB``, ``4GiB``, ``75%``), or raise
+    ValueError. The one check of the setting: :func:`churnguard.features.sources.connect` runs
+    it too, and hands the value to DuckDB as a configuration option, never as SQL text."""
+    match = _SIZE.match(value.strip().upper()) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError("expected a size such as 1536MB, 2GB or 4GiB, or a share of the "
+                         "machine's memory such as 75%")
+    number, unit = float(match.group(1)), match.group(2)
+    if number <= 0 or (unit == "%" and number > 100):
+        raise ValueError("expected a size above 0, or a percentage above 0% and at most 100%")
+    return f"{match.group(1)}{unit}"
 
 
 class Settings(BaseSettings):
     """churnguard configuration; each field is set by ``CHURNGUARD_<FIELD>`` (upper case)."""
 
-    model_config = SettingsConfigDict(env_prefix="CHURNGUARD_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     data_dir: Path = Field(
         default=Path("data"),
@@ -58,10 +87,11 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Address the API listens on.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port the API listens on.")
     workers: int = Field(default=1, ge=1, le=64, description="API worker processes.")
-    api_keys: Annotated[list[str], NoDecode] = Field(
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list, repr=False,
-        description="Accepted X-API-Key values, comma-separated (several for rotation). "
-        "Empty: the API is open (a warning is logged at start-up).",
+        description="Accepted X-API-Key values, comma-separated (several for rotation), each "
+        "at least 16 characters. Secrets: shown as '**********' in a repr or a validation "
+        "error. Empty: the API is open (a warning is logged at start-up).",
     )
     online_store: str = Field(
         default="memory",
@@ -96,19 +126,32 @@ class Settings(BaseSettings):
     def snapshot_path(self) -> Path:
         return self.feature_snapshot or self.data_dir / "features.parquet"
 
-    @field_validator("api_keys", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _split_keys(cls, value: object) -> object:
+    def _api_keys_as_secrets(cls, data: object) -> object:
+        """``api_keys`` as ``SecretStr`` before any field is validated: comma-separated text →
+        the keys, stripped. Done on the model's input, not in a field validator, because a
+        field's validation error shows the field's input: this way it is the masked keys,
+        never the text of CHURNGUARD_API_KEYS."""
+        if not isinstance(data, dict) or "api_keys" not in data:
+            return data
+        value = data["api_keys"]
         if isinstance(value, str):
-            value = [k.strip() for k in value.split(",")]
+            value = value.split(",")
         if isinstance(value, list | tuple):
-            keys = [str(k).strip() for k in value if str(k).strip()]
-            short = [i for i, k in enumerate(keys) if len(k) < 16]
-            if short:
-                raise ValueError(f"API keys must be at least 16 characters (key(s) number "
-                                 f"{', '.join(str(i + 1) for i in short)} are shorter)")
-            return keys
-        return value
+            keys = (k.get_secret_value() if isinstance(k, SecretStr) else str(k)
+                    for k in value)
+            return {**data, "api_keys": [SecretStr(k.strip()) for k in keys if k.strip()]}
+        return {**data, "api_keys": SecretStr("")}  # neither text nor a list: a type error
+
+    @field_validator("api_keys")
+    @classmethod
+    def _long_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        short = [i for i, k in enumerate(keys) if len(k.get_secret_value()) < 16]
+        if short:
+            raise ValueError(f"API keys must be at least 16 characters (key(s) number "
+                             f"{', '.join(str(i + 1) for i in short)} are shorter)")
+        return keys
 
     @field_validator("online_store")
     @classmethod
@@ -116,20 +159,71 @@ class Settings(BaseSettings):
         v = value.strip()
         if v == "memory" or v.startswith(("redis://", "rediss://", "unix://")):
             return v
-        raise ValueError(f"expected 'memory' or a redis:// URL, got {value!r}")
+        # (The value is not repeated: a URL may hold a password; see load_settings.)
+        raise ValueError("expected 'memory' or a redis://, rediss:// or unix:// URL")
 
     @field_validator("log_level")
     @classmethod
     def _log_level(cls, value: str) -> str:
         v = value.strip().lower()
         if v not in ("critical", "error", "warning", "info", "debug"):
-            raise ValueError(f"expected critical, error, warning, info or debug, got {value!r}")
+            raise ValueError("expected critical, error, warning, info or debug")
         return v
 
     @field_validator("duckdb_memory_limit")
     @classmethod
-    def _memory_limit_has_unit(cls, value: str) -> str:
-        stripped = value.strip().upper()
-        if not stripped or not stripped[0].isdigit() or not stripped.endswith(("B", "%")):
-            raise ValueError(f"expected a size such as '1536MB' or '2GB', got {value!r}")
-        return stripped
+    def _memory_limit_is_a_size(cls, value: str) -> str:
+        return memory_limit(value)
+
+
+class SettingsError(ValueError):
+    """Settings that cannot be used: one line per bad variable, naming it and what is wrong,
+    never its value (a value may be a secret: an API key, a password in a URL)."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = problems
+        super().__init__("invalid settings:\n" + "\n".join(
+            f"  - {name}: {what}" for name, what in problems))
+
+
+def load_settings() -> Settings:
+    """``Settings()`` from the environment, or a :class:`SettingsError` (a ValueError) whose
+    message lists each bad ``CHURNGUARD_*`` variable and what is wrong with it, without values.
+
+    Every command reads its settings through this (pydantic's own message repeats the input).
+    """
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for err, with_input in zip(exc.errors(include_input=False, include_url=False),
+                                   exc.errors(include_url=False), strict=True):
+            name = _variable(err["loc"][0] if err["loc"] else "")
+            problems.append((name, _without(str(err["msg"]), with_input.get("input"))))
+        raise SettingsError(problems) from None
+    except _SourceError as exc:  # a value pydantic-settings could not decode (e.g. bad JSON)
+        field = re.search(r'field "([^"]+)"', str(exc))
+        name = _variable(field.group(1)) if field else "a CHURNGUARD_* variable"
+        raise SettingsError([(name, "cannot be decoded")]) from None
+
+
+def _variable(loc: object) -> str:
+    """The environment variable(s) that set a settings field (its name in an error)."""
+    field = Settings.model_fields.get(str(loc))
+    if field is None:
+        return str(loc)  # already a variable name (a validation alias)
+    alias = field.validation_alias
+    if isinstance(alias, AliasChoices):
+        return " or ".join(str(a) for a in alias.choices)
+    if isinstance(alias, str):
+        return alias
+    return f"{ENV_PREFIX}{str(loc).upper()}"
+
+
+def _without(message: str, value: object) -> str:
+    """``message`` with pydantic's "Value error, " prefix dropped and the value blanked if a
+    validator repeated it anyway."""
+    message = message.removeprefix("Value error, ")
+    if isinstance(value, str) and len(value.strip()) >= 3:
+        message = message.replace(value, "<value>").replace(value.strip(), "<value>")
+    return message

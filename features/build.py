@@ -7,9 +7,10 @@ in [cutoff, cutoff + horizon) for labels.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -35,8 +36,10 @@ from churnguard.features.definitions import (
     event_type_code_sql,
 )
 from churnguard.features.io import atomic_output
-from churnguard.features.sources import Source
+from churnguard.features.sources import KNOWN_CUSTOMERS, Source
 from churnguard.features.sql import ident, literal
+
+log = logging.getLogger(__name__)
 
 LabelMode = Literal["noncontractual", "contractual"]
 
@@ -113,10 +116,39 @@ def aggregate_sql(spec: FeatureSpec, cutoff: date, relation: str, source_sql: st
     return f"SELECT customer_id,\n{cols}\nFROM ({source_sql}) AS r GROUP BY customer_id"
 
 
-def population_sql(spec: FeatureSpec, cutoff: date, customers: str = "customers") -> str:
-    attrs = "".join(f", {ident(c)}" for c in spec.attribute_columns)
+def population_sql(spec: FeatureSpec, cutoff: date, customers: str = "customers",
+                   attributes: Collection[str] | None = None) -> str:
+    """The customers signed up before ``cutoff``, with the spec's attribute columns.
+
+    ``attributes``: the attribute columns the source has (None: all of the spec's); an
+    attribute of the spec the source lacks is a missing (null) category, so that the features
+    of a model's spec always have the model's columns.
+    """
+    attrs = "".join(
+        f", {ident(c)}" if attributes is None or c in attributes
+        else f", CAST(NULL AS VARCHAR) AS {ident(c)}"
+        for c in spec.attribute_columns)
     return (f"SELECT customer_id, signup_date{attrs} FROM {customers} "
             f"WHERE signup_date < DATE '{cutoff.isoformat()}'")
+
+
+def missing_inputs(spec: FeatureSpec, tables: Collection[str],
+                   attributes: Collection[str]) -> list[str]:
+    """What a spec (e.g. a model's) uses that the source lacks, as sentences: those features
+    take their "no activity" value (counts 0, a missing category). An event type the data does
+    not have is not listed: its counts are 0 like those of any type without rows."""
+    found = [f"customer attribute {c!r} is not a text column of the customers table: its "
+             "feature is a missing category" for c in spec.attribute_columns
+             if c not in attributes]
+    if spec.subscriptions and "subscriptions" not in tables:
+        found.append("the source has no subscriptions table: the subscription features take "
+                     "their no-subscription values")
+    return found
+
+
+def _warn_missing_inputs(source: Source, spec: FeatureSpec) -> None:
+    for gap in missing_inputs(spec, source.tables, source.attribute_columns):
+        log.warning("feature spec %s: %s", spec.fingerprint(), gap)
 
 
 def final_sql(spec: FeatureSpec, cutoff: date, *, pop: str, ta: str, ea: str,
@@ -146,10 +178,14 @@ def feature_sql(
     evt: str,
     sub: str | None = None,
     customers: str = "customers",
+    attributes: Collection[str] | None = None,
 ) -> str:
-    """The whole feature query for one cutoff as one statement (e.g. for another engine)."""
+    """The whole feature query for one cutoff as one statement (e.g. for another engine).
+
+    ``attributes``: the customer attribute columns the source has (see :func:`population_sql`).
+    """
     ctes = [
-        f"pop AS ({population_sql(spec, cutoff, customers)})",
+        f"pop AS ({population_sql(spec, cutoff, customers, attributes)})",
         f"ta AS ({aggregate_sql(spec, cutoff, 'txn', txn)})",
         f"ea AS ({aggregate_sql(spec, cutoff, 'evt', evt)})",
     ]
@@ -186,16 +222,22 @@ def materialize_features(source: Source, spec: FeatureSpec, cutoff: date,
     txn = txn or txn_activity_sql(source.columns.get("transactions", ()),
                                   table=tables["transactions"])
     evt = evt or evt_activity_sql(spec, source.columns.get("events", ()), table=tables["events"])
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _ta AS {aggregate_sql(spec, cutoff, 'txn', txn)}")
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _ea AS {aggregate_sql(spec, cutoff, 'evt', evt)}")
+    with source.reading("transactions"):
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _ta AS {aggregate_sql(spec, cutoff, 'txn', txn)}")
+    with source.reading("events"):
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _ea AS {aggregate_sql(spec, cutoff, 'evt', evt)}")
     sa = None
     if spec.subscriptions:
+        # (A source without the table has an empty view of it: no subscription.)
         subs = subscription_sql(cutoff, table=tables["subscriptions"])
         con.execute("CREATE OR REPLACE TEMP TABLE _sa AS "
                     + aggregate_sql(spec, cutoff, "sub", subs))
         sa = "_sa"
     check_aggregates(source, cutoff)
-    pop = population_sql(spec, cutoff, customers=tables["customers"])
+    pop = population_sql(spec, cutoff, customers=tables["customers"],
+                         attributes=source.attribute_columns)
     con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS " + final_sql(
         spec, cutoff, pop=f"({pop})", ta="_ta", ea="_ea", sa=sa))
     return name
@@ -230,7 +272,7 @@ def check_aggregates(source: Source, cutoff: date) -> None:
     unknown = []
     for table, (agg, rows) in _ROWS_IN.items():
         count_sql, examples_sql = unknown_customer_sql(
-            agg, rows=f"coalesce(sum(t.{rows}), 0)", distinct=False)
+            agg, KNOWN_CUSTOMERS, rows=f"coalesce(sum(t.{rows}), 0)", distinct=False)
         n = _count(con, count_sql)
         if n:
             unknown.append(DataIssue(table, "unknown_customer", n, _ids(con, examples_sql)))
@@ -341,7 +383,9 @@ class BuildSummary:
 
 
 def build_features(source: Source, spec: FeatureSpec, as_of: date) -> pa.Table:
-    """Features of every customer signed up before ``as_of``, from rows strictly before it."""
+    """Features of every customer signed up before ``as_of``, from rows strictly before it:
+    every feature of ``spec``, whatever the source lacks (see :func:`missing_inputs`)."""
+    _warn_missing_inputs(source, spec)
     table = materialize_features(source, spec, as_of)
     return source.con.sql(f"SELECT * FROM {table} ORDER BY customer_id").to_arrow_table()
 
@@ -349,8 +393,11 @@ def build_features(source: Source, spec: FeatureSpec, as_of: date) -> pa.Table:
 def write_features(
     source: Source, spec: FeatureSpec, as_of: date, out: Path
 ) -> BuildSummary:
-    """Build features as of ``as_of`` and write them to ``out`` (.parquet or .csv), atomically."""
+    """Build features as of ``as_of`` and write them to ``out`` (.parquet or .csv), atomically:
+    every feature of ``spec`` (e.g. a model's), whatever the source lacks (see
+    :func:`missing_inputs`), so that a snapshot built for a model fits it."""
     start = time.perf_counter()
+    _warn_missing_inputs(source, spec)
     table = materialize_features(source, spec, as_of)
     with atomic_output(out) as tmp:
         # Sorted, so that re-running a build writes the same file.
@@ -417,20 +464,24 @@ class SnapshotBuilder:
                           if a.relation in ("txn", "evt"))
             first = self.cutoffs[0] - timedelta(days=deepest)
             start = f" AND day >= DATE '{first.isoformat()}'"
+        _warn_missing_inputs(source, spec)
         # Narrow types keep the in-memory copies small (a 1M-customer grid fits the memory cap).
-        con.execute(
-            "CREATE OR REPLACE TEMP TABLE _txn_act AS SELECT customer_id, day, "
-            "CAST(n_orders AS TINYINT) AS n_orders, gross, net, "
-            "CAST(n_refunds AS TINYINT) AS n_refunds, refund_amount, CAST(gap AS INTEGER) AS gap, "
-            "CAST(dup AS TINYINT) AS dup, CAST(nonfinite AS TINYINT) AS nonfinite "
-            f"FROM ({_txn_source(source)}) AS r WHERE day < {end}")
-        if self.cutoffs:
-            self._intervals(con)
-        con.execute(
-            "CREATE OR REPLACE TEMP TABLE _evt_act AS SELECT customer_id, day, "
-            "CAST(type_code AS SMALLINT) AS type_code, CAST(is_complaint AS TINYINT) AS "
-            "is_complaint, CAST(is_ticket AS TINYINT) AS is_ticket, CAST(n AS BIGINT) AS n "
-            f"FROM ({_evt_source(source, spec)}) AS r WHERE day < {end}{start}")
+        with source.reading("transactions"):
+            con.execute(
+                "CREATE OR REPLACE TEMP TABLE _txn_act AS SELECT customer_id, day, "
+                "CAST(n_orders AS TINYINT) AS n_orders, gross, net, "
+                "CAST(n_refunds AS TINYINT) AS n_refunds, refund_amount, "
+                "CAST(gap AS INTEGER) AS gap, "
+                "CAST(dup AS TINYINT) AS dup, CAST(nonfinite AS TINYINT) AS nonfinite "
+                f"FROM ({_txn_source(source)}) AS r WHERE day < {end}")
+        with source.reading("events"):
+            if self.cutoffs:
+                self._intervals(con)
+            con.execute(
+                "CREATE OR REPLACE TEMP TABLE _evt_act AS SELECT customer_id, day, "
+                "CAST(type_code AS SMALLINT) AS type_code, CAST(is_complaint AS TINYINT) AS "
+                "is_complaint, CAST(is_ticket AS TINYINT) AS is_ticket, CAST(n AS BIGINT) AS n "
+                f"FROM ({_evt_source(source, spec)}) AS r WHERE day < {end}{start}")
 
     def _intervals(self, con: duckdb.DuckDBPyConnection) -> None:
         """Partials of every whole-history aggregate per customer and interval between cutoffs."""
@@ -537,9 +588,9 @@ class SnapshotBuilder:
             # The row checks count whole-history rows, so the last cutoff sees every bad row
             # the earlier ones saw; nothing is written before the last cutoff is done.
             check_aggregates(self.source, cutoff)
+        pop = population_sql(self.spec, cutoff, attributes=self.source.attribute_columns)
         con.execute("CREATE OR REPLACE TEMP TABLE features AS " + final_sql(
-            self.spec, cutoff, pop=f"({population_sql(self.spec, cutoff)})", ta="_ta",
-            ea="_ea", sa=sa))
+            self.spec, cutoff, pop=f"({pop})", ta="_ta", ea="_ea", sa=sa))
         return "features"
 
     def snapshot(self, cutoff: date, horizon_days: int, clv_horizon_days: int,

@@ -11,8 +11,13 @@ that SQL as it is, the Spark source through :func:`churnguard.features.spark.to_
   values below a column's minimum (event counts below 1), intervals that end before they start
   (subscriptions), rows of one key with different values (conflicting customer rows), rows for
   customers missing from ``customers`` (unless allowed);
-- reported and left out (:class:`DataIssue`): rows dated after the data's reference time, exact
-  duplicates, and (when allowed) rows for unknown customers.
+- reported and left out (:class:`DataIssue`): rows dated after the data's reference time
+  (customers who sign up after it included), customers with an implausible signup date (before
+  1900: a placeholder), exact duplicates, and (when allowed) rows for unknown customers; a
+  customer left out takes its rows in the other tables with it (they are not unknown);
+- reported and kept: purchases dated before the customer's signup date (guest orders before an
+  account was opened are common; the population rule, signed up before the cutoff, and the
+  point-in-time windows do not depend on the order).
 
 The large tables (transactions, events) get no extra full scan on DuckDB's default path: the
 value checks in :data:`CARRIED_BY_AGGREGATES`, duplicate purchases and unknown customers ride
@@ -27,7 +32,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from churnguard.features.contract import EVENTS, TABLES, ColumnSpec, TableSpec
+from churnguard.features.contract import (
+    CUSTOMERS,
+    EARLIEST_DATE,
+    EVENTS,
+    TABLES,
+    ColumnSpec,
+    TableSpec,
+)
 from churnguard.features.sql import ident, literal
 
 MAX_EXAMPLES = 5
@@ -68,22 +80,40 @@ class DataContractError(ValueError):
             f"  - {p}" for p in self.problems))
 
 
+# What each kind of DataIssue is (one row, several rows), and whether its rows are kept.
+_ISSUES: dict[str, tuple[str, str, bool]] = {
+    "unknown_customer": ("row for a customer not in the customers table",
+                         "rows for customers not in the customers table", False),
+    "duplicate": ("exact duplicate row", "exact duplicate rows", False),
+    "future_timestamp": ("row dated after the data's reference time",
+                         "rows dated after the data's reference time", False),
+    "implausible_date": (f"row dated before {EARLIEST_DATE} (an implausible date)",
+                         f"rows dated before {EARLIEST_DATE} (an implausible date)", False),
+    "before_signup": ("purchase dated before the customer's signup date",
+                      "purchases dated before the customer's signup date", True),
+}
+
+
 @dataclass(frozen=True)
 class DataIssue:
-    """Rows that are reported and left out, but do not stop the run."""
+    """Rows that are reported, but do not stop the run: left out, or kept (see ``kept``)."""
 
     table: str
-    kind: str  # unknown_customer | duplicate | future_timestamp
+    kind: str  # unknown_customer | duplicate | future_timestamp | implausible_date | before_signup
     n_rows: int
     examples: tuple[str, ...] = ()
 
+    @property
+    def kept(self) -> bool:
+        """Whether the rows stay in the data (reported only)."""
+        return self.kind in _ISSUES and _ISSUES[self.kind][2]
+
     def __str__(self) -> str:
-        what = {
-            "unknown_customer": "rows for customers not in the customers table",
-            "duplicate": "exact duplicate rows",
-            "future_timestamp": "rows dated after the data's reference time",
-        }.get(self.kind, self.kind)
-        text = f"{self.table}: {self.n_rows:,} {what} left out"
+        one, many, _ = _ISSUES.get(self.kind, (self.kind, self.kind, False))
+        what = one if self.n_rows == 1 else many
+        text = f"{self.table}: {self.n_rows:,} {what} {'kept' if self.kept else 'left out'}"
+        if not self.kept and self.table == CUSTOMERS.name:
+            text += ", with their rows in the other tables"
         if self.examples:
             text += " (e.g. " + ", ".join(self.examples) + ")"
         return text
@@ -219,15 +249,41 @@ def row_checks(spec: TableSpec, columns: Collection[str],
     return checks
 
 
+def _shown_date(spec: TableSpec, col: str) -> str:
+    """How a dated row is shown: its date, after its key in a keyed table (``'c7: 2031-…'``)."""
+    value = f"CAST({ident(col)} AS VARCHAR)"
+    return f"concat(CAST({ident(spec.key)} AS VARCHAR), ': ', {value})" if spec.key else value
+
+
 def future_checks(spec: TableSpec, columns: Collection[str],
                   reference_time: datetime) -> list[RowCheck]:
     """Rows dated after ``reference_time`` (reported and left out, not a contract breach)."""
     ref = f"TIMESTAMP {literal(reference_time.isoformat(sep=' '))}"
     return [
         RowCheck(spec.name, col, "future_timestamp", f"{ident(col)} > {ref}",
-                 "rows dated after the data's reference time", f"CAST({ident(col)} AS VARCHAR)")
+                 "rows dated after the data's reference time", _shown_date(spec, col))
         for col in spec.time_columns if col in columns
     ]
+
+
+def implausible_checks(spec: TableSpec, columns: Collection[str]) -> list[RowCheck]:
+    """Rows dated before their column's earliest plausible date (reported and left out)."""
+    return [
+        RowCheck(spec.name, col.name, "implausible_date",
+                 f"{ident(col.name)} < DATE {literal(col.earliest.isoformat())}",
+                 f"rows dated before {col.earliest}", _shown_date(spec, col.name))
+        for col in spec.columns if col.earliest is not None and col.name in columns
+    ]
+
+
+def before_signup_sql(transactions: str = "transactions",
+                      customers: str = "customers") -> tuple[str, str]:
+    """(count, examples) SQL for the purchases dated before their customer's signup date."""
+    join = (f"FROM {transactions} t JOIN {customers} c USING (customer_id) "
+            "WHERE CAST(t.ts AS DATE) < c.signup_date")
+    shown = ("concat(CAST(t.customer_id AS VARCHAR), ': bought ', CAST(t.ts AS VARCHAR), "
+             "', signed up ', CAST(c.signup_date AS VARCHAR))")
+    return f"SELECT count(*) {join}", f"SELECT {shown} {join} ORDER BY 1"
 
 
 def unknown_customer_sql(relation: str, customers: str = "customers",
@@ -292,14 +348,15 @@ def clean_table(engine: Engine, spec: TableSpec, relation: str, columns: Sequenc
                 reference_time: datetime, *, dedupe: bool) -> tuple[str, list[DataIssue]]:
     """SQL of the clean rows of ``relation`` and the issues found on the way.
 
-    Left out and reported: rows dated after ``reference_time`` and, for a table with a key or
-    when ``dedupe``, exact duplicates. Raises :class:`DataContractError` for rows that share a
-    key but differ.
+    Left out and reported: rows dated after ``reference_time`` or before their column's
+    earliest plausible date and, for a table with a key or when ``dedupe``, exact duplicates.
+    Raises :class:`DataContractError` for rows that share a key but differ.
     """
     col_list = ", ".join(ident(c) for c in columns)
     issues: list[DataIssue] = []
     keep: list[str] = []
-    for check in future_checks(spec, columns, reference_time):
+    for check in (future_checks(spec, columns, reference_time)
+                  + implausible_checks(spec, columns)):
         n_future = engine.count(f"SELECT count(*) FROM {relation} WHERE {check.condition}")
         if n_future:
             issues.append(DataIssue(spec.name, check.kind, n_future,
@@ -340,3 +397,12 @@ def unknown_customers(engine: Engine, relations: Mapping[str, str],
         if n:
             issues.append(DataIssue(name, "unknown_customer", n, engine.examples(examples_sql)))
     return issues
+
+
+def purchases_before_signup(engine: Engine, transactions: str = "transactions",
+                            customers: str = "customers") -> list[DataIssue]:
+    """Purchases dated before the customer signed up: reported and kept (see the module)."""
+    count_sql, examples_sql = before_signup_sql(transactions, customers)
+    n = engine.count(count_sql)
+    return [DataIssue("transactions", "before_signup", n, engine.examples(examples_sql))] if n \
+        else []

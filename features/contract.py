@@ -9,6 +9,7 @@ feature SQL all read them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from typing import Literal
 
 ColumnKind = Literal["string", "date", "timestamp", "float", "int", "bool"]
@@ -43,6 +44,9 @@ class ColumnSpec:
     description: str = ""
     # Smallest allowed value of a number column (None: any); smaller values break the contract.
     minimum: int | None = None
+    # Earliest plausible value of a date column (None: any): earlier dates are placeholders
+    # (1899-12-30 is a spreadsheet's day zero), reported and left out with their rows.
+    earliest: date | None = None
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,8 @@ class TableSpec:
     columns: tuple[ColumnSpec, ...]
     required: bool
     description: str
-    # Columns holding the event time; rows dated after the data's reference time are reported.
+    # Columns holding the event time; rows dated after the data's reference time are reported
+    # and left out (a customer left out takes its rows in the other tables with it).
     time_columns: tuple[str, ...] = ()
     # (start, end) column pairs: a row that ends before it starts breaks the contract.
     intervals: tuple[tuple[str, str], ...] = ()
@@ -69,14 +74,20 @@ class TableSpec:
         raise KeyError(f"table {self.name!r} has no contract column {name!r}")
 
 
+# Dates before this are not plausible signups (README, "Data contract").
+EARLIEST_DATE = date(1900, 1, 1)
+
 CUSTOMERS = TableSpec(
     name="customers",
     required=True,
     description="One row per customer.",
     key="customer_id",
+    # A customer who signs up after the reference time is a future row.
+    time_columns=("signup_date",),
     columns=(
         ColumnSpec("customer_id", "string", description="Customer key, unique."),
-        ColumnSpec("signup_date", "date", description="Date the customer joined."),
+        ColumnSpec("signup_date", "date", description="Date the customer joined.",
+                   earliest=EARLIEST_DATE),
     ),
 )
 

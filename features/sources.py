@@ -6,16 +6,21 @@ one module per kind, each registering the source's tables as ``raw_<table>`` vie
 table then becomes a view of the same name whose columns have the contract's types. Rows that
 break the contract stop the load with a :class:`DataContractError` naming the table, the column,
 how many rows are bad and a few examples; rows that are merely suspicious (unknown customers,
-exact duplicates, timestamps in the future) are reported as :class:`DataIssue` and left out. The
-checks are defined once, in :mod:`churnguard.features.checks`, and shared with the Spark source.
+exact duplicates, timestamps in the future, implausible signup dates) are reported as
+:class:`DataIssue` and left out. The checks are defined once, in
+:mod:`churnguard.features.checks`, and shared with the Spark source. An error of the engine
+while reading a table (a CSV line that cannot be parsed, a damaged Parquet file) is a contract
+problem too, naming the table and the file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -23,7 +28,9 @@ from typing import Any
 
 import duckdb
 
-from churnguard.features.adapters import attach
+from churnguard.config import memory_limit as _memory_limit
+from churnguard.features.adapters import Attached, attach
+from churnguard.features.adapters.base import READ_ERRORS
 from churnguard.features.adapters.postgres import split_postgres_url
 from churnguard.features.checks import (
     EMPTY,
@@ -38,6 +45,7 @@ from churnguard.features.checks import (
     clean_table,
     missing_column,
     missing_tables,
+    purchases_before_signup,
     row_checks,
     unknown_customer_problems,
     unknown_customers,
@@ -47,6 +55,7 @@ from churnguard.features.contract import (
     CUSTOMERS,
     DUCKDB_TYPES,
     EVENTS,
+    SUBSCRIPTIONS,
     TABLES,
     ColumnSpec,
     TableSpec,
@@ -54,6 +63,7 @@ from churnguard.features.contract import (
 from churnguard.features.sql import ident, literal
 
 __all__ = [
+    "KNOWN_CUSTOMERS",
     "MAX_EXAMPLES",
     "DataContractError",
     "DataIssue",
@@ -71,6 +81,15 @@ _NUMERIC = re.compile(r"^(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT|UTINYINT|USMAL
 _INTEGER = re.compile(r"^(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT|UTINYINT|USMALLINT|UINTEGER|"
                       r"UBIGINT)$")
 
+#: Every customer row of the source, before rows are left out: rows of the other tables are
+#: "unknown" only if their customer is not here (a customer left out for its signup date takes
+#: its rows with it instead).
+KNOWN_CUSTOMERS = "typed_customers"
+
+# Optional tables that get an empty view when the source has none, so that a feature spec
+# naming them (a model's) still builds: no events, no subscriptions.
+_EMPTY_WHEN_ABSENT = (EVENTS, SUBSCRIPTIONS)
+
 
 @dataclass
 class Source:
@@ -84,9 +103,22 @@ class Source:
     reference_time: datetime
     issues: list[DataIssue] = field(default_factory=list)
     allow_unknown_customers: bool = False
+    # Turns an engine error while reading a table into a contract problem naming its file.
+    read_problem: Callable[[str, duckdb.Error], Problem] | None = None
 
     def has(self, table: str) -> bool:
         return table in self.tables
+
+    @contextlib.contextmanager
+    def reading(self, table: str) -> Iterator[None]:
+        """A block that scans ``table``: an error of the engine while reading it (e.g. a damaged
+        Parquet page, first read by the feature aggregation) raises DataContractError."""
+        try:
+            yield
+        except READ_ERRORS as exc:
+            if self.read_problem is None:
+                raise
+            raise DataContractError([self.read_problem(table, exc)]) from None
 
     def report(self, issue: DataIssue) -> None:
         """Record an issue once (a snapshot grid meets the same rows at every cutoff)."""
@@ -115,17 +147,26 @@ class Source:
 
 
 def connect(memory_limit: str = "1536MB", threads: int | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with churnguard's settings (UTC, bounded memory)."""
-    con = duckdb.connect(":memory:")
-    con.execute(f"SET memory_limit = {literal(memory_limit)}")
+    """An in-memory DuckDB connection with churnguard's settings (UTC, bounded memory).
+
+    The settings reach DuckDB as configuration options, never as SQL text; ``memory_limit`` is
+    checked as the setting is (``churnguard.config.memory_limit``: ``1536MB``, ``2GB``, ``75%``)
+    and ``threads`` must be a positive integer (ValueError otherwise).
+    """
+    config: dict[str, Any] = {"memory_limit": _memory_limit(memory_limit),
+                              "preserve_insertion_order": False}
+    if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError("threads must be a positive integer")
+        config["threads"] = threads
     # Spill to a private folder under the system temp dir (DuckDB creates it on first spill and
     # removes it on close), not a .tmp folder shared by every process in the user's directory.
-    spill = Path(tempfile.gettempdir()) / f"churnguard-duckdb-{os.getpid()}-{id(con):x}"
-    con.execute(f"SET temp_directory = {literal(str(spill))}")
+    config["temp_directory"] = str(
+        Path(tempfile.gettempdir()) / f"churnguard-duckdb-{os.getpid()}-{os.urandom(6).hex()}")
+    con = duckdb.connect(":memory:", config=config)
+    # (TimeZone belongs to the ICU extension, which loads after the connection opens.) Naive
+    # timestamps are UTC; timestamps with a time zone or an offset are converted to UTC.
     con.execute("SET TimeZone = 'UTC'")
-    con.execute("SET preserve_insertion_order = false")
-    if threads:
-        con.execute(f"SET threads = {int(threads)}")
     return con
 
 
@@ -147,17 +188,19 @@ def open_source(
     The large tables (transactions, events) are checked where it is cheap: Parquet null counts
     come from the file metadata, and value checks, unknown customers and duplicate transactions
     ride along in the feature aggregation (see ``features.build.check_aggregates``).
-    ``thorough`` adds full scans for exact duplicate events and transactions and for unknown
-    customers at load time (``churnguard data check`` and training use it).
+    ``thorough`` adds full scans for exact duplicate events and transactions, for unknown
+    customers and for purchases dated before the customer's signup at load time (``churnguard
+    data check`` and training use it).
     """
     con = con or connect()
     reference_time = reference_time or datetime.now().replace(microsecond=0)
     attached = attach(con, location)
     _raise_any(missing_tables(attached.tables, attached.location))
     present = [TABLES[name] for name in sorted(attached.tables)]
-    columns = _type_tables(con, present)
-    _raise_any([p for spec in present
-                for p in _check_table(con, spec, attached.parquet_files.get(spec.name))])
+    columns = _type_tables(con, present, attached)
+    _raise_any([p for spec in present for p in _reading(
+        con, attached, spec.name,
+        functools.partial(_check_table, con, spec, attached.parquet_files.get(spec.name)))])
     issues: list[DataIssue] = []
     for spec in present:
         issues += _clean_table(con, spec, reference_time, dedupe=thorough or not spec.large)
@@ -166,8 +209,11 @@ def open_source(
     if unknown and not allow_unknown_customers:
         raise DataContractError(unknown_customer_problems(unknown))
     issues += unknown
-    if EVENTS.name not in attached.tables:
-        columns[EVENTS.name] = _empty_view(con, EVENTS)
+    if thorough:
+        issues += purchases_before_signup(_engine(con))
+    for spec in _EMPTY_WHEN_ABSENT:
+        if spec.name not in attached.tables:
+            columns[spec.name] = _empty_view(con, spec)
     return Source(
         con=con,
         location=attached.location,
@@ -177,13 +223,23 @@ def open_source(
         reference_time=reference_time,
         issues=issues,
         allow_unknown_customers=allow_unknown_customers,
+        read_problem=lambda table, exc: attached.read_problem(con, table, exc),
     )
 
 
 def unknown_customer_issues(con: duckdb.DuckDBPyConnection, tables: Iterable[str]) -> list[
         DataIssue]:
-    """Rows of ``tables`` whose customer is not in ``customers`` (reported; joins drop them)."""
-    return unknown_customers(_engine(con), {name: name for name in tables})
+    """Rows of ``tables`` whose customer is not in the source (reported; joins drop them)."""
+    return unknown_customers(_engine(con), {name: name for name in tables}, KNOWN_CUSTOMERS)
+
+
+def _reading(con: duckdb.DuckDBPyConnection, attached: Attached, table: str,
+             step: Callable[[], list[Problem]]) -> list[Problem]:
+    """``step()``'s problems, or the problem of an engine error while it read ``table``."""
+    try:
+        return step()
+    except READ_ERRORS as exc:
+        return [attached.read_problem(con, table, exc)]
 
 
 def _engine(con: duckdb.DuckDBPyConnection) -> Engine:
@@ -220,13 +276,14 @@ def _columns_of(con: duckdb.DuckDBPyConnection, view: str) -> list[str]:
     return [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {view}").fetchall()]
 
 
-def _type_tables(con: duckdb.DuckDBPyConnection,
-                 tables: Sequence[TableSpec]) -> dict[str, tuple[str, ...]]:
+def _type_tables(con: duckdb.DuckDBPyConnection, tables: Sequence[TableSpec],
+                 attached: Attached) -> dict[str, tuple[str, ...]]:
     """Create ``typed_<table>`` for every table: their contract columns, or raise."""
     columns: dict[str, tuple[str, ...]] = {}
     problems: list[Problem] = []
     for spec in tables:
-        problems += _type_table(con, spec, columns)
+        problems += _reading(con, attached, spec.name,
+                             functools.partial(_type_table, con, spec, columns))
     _raise_any(problems)
     return columns
 
@@ -245,9 +302,16 @@ def _typed_expr(col: ColumnSpec, raw_type: str) -> tuple[str, bool] | None:
         if col.kind == "bool":
             return (f"CASE lower(trim({q})) WHEN 'true' THEN true WHEN '1' THEN true "
                     f"WHEN 'false' THEN false WHEN '0' THEN false END"), True
+        if col.kind == "timestamp":
+            # Read through TIMESTAMPTZ so that an offset or zone (2025-01-01T10:00:00+05:00,
+            # ...Z) is converted to UTC, as a Parquet timestamp with a time zone is; text
+            # without one is UTC already and stays as written (the session is UTC).
+            return (f"CAST(TRY_CAST(NULLIF(trim({q}), '') AS TIMESTAMPTZ) AS {target})",
+                    True)
         return f"TRY_CAST(NULLIF(trim({q}), '') AS {target})", True
     if col.kind in ("timestamp", "date"):
         if raw_type.startswith(("TIMESTAMP", "DATE")):
+            # (TIMESTAMP WITH TIME ZONE → the UTC wall time: the session is UTC.)
             return f"CAST({q} AS {target})", False
         return None
     if col.kind == "float":

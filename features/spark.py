@@ -19,8 +19,10 @@ a function here runs.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -34,6 +36,7 @@ from churnguard.features.build import (
     evt_activity_sql,
     feature_sql,
     label_sql,
+    missing_inputs,
     subscription_sql,
     txn_activity_sql,
 )
@@ -46,17 +49,27 @@ from churnguard.features.checks import (
     clean_table,
     missing_column,
     missing_tables,
+    purchases_before_signup,
     row_checks,
     unknown_customer_problems,
     unknown_customers,
     wrong_type,
 )
-from churnguard.features.contract import CUSTOMERS, EVENTS, SPARK_TYPES, TABLES, TableSpec
+from churnguard.features.contract import (
+    CUSTOMERS,
+    EVENTS,
+    SPARK_TYPES,
+    SUBSCRIPTIONS,
+    TABLES,
+    TableSpec,
+)
 from churnguard.features.definitions import FeatureSpec
 from churnguard.features.sql import ident
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger(__name__)
 
 
 class SparkUnavailableError(RuntimeError):
@@ -68,6 +81,13 @@ class TranspileError(ValueError):
 
 
 def _require_pyspark() -> Any:
+    # PySpark 4 warns on every import and pandas UDF that it "does not yet fully support
+    # pandas >= 3". churnguard's Spark path exchanges Arrow batches (mapInArrow), not pandas
+    # frames, and tests/integration/test_spark_parity.py checks it against DuckDB under pandas
+    # 3; pinning pandas < 3 is no cure (pandas 2 writes nanosecond Parquet timestamps, which
+    # Spark cannot read). So that one warning is silenced, nothing else.
+    warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas",
+                            category=FutureWarning)
     try:
         import pyspark
     except ImportError as exc:  # pragma: no cover - depends on the install
@@ -103,6 +123,8 @@ def spark_session(master: str | None = None, app_name: str = "churnguard",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.ansi.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
+        # The feature plans have a few hundred columns: print them, do not warn about them.
+        "spark.sql.debug.maxToStringFields": "1000",
         **(conf or {}),
     }
     for key, value in settings.items():
@@ -182,11 +204,17 @@ def _exists(spark: SparkSession, path: str) -> bool:
 
 
 def _parquet_path(spark: SparkSession, location: str, name: str) -> str | None:
+    """The Parquet file or folder of table ``name``; a table given more than once (also as a
+    CSV file, which the DuckDB source would read) breaks the contract, as on DuckDB."""
     base = location.rstrip("/")
-    for candidate in (f"{base}/{name}.parquet", f"{base}/{name}"):
-        if _exists(spark, candidate):
-            return candidate
-    return None
+    found = [c for c in (f"{name}.parquet", name, f"{name}.csv", f"{name}.csv.gz")
+             if _exists(spark, f"{base}/{c}")]
+    if len(found) > 1:
+        raise DataContractError([Problem(name, None, 0, (
+            f"is given more than once in {location}: {' and '.join(found)}; keep one of them "
+            "(move or rename the others)"))])
+    parquet = [c for c in found if not c.endswith((".csv", ".csv.gz"))]
+    return f"{base}/{parquet[0]}" if parquet else None
 
 
 def open_spark_source(
@@ -204,7 +232,8 @@ def open_spark_source(
     aggregate pass per table: missing tables and columns, uncastable types, empty tables, nulls
     in required columns, non-finite amounts, counts below 1, subscriptions ending before they
     start, conflicting customer rows, rows for unknown customers; rows dated after
-    ``reference_time`` (default: now) and exact duplicates of the small tables are left out and
+    ``reference_time`` (default: now), implausible signup dates and exact duplicates of the
+    small tables are left out and reported; purchases before the customer's signup are
     reported. Raises :class:`DataContractError`.
     """
     _require_pyspark()
@@ -239,21 +268,27 @@ def open_spark_source(
             dedupe=not spec.large)
         spark.sql(to_spark_sql(body)).createOrReplaceTempView(f"{prefix}{name}")
         issues += found
-    if EVENTS.name not in present:
+    for absent in (EVENTS, SUBSCRIPTIONS):  # empty, as on DuckDB (a model's spec may use them)
+        if absent.name in present:
+            continue
         casts = ", ".join(f"CAST(NULL AS {SPARK_TYPES[c.kind]}) AS {ident(c.name, 'spark')}"
-                          for c in EVENTS.columns)
-        spark.sql(f"SELECT {casts} WHERE false").createOrReplaceTempView(f"{prefix}events")
-        columns[EVENTS.name] = tuple(c.name for c in EVENTS.columns)
+                          for c in absent.columns)
+        spark.sql(f"SELECT {casts} WHERE false").createOrReplaceTempView(
+            f"{prefix}{absent.name}")
+        columns[absent.name] = tuple(c.name for c in absent.columns)
 
-    # Every table at load (Spark has no aggregation for the check to ride along in).
+    # Every table at load (Spark has no aggregation for the check to ride along in). Against
+    # every customer row given: a customer left out for its signup date takes its rows along.
     unknown = unknown_customers(
         engine, {name: ident(prefix + name) for name in sorted(present - {CUSTOMERS.name})},
-        customers=ident(prefix + CUSTOMERS.name))
+        customers=ident(f"{prefix}_typed_{CUSTOMERS.name}"))
     if unknown and not allow_unknown_customers:
         raise DataContractError(unknown_customer_problems(unknown))
     # Reported, and left out by the population join of the feature and label queries, as in
     # the DuckDB path.
     issues += unknown
+    issues += purchases_before_signup(engine, ident(prefix + "transactions"),
+                                      ident(prefix + CUSTOMERS.name))
     return SparkSource(spark, location, frozenset(present), columns, attributes,
                        reference_time, issues, prefix)
 
@@ -345,13 +380,13 @@ def _prefixed(sql: str, prefix: str) -> str:
 
 def feature_query(src: SparkSource, spec: FeatureSpec, cutoff: date) -> str:
     """The Spark SQL text of the feature query for one cutoff over ``src``'s views."""
-    if spec.subscriptions and not src.has("subscriptions"):
-        raise ValueError("the feature spec uses subscriptions but the source has none")
+    # (A source without subscriptions has an empty view of them, as on DuckDB.)
     sql = feature_sql(
         spec, cutoff,
         txn=txn_activity_sql(src.columns.get("transactions", ())),
         evt=evt_activity_sql(spec, src.columns.get("events", ())),
         sub=subscription_sql(cutoff) if spec.subscriptions else None,
+        attributes=src.attribute_columns,
     )
     return to_spark_sql(_prefixed(sql, src.prefix))
 
@@ -421,6 +456,8 @@ def write_spark_features(src: SparkSource, spec: FeatureSpec, cutoff: date, out:
 
     from churnguard.features.io import atomic_output
 
+    for gap in missing_inputs(spec, src.tables, src.attribute_columns):
+        log.warning("feature spec %s: %s", spec.fingerprint(), gap)
     frame = spark_features(src, spec, cutoff)
     if "://" not in out and out.lower().endswith((".parquet", ".csv")):
         target = Path(out)

@@ -23,7 +23,10 @@ def attach(con: duckdb.DuckDBPyConnection, location: str) -> Attached:
     con.execute(f"ATTACH {literal(file)} AS src (READ_ONLY)")
     names = {
         r[0] for r in con.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_catalog = 'src'"
+            # (The main schema only: src.<name> reads it, and a table of the same name in
+            # another schema is not a second copy.)
+            "SELECT table_name FROM information_schema.tables "
+            "WHERE table_catalog = 'src' AND table_schema = 'main'"
         ).fetchall()
     }
     present = set()
@@ -31,4 +34,4 @@ def attach(con: duckdb.DuckDBPyConnection, location: str) -> Attached:
         if name in names:
             create_raw_view(con, name, f"SELECT * FROM src.{ident(name)}")
             present.add(name)
-    return Attached(location, frozenset(present))
+    return Attached(location, frozenset(present), files={n: file for n in present})

@@ -393,3 +393,25 @@ def test_season_integral_is_exact() -> None:
     t = np.array([0.0, 0.5, 10.25, 799.0])
     expect = [0.0, 0.5 * season[0], season[:10].sum() + 0.25 * season[10], season[:799].sum()]
     assert np.allclose(sim.season_integral(season, t), expect)
+
+
+def test_a_period_without_campaigns_or_events_writes_no_empty_table(tmp_path: Path) -> None:
+    # Regression: --start 2025-11-01 --end 2025-12-01 wrote an empty campaigns table, which the
+    # contract rejects ("is empty"); a missing optional table means "none".
+    from churnguard.features.sources import open_source
+
+    s = generate_demo_data(tmp_path / "x", n_customers=1, seed=1, start=date(2025, 11, 1),
+                           end=date(2025, 12, 1))
+    assert s.omitted == ("events", "campaigns")
+    assert s.n_campaign_contacts == 0 and s.n_events == 0
+    assert sorted(p.name for p in s.out_dir.glob("*.parquet")) == [
+        "customers.parquet", "transactions.parquet"]
+    assert (s.out_dir / "ground_truth" / "campaigns.parquet").exists()
+    readme = (s.out_dir / "README.md").read_text()
+    assert "Not written: `events.parquet`" in readme
+    assert "Not written: `campaigns.parquet`" in readme
+    with open_source(s.out_dir, thorough=True) as src:
+        assert src.tables == {"customers", "transactions"}
+    # The oracle reads the (absent) events table as no events.
+    p = oracle_churn_probability(s.out_dir, date(2025, 11, 20), 10, n_sims=4)
+    assert len(p) <= 1

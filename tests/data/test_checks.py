@@ -159,3 +159,71 @@ def test_duckdb_and_spark_report_the_same_problems(spark: Any, tmp_path: Path,
     else:  # pragma: no cover - shows the failure
         raise AssertionError("DuckDB accepted the source")
     assert _summary(on_duckdb) == _summary(on_spark.value)
+
+
+def _dated_tables() -> dict[str, pd.DataFrame]:
+    """A customer signed up in 1899, one who signs up after the reference time, and a purchase
+    before its customer's signup (with rows of the first two in transactions)."""
+    t = tiny_tables()
+    t["customers"] = pd.concat([t["customers"], pd.DataFrame({
+        "customer_id": ["old", "later"], "signup_date": [date(1899, 12, 30), date(2031, 1, 1)],
+        "segment": ["x", "y"]})], ignore_index=True)
+    t["transactions"] = pd.concat([t["transactions"], pd.DataFrame({
+        "customer_id": ["b", "old", "later"],
+        "ts": pd.to_datetime(["2024-01-15 10:00", "2024-02-01 00:00", "2024-03-01 00:00"]),
+        "amount": [7.0, 1.0, 2.0]})], ignore_index=True)
+    return t
+
+
+def _issues(issues: Any) -> set[tuple[Any, ...]]:
+    return {(i.table, i.kind, i.n_rows, i.examples, i.kept) for i in issues}
+
+
+def test_implausible_and_future_signups_and_purchases_before_signup(tmp_path: Path) -> None:
+    with open_source(write_source(tmp_path / "src", _dated_tables(), "parquet"),
+                     reference_time=datetime(2030, 1, 1), thorough=True) as src:
+        assert _issues(src.issues) == {
+            ("customers", "future_timestamp", 1, ("'later: 2031-01-01'",), False),
+            ("customers", "implausible_date", 1, ("'old: 1899-12-30'",), False),
+            ("transactions", "before_signup", 1,
+             ("'b: bought 2024-01-15 10:00:00, signed up 2024-02-01'",), True)}
+        # Left out with their rows (not "unknown customers"); the early purchase is kept.
+        feats = build_features(src, infer_spec(src), CUTOFF).to_pandas().set_index(
+            "customer_id")
+    assert sorted(feats.index) == ["a", "b"] and feats.loc["b", "orders_total"] == 2
+
+
+@pytest.mark.spark
+def test_duckdb_and_spark_report_the_same_date_issues(spark: Any, tmp_path: Path) -> None:
+    from churnguard.features.spark import open_spark_source
+
+    src_dir = write_source(tmp_path / "src", _dated_tables(), "parquet")
+    ref = datetime(2030, 1, 1)
+    on_spark = open_spark_source(spark, str(src_dir), reference_time=ref)
+    from churnguard.features.spark import spark_features
+
+    with open_source(src_dir, reference_time=ref, thorough=True) as on_duckdb:
+        assert _issues(on_duckdb.issues) == _issues(on_spark.issues)
+        assert len(on_spark.issues) == 3
+        spec = infer_spec(on_duckdb)
+        duck = build_features(on_duckdb, spec, CUTOFF).to_pandas()
+    sparked = spark_features(on_spark, spec, CUTOFF).toPandas()
+    assert sorted(duck["customer_id"]) == sorted(sparked["customer_id"]) == ["a", "b"]
+
+
+@pytest.mark.spark
+def test_a_table_given_twice_is_refused_on_spark_as_on_duckdb(spark: Any,
+                                                              tmp_path: Path) -> None:
+    from churnguard.features.spark import open_spark_source
+
+    src_dir = write_source(tmp_path / "src", tiny_tables(), "parquet")
+    (src_dir / "transactions").mkdir()
+    tiny_tables()["transactions"].to_parquet(src_dir / "transactions" / "part-0.parquet")
+    with pytest.raises(DataContractError) as on_spark:
+        open_spark_source(spark, str(src_dir))
+    with pytest.raises(DataContractError) as on_duckdb:
+        open_source(src_dir)
+    for exc in (on_spark, on_duckdb):
+        text = str(exc.value)
+        assert f"transactions: is given more than once in {src_dir}: transactions.parquet and " \
+               "transactions" in text

@@ -190,3 +190,31 @@ def test_extra_columns_are_ignored_and_count_defaults_to_one(tmp_path):
     with _open(tables, tmp_path) as src:
         assert "note" not in src.columns["events"]
         assert "count" not in src.columns["events"]
+
+
+def test_csv_timestamp_offsets_are_converted_to_utc_as_parquet_time_zones_are(tmp_path):
+    # Regression: "2025-01-01T10:00:00+05:00" in a CSV was read as 10:00 (the offset dropped),
+    # while a Parquet timestamp with a time zone was converted to UTC. Now both are UTC;
+    # timestamps without an offset are UTC already and stay as written.
+    written = ["2024-01-05T10:00:00+05:00", "2024-01-05 12:00:00Z", "2024-02-04 09:00:00",
+               "2024-03-05T09:00:00-03:30", "2024-04-04 09:00:00+00:00",
+               "2024-03-01 00:00:00", "2024-07-01 00:00:00", "2024-05-10 00:00:00"]
+    utc = ["2024-01-05 05:00", "2024-01-05 12:00", "2024-02-04 09:00", "2024-03-05 12:30",
+           "2024-04-04 09:00", "2024-03-01 00:00", "2024-07-01 00:00", "2024-05-10 00:00"]
+    tables = tiny_tables()
+    tables["transactions"] = tables["transactions"].assign(ts=written)
+    aware = tiny_tables()
+    aware["transactions"] = aware["transactions"].assign(
+        ts=pd.to_datetime(written, format="mixed", utc=True).tz_convert("Asia/Karachi"))
+    read = {}
+    for fmt, source in (("csv", tables), ("parquet", aware)):
+        with _open(source, tmp_path / fmt, fmt) as src:
+            read[fmt] = [r[0] for r in src.con.execute("SELECT ts FROM typed_transactions")
+                         .fetchall()]
+    assert read["csv"] == read["parquet"] == list(pd.to_datetime(utc))
+
+
+def test_paths_with_quotes_reach_sql_only_as_literals(tmp_path):
+    src = write_source(tmp_path / "it's \"quoted\"", tiny_tables(), "csv")
+    with open_source(src) as s:
+        assert s.con.execute("SELECT count(*) FROM transactions").fetchall()[0][0] == 8
