@@ -35,6 +35,11 @@ MAX_EVENT_TYPES = 16
 
 Family = Literal["purchase", "interaction", "subscription", "attribute"]
 Kind = Literal["float", "int", "category"]
+#: ``actionable``: the customer's behaviour or relationship, which a retention action can
+#: address (listed as a churn driver); ``context``: a fact of the calendar or of who the
+#: customer is, which no action changes (the model uses it like any other feature, but it is
+#: never listed as a driver: README, "Scoring API").
+Role = Literal["actionable", "context"]
 
 
 @dataclass(frozen=True)
@@ -64,13 +69,18 @@ class Aggregate:
 
 @dataclass(frozen=True)
 class Feature:
-    """One model input, with the one-line description the API shows to CRM users."""
+    """One model input, with the one-line description the API shows to CRM users, whether it
+    is actionable or context (:data:`Role`), and what a missing value means."""
 
     name: str
     family: Family
     kind: Kind
     sql: str  # expression over aggregate names, population columns and {T}
     description: str
+    role: Role = "actionable"
+    #: What NULL means for this feature ("no purchase yet"), shown with a churn driver whose
+    #: value is null; None for a feature the SQL never leaves NULL.
+    null_meaning: str | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +137,16 @@ class FeatureSpec:
 
     def descriptions(self) -> dict[str, str]:
         return {f.name: f.description for f in self.features()}
+
+    def roles(self) -> dict[str, Role]:
+        """Each feature's :data:`Role`. Derived from the definitions, like the features
+        themselves: the spec stores only what the data decides (event types, attributes), so a
+        bundle saved before roles existed gets them too."""
+        return {f.name: f.role for f in self.features()}
+
+    def null_meanings(self) -> dict[str, str]:
+        """What a missing value means, for every feature that can be NULL."""
+        return {f.name: f.null_meaning for f in self.features() if f.null_meaning is not None}
 
 
 def slug(value: str) -> str:
@@ -220,14 +240,27 @@ def _ratio(num: str, den: str) -> str:
     return f"CAST({num} AS DOUBLE) / NULLIF(CAST({den} AS DOUBLE), 0)"
 
 
+#: What NULL means, shared by the features that are NULL for the same reason.
+NO_PURCHASE = "no purchase yet"
+NO_GAP = "fewer than two purchase days: no usual gap between purchases yet"
+NO_INTERACTION = "no interaction yet"
+NO_SUBSCRIPTION = "no active subscription with a renewal date"
+
+
 def _features(spec: FeatureSpec) -> list[Feature]:
+    # Roles: a feature is "context" when no retention action can change it — the calendar
+    # (season_*), how long ago the customer arrived (tenure_days, days_since_first_purchase,
+    # sub_tenure_days) and who they are (customer attributes). Everything the customer does, or
+    # that the relationship offers them, is "actionable".
     f: list[Feature] = [
         Feature("days_since_last_purchase", "purchase", "float",
-                _days_since("p_last_day"), "Days since the last purchase (recency)."),
+                _days_since("p_last_day"), "Days since the last purchase (recency).",
+                null_meaning=NO_PURCHASE),
         Feature("days_since_first_purchase", "purchase", "float",
-                _days_since("p_first_day"), "Days since the first purchase."),
+                _days_since("p_first_day"), "Days since the first purchase.",
+                role="context", null_meaning=NO_PURCHASE),
         Feature("tenure_days", "purchase", "float", _days_since("signup_date"),
-                "Days since the customer signed up."),
+                "Days since the customer signed up.", role="context"),
         Feature("orders_total", "purchase", "int", "coalesce(p_orders, 0)",
                 "Orders placed before the cutoff."),
         Feature("purchase_days_total", "purchase", "int",
@@ -236,7 +269,7 @@ def _features(spec: FeatureSpec) -> list[Feature]:
         Feature("spend_total", "purchase", "float", "coalesce(p_net, 0)",
                 "Net spend before the cutoff (refunds subtracted)."),
         Feature("avg_order_value", "purchase", "float", _ratio("p_gross", "p_orders"),
-                "Average order value."),
+                "Average order value.", null_meaning=NO_PURCHASE),
     ]
     for w in PURCHASE_WINDOWS:
         f.append(Feature(f"orders_{w}d", "purchase", "int", f"coalesce(p_orders_{w}, 0)",
@@ -245,25 +278,30 @@ def _features(spec: FeatureSpec) -> list[Feature]:
                          f"Net spend in the last {w} days."))
     f += [
         Feature("gap_mean_days", "purchase", "float", "p_gap_mean",
-                "Mean days between purchase days (the customer's usual rhythm)."),
+                "Mean days between purchase days (the customer's usual rhythm).",
+                null_meaning=NO_GAP),
         Feature("gap_std_days", "purchase", "float", "p_gap_std",
-                "Standard deviation of the days between purchase days."),
+                "Standard deviation of the days between purchase days.",
+                null_meaning="fewer than three purchase days: too few gaps to measure their "
+                             "spread"),
         Feature("overdue_ratio", "purchase", "float",
                 _ratio(_days_since("p_last_day"), "p_gap_mean"),
-                "Days since the last purchase divided by the usual gap (> 1: overdue)."),
+                "Days since the last purchase divided by the usual gap (> 1: overdue).",
+                null_meaning=NO_GAP),
         Feature("purchase_trend", "purchase", "float",
                 # Recent 90-day purchase rate against the rate over the last year (or the
                 # customer's whole tenure if shorter): 1 = steady, < 1 = buying less.
                 _ratio("coalesce(p_orders_90, 0) / 90.0",
                        "p_orders_365 / CAST(least(365, greatest(90, "
                        + _days_since("signup_date") + ")) AS DOUBLE)"),
-                "Purchase rate in the last 90 days relative to the last year (1 = usual)."),
+                "Purchase rate in the last 90 days relative to the last year (1 = usual).",
+                null_meaning="no order in the last 365 days"),
         # Buying is seasonal: without the time of year, a model calibrated on summer cutoffs
         # over-predicts churn ahead of the holiday peak.
         Feature("season_sin", "purchase", "float", "sin(2 * pi() * dayofyear({T}) / 365.25)",
-                "Time of year of the cutoff (sine component)."),
+                "Time of year of the cutoff (sine component).", role="context"),
         Feature("season_cos", "purchase", "float", "cos(2 * pi() * dayofyear({T}) / 365.25)",
-                "Time of year of the cutoff (cosine component)."),
+                "Time of year of the cutoff (cosine component).", role="context"),
         Feature("refunds_365d", "purchase", "int", "coalesce(p_refunds_365, 0)",
                 "Refunds in the last 365 days."),
         Feature("refund_amount_365d", "purchase", "float", "coalesce(p_refund_amount_365, 0)",
@@ -284,21 +322,25 @@ def _features(spec: FeatureSpec) -> list[Feature]:
                 "bit_count(coalesce(e_days_1_60, 0)) + bit_count(coalesce(e_days_61_90, 0))",
                 "Distinct days with any interaction in the last 90 days."),
         Feature("days_since_last_interaction", "interaction", "float",
-                _days_since("e_last_day"), "Days since the last interaction of any type."),
+                _days_since("e_last_day"), "Days since the last interaction of any type.",
+                null_meaning=NO_INTERACTION),
         Feature("interaction_trend", "interaction", "float",
                 _ratio("coalesce(e_total_30, 0) / 30.0", "e_total_90 / 90.0"),
-                "Interaction rate in the last 30 days relative to the last 90 (1 = usual)."),
+                "Interaction rate in the last 30 days relative to the last 90 (1 = usual).",
+                null_meaning="no interaction in the last 90 days"),
         Feature("interaction_trend_90_365", "interaction", "float",
                 _ratio("coalesce(e_total_90, 0) / 90.0",
                        "e_total_365 / CAST(least(365, greatest(90, "
                        + _days_since("signup_date") + ")) AS DOUBLE)"),
-                "Interaction rate in the last 90 days relative to the last year (1 = usual)."),
+                "Interaction rate in the last 90 days relative to the last year (1 = usual).",
+                null_meaning="no interaction in the last 365 days"),
         Feature("complaints_90d", "interaction", "int", "coalesce(e_complaints_90, 0)",
                 "Complaints in the last 90 days."),
         Feature("complaints_365d", "interaction", "int", "coalesce(e_complaints_365, 0)",
                 "Complaints in the last 365 days."),
         Feature("days_since_last_complaint", "interaction", "float",
-                _days_since("e_last_complaint_day"), "Days since the last complaint."),
+                _days_since("e_last_complaint_day"), "Days since the last complaint.",
+                null_meaning="no complaint yet"),
         Feature("tickets_90d", "interaction", "int", "coalesce(e_tickets_90, 0)",
                 "Support tickets in the last 90 days."),
         Feature("tickets_365d", "interaction", "int", "coalesce(e_tickets_365, 0)",
@@ -310,11 +352,13 @@ def _features(spec: FeatureSpec) -> list[Feature]:
                     "CASE WHEN coalesce(s_active, 0) > 0 THEN 1 ELSE 0 END",
                     "Whether a subscription is active at the cutoff."),
             Feature("sub_plan", "subscription", "category", "s_plan",
-                    "Plan of the active subscription."),
+                    "Plan of the active subscription.",
+                    null_meaning="no active subscription (or one without a plan)"),
             Feature("sub_mrr", "subscription", "float", "coalesce(s_mrr, 0)",
                     "Monthly recurring revenue of the active subscription(s)."),
             Feature("sub_tenure_days", "subscription", "float", _days_since("s_first_start"),
-                    "Days since the first subscription started."),
+                    "Days since the first subscription started.", role="context",
+                    null_meaning="never subscribed"),
             Feature("sub_plan_changes", "subscription", "int",
                     "greatest(coalesce(s_rows, 0) - 1, 0)",
                     "Subscriptions started after the first (plan changes and restarts)."),
@@ -322,20 +366,24 @@ def _features(spec: FeatureSpec) -> list[Feature]:
                     "Subscriptions that ended before the cutoff."),
             Feature("sub_term_days", "subscription", "float",
                     "date_diff('day', s_term_start, s_renewal)",
-                    "Length of the current term in days."),
+                    "Length of the current term in days.", null_meaning=NO_SUBSCRIPTION),
             Feature("sub_days_to_renewal", "subscription", "float",
                     "date_diff('day', {T}, s_renewal)",
-                    "Days until the current term ends (most contractual churn is at renewal)."),
+                    "Days until the current term ends (most contractual churn is at renewal).",
+                    null_meaning=NO_SUBSCRIPTION),
         ]
     for col in spec.attribute_columns:
         f.append(Feature(col, "attribute", "category", f"CAST({ident(col)} AS VARCHAR)",
-                         f"Customer attribute '{col}'."))
+                         f"Customer attribute '{col}'.", role="context",
+                         null_meaning="not recorded, or a value the model was not trained on"))
     return f
 
 
 def feature_catalog(spec: FeatureSpec) -> list[dict[str, str]]:
-    """Name, family, type and description of every feature, for docs and the API."""
+    """Name, family, type, description and role (:data:`Role`) of every feature, for docs and
+    the API, and what a missing value means (``null_meaning``) for those that can be NULL."""
     return [
-        {"name": f.name, "family": f.family, "kind": f.kind, "description": f.description}
+        {"name": f.name, "family": f.family, "kind": f.kind, "description": f.description,
+         "role": f.role, **({"null_meaning": f.null_meaning} if f.null_meaning else {})}
         for f in spec.features()
     ]

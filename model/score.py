@@ -10,6 +10,7 @@ bundle's :class:`~churnguard.model.encode.RowEncoder`, so they cannot disagree.
 from __future__ import annotations
 
 import logging
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,7 @@ import pandas as pd
 import xgboost as xgb
 
 from churnguard.model.bundle import ScoringBundle
+from churnguard.model.encode import RowEncoder
 from churnguard.model.policy import Assessment, Policy, assess, top_drivers
 from churnguard.model.predictors import masked_matrix
 
@@ -75,8 +77,9 @@ def score_matrix(bundle: ScoringBundle, X: np.ndarray, *, drivers: bool = True) 
 
     Churn probability (calibrated, in the bundle's churn horizon), CLV (expected spend in the
     CLV horizon, never negative) with its two hurdle parts, then the policy's risk and value
-    tier, lifecycle stage and recommended actions, and with ``drivers`` the features raising
-    each churn score most (TreeSHAP contributions, :func:`contributions`).
+    tier, lifecycle stage and recommended actions, and with ``drivers`` the actionable features
+    raising each churn score most (TreeSHAP contributions, :func:`contributions`; context
+    features such as the season are left out, and a null value says what null means).
     """
     enc = bundle.encoder()
     core = _core_checked(bundle, X)
@@ -87,13 +90,32 @@ def score_matrix(bundle: ScoringBundle, X: np.ndarray, *, drivers: bool = True) 
     policy = bundle.policy_obj()
     top: list[list[dict[str, Any]]] | None = None
     if drivers:
+        shown, meanings = _driver_info(enc)
         top = top_drivers(contributions(bundle, X)[:, :-1], enc.names,
                           lambda i, j: enc.display(X, i, j), enc.descriptions,
-                          policy.top_drivers)
+                          policy.top_drivers, shown=shown, null_meanings=meanings)
     return FullScores(churn_probability=p, clv=clv, p_buy=core["p_buy"],
                       expected_spend_if_buy=core["expected_spend_if_buy"],
                       assessment=assess(frame, policy), drivers=top, frame=frame,
                       policy=policy)
+
+
+#: Per encoder (one per loaded bundle): which features may be listed as drivers, and what a
+#: null value of each means — derived from the feature definitions once, not per call.
+_DRIVER_INFO: weakref.WeakKeyDictionary[RowEncoder, tuple[np.ndarray, dict[str, str]]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _driver_info(enc: RowEncoder) -> tuple[np.ndarray, dict[str, str]]:
+    """The actionable-feature mask over the encoder's columns (context features count in the
+    score but are never drivers: features/definitions, ``Role``) and the null meanings."""
+    info = _DRIVER_INFO.get(enc)
+    if info is None:
+        feats = enc.spec.features()
+        info = (np.array([f.role == "actionable" for f in feats], dtype=bool),
+                {f.name: f.null_meaning for f in feats if f.null_meaning is not None})
+        _DRIVER_INFO[enc] = info
+    return info
 
 
 def contributions(bundle: ScoringBundle, X: np.ndarray) -> np.ndarray:

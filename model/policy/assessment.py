@@ -66,21 +66,66 @@ def value_tier(clv: np.ndarray, policy: Policy) -> np.ndarray:
     return np.asarray(VALUE_TIERS, dtype=object)[idx]
 
 
+def usual_interactions(frame: Frame, n: int | None = None) -> dict[str, np.ndarray]:
+    """How many interactions the customer would have had in the last 30 and in the last 90
+    days at their usual rate: their rate over the year before the window (or over their tenure
+    before it, if shorter), ``expected_events_30d`` and ``expected_events_90d``.
+
+    The year's count is the one ``interaction_trend_90_365`` divides by (features/definitions:
+    the 90-day rate over the rate in the last ``min(365, max(90, tenure_days))`` days), so it is
+    ``events_90d × span / (90 × interaction_trend_90_365)``. NaN where it is unknown: no
+    interaction in the last 90 days (the trend is 0 or missing), or too short a tenure to have
+    a "before" (the 90-day window needs more than 90 days).
+    """
+    n = _len(frame) if n is None else n
+    e30 = _col(frame, "events_30d", n)
+    e90 = _col(frame, "events_90d", n)
+    trend = _col(frame, "interaction_trend_90_365", n)
+    span = np.clip(_col(frame, "tenure_days", n), 90.0, 365.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        year = np.where((e90 > 0) & (trend > 0), e90 * span / (90.0 * trend), np.nan)
+        exp30 = 30.0 * (year - e30) / (span - 30.0)
+        exp90 = np.where(span > 90.0, 90.0 * (year - e90) / (span - 90.0), np.nan)
+    return {"expected_events_30d": np.where(np.isfinite(exp30), exp30, np.nan),
+            "expected_events_90d": np.where(np.isfinite(exp90), exp90, np.nan)}
+
+
+def interaction_decline(frame: Frame, policy: Policy,
+                        usual: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+    """Which window shows an interaction decline (0: none; else 30 or 90 days): interactions
+    in the last 30 days at most ``declining_interaction_ratio`` × the usual number
+    (:func:`usual_interactions`), for a customer who usually has at least
+    ``declining_min_interactions`` in 30 days; else the same over the last 90 days (three
+    times as many usually)."""
+    n = _len(frame)
+    life = policy.lifecycle
+    usual = usual if usual is not None else usual_interactions(frame, n)
+    out = np.zeros(n, dtype=np.int64)
+    with np.errstate(invalid="ignore"):
+        for w, k in ((90, 3.0), (30, 1.0)):  # the 30-day window wins where both show it
+            seen = _col(frame, f"events_{w}d", n)
+            exp = np.asarray(usual[f"expected_events_{w}d"], dtype=float)
+            hit = (seen <= life.declining_interaction_ratio * exp) & (
+                exp >= k * life.declining_min_interactions)
+            out[hit] = w
+    return out
+
+
 def signals(frame: Frame, policy: Policy) -> dict[str, np.ndarray]:
-    """Boolean customer signals used by eligibility rules, stages and reasons."""
+    """Boolean customer signals used by eligibility rules, stages and reasons. A signal is off
+    where the facts its reason quotes are missing (:func:`~churnguard.model.policy.evidence`)."""
     n = _len(frame)
     life = policy.lifecycle
     with np.errstate(invalid="ignore"):
         orders_365 = _col(frame, "orders_365d", n)
-        events_90 = _col(frame, "events_90d", n)
         return {
             "complaints": _col(frame, "complaints_90d", n) >= 1,
             "support_friction": _col(frame, "tickets_90d", n) >= 2,
             "purchase_decline": (_col(frame, "purchase_trend", n)
                                  <= life.declining_purchase_trend) & (orders_365 >= 2),
-            "interaction_decline": (_col(frame, "interaction_trend", n)
-                                    <= life.declining_interaction_trend) & (events_90 >= 3),
-            "overdue": _col(frame, "overdue_ratio", n) >= life.declining_overdue_ratio,
+            "interaction_decline": interaction_decline(frame, policy) > 0,
+            "overdue": (_col(frame, "overdue_ratio", n) >= life.declining_overdue_ratio)
+                       & np.isfinite(_col(frame, "days_since_last_purchase", n)),
             "inactive": _col(frame, "days_since_last_interaction", n) >= 30,
             "new_customer": _col(frame, "tenure_days", n) < life.new_days,
         }
@@ -88,28 +133,44 @@ def signals(frame: Frame, policy: Policy) -> dict[str, np.ndarray]:
 
 def lifecycle_stage(frame: Frame, policy: Policy,
                     sig: dict[str, np.ndarray] | None = None) -> np.ndarray:
-    """Lifecycle stage per customer, first match wins: lapsed (no purchase for
-    ``lapsed_days``, or ``lapsed_overdue_ratio`` × the usual gap and at least 60 days, or never
-    bought in ``lapsed_days`` of tenure), new (tenure < ``new_days``), at_risk (high risk tier),
-    declining (purchase or interaction frequency fell against the customer's own history, or
-    overdue), loyal (long tenure and many purchase days), else active."""
+    """Lifecycle stage per customer, first match wins (README, "Scoring API"; thresholds:
+    :class:`~churnguard.model.policy.Lifecycle`):
+
+    - **lapsed**: no purchase and no interaction for ``lapsed_quiet_days`` (a customer who
+      never bought, or never interacted, counts as quiet since signing up), or a buyer with
+      no purchase for ``lapsed_overdue_ratio`` × their usual gap and at least 60 days;
+    - **new**: signed up less than ``new_days`` ago;
+    - **at_risk**: declining (below) with a high churn risk (the top risk tier);
+    - **declining**: interactions fell to at most ``declining_interaction_ratio`` of the
+      customer's own usual rate, over the last 30 or 90 days (the ``interaction_decline``
+      signal, whose fact every reason quotes);
+    - **loyal**: tenure of ``loyal_days`` and ``loyal_min_purchase_days`` purchase days;
+    - **active**: everyone else.
+
+    Purchases alone make no stage other than lapsed: buying is too irregular for a dip in it
+    to tell a declining customer from a steady one (the purchase_decline and overdue signals are
+    still quoted as facts). Stages read only the features, and at_risk the churn probability
+    too; ``bench/lifecycle.py`` measures them against the demo data's latent stages."""
     n = _len(frame)
     life = policy.lifecycle
     sig = sig if sig is not None else signals(frame, policy)
     with np.errstate(invalid="ignore"):
         recency = _col(frame, "days_since_last_purchase", n)
+        silence = _col(frame, "days_since_last_interaction", n)
         tenure = _col(frame, "tenure_days", n)
-        bought = np.nan_to_num(_col(frame, "purchase_days_total", n)) > 0
+        days = np.nan_to_num(_col(frame, "purchase_days_total", n))
+        bought = days > 0
         overdue = _col(frame, "overdue_ratio", n)
         p = np.asarray(frame["churn_probability"], dtype=float)
-        lapsed = (bought & ((recency >= life.lapsed_days)
-                            | ((overdue >= life.lapsed_overdue_ratio) & (recency >= 60))))
-        lapsed |= ~bought & (tenure >= life.lapsed_days)
+        no_purchase = np.where(bought, recency, tenure)
+        no_interaction = np.where(np.isnan(silence), tenure, silence)
+        lapsed = (no_purchase >= life.lapsed_quiet_days) & (
+            no_interaction >= life.lapsed_quiet_days)
+        lapsed |= bought & (overdue >= life.lapsed_overdue_ratio) & (recency >= 60)
         new = tenure < life.new_days
-        at_risk = p >= policy.risk_tiers[1]
-        declining = sig["purchase_decline"] | sig["interaction_decline"] | sig["overdue"]
-        loyal = (tenure >= life.loyal_days) & (
-            np.nan_to_num(_col(frame, "purchase_days_total", n)) >= life.loyal_min_purchase_days)
+        declining = np.asarray(sig["interaction_decline"], dtype=bool)
+        at_risk = declining & (p >= policy.risk_tiers[1])
+        loyal = (tenure >= life.loyal_days) & (days >= life.loyal_min_purchase_days)
     return np.select([lapsed, new, at_risk, declining, loyal],
                      ["lapsed", "new", "at_risk", "declining", "loyal"], default="active"
                      ).astype(object)
@@ -165,9 +226,10 @@ def expected_values(frame: Frame, policy: Policy, eligible: np.ndarray) -> np.nd
 def evidence_columns(frame: Frame) -> dict[str, np.ndarray]:
     """The float columns the reasons quote (:data:`~churnguard.model.policy.EVIDENCE_COLUMNS`,
     read by :func:`~churnguard.model.policy.evidence`), each converted once for the whole
-    batch."""
+    batch, with the usual interaction counts (:func:`usual_interactions`)."""
     n = _len(frame)
-    return {name: _col(frame, name, n) for name in EVIDENCE_COLUMNS}
+    return {**{name: _col(frame, name, n) for name in EVIDENCE_COLUMNS},
+            **usual_interactions(frame, n)}
 
 
 @dataclass
@@ -206,8 +268,9 @@ def assess(frame: Frame, policy: Policy) -> Assessment:
     stage = lifecycle_stage(frame, policy, sig)
     tier = value_tier(np.asarray(frame["clv"], dtype=float), policy)
     elig = eligibility(frame, policy, stage, tier, sig)
+    columns = evidence_columns(frame)
+    columns["interaction_decline_window"] = interaction_decline(frame, policy, columns)
     return Assessment(risk_tier=risk_tier(np.asarray(frame["churn_probability"]), policy),
                       value_tier=tier, lifecycle_stage=stage, signals=sig,
-                      ev=expected_values(frame, policy, elig),
-                      columns=evidence_columns(frame))
+                      ev=expected_values(frame, policy, elig), columns=columns)
 

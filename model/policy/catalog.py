@@ -52,7 +52,8 @@ SIGNALS = ("complaints", "support_friction", "purchase_decline", "interaction_de
 #: The catalog entry recommended when no action pays for its cost (added if a catalog lacks it).
 NO_ACTION = "no_action"
 #: Version of the :meth:`Policy.to_dict` layout stored in ``bundle.json`` (key ``format``).
-POLICY_FORMAT = 1
+#: 2: the lifecycle stages of ``bench/lifecycle.py`` (:data:`RETIRED_LIFECYCLE`).
+POLICY_FORMAT = 2
 
 
 class PolicyError(ValueError):
@@ -137,18 +138,35 @@ _NO_ACTION = Action(id=NO_ACTION, name="No action", channel="none", cost=0.0, ef
 
 
 class Lifecycle(BaseModel):
-    """Thresholds of the lifecycle stages and of the decline signals (see ``actions.yaml``)."""
+    """Thresholds of the lifecycle stages and of the signals (see ``actions.yaml`` and
+    :func:`~churnguard.model.policy.lifecycle_stage`). The defaults were chosen on the demo
+    data's ground truth (``bench/lifecycle.py``, tuned on one seed and reported on another)."""
 
     model_config = _FROZEN
 
     new_days: float = 90.0
     loyal_days: float = 365.0
     loyal_min_purchase_days: float = 6.0
-    lapsed_days: float = 180.0
+    #: Lapsed: no purchase and no interaction for this many days (never: the whole tenure).
+    lapsed_quiet_days: float = 45.0
+    #: Lapsed: no purchase for this many times the usual gap (and at least 60 days).
     lapsed_overdue_ratio: float = 4.0
+    #: Declining: interactions in the last 30 (or 90) days at most this share of the usual
+    #: number at the customer's own rate over the year before ...
+    declining_interaction_ratio: float = 0.4
+    #: ... for customers who usually interact at least this often in 30 days (3 × in 90).
+    declining_min_interactions: float = 5.0
+    #: The purchase_decline signal: purchase trend at most this (not a stage rule).
     declining_purchase_trend: float = 0.6
-    declining_interaction_trend: float = 0.5
+    #: The overdue signal: this many times the usual gap since the last purchase (not a stage
+    #: rule).
     declining_overdue_ratio: float = 1.5
+
+
+#: Lifecycle settings of policy format 1 whose stage rules are gone (lapsed by purchase
+#: recency alone; declining by interaction_trend): a format-1 policy (a bundle saved before)
+#: loads with the current defaults in their place.
+RETIRED_LIFECYCLE = ("lapsed_days", "declining_interaction_trend")
 
 
 class Policy(BaseModel):
@@ -204,10 +222,17 @@ class Policy(BaseModel):
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "policy") -> Policy:
-        """Parse and validate a policy (the bundle's ``policy`` or a catalog YAML document)."""
+        """Parse and validate a policy (the bundle's ``policy`` or a catalog YAML document). A
+        bundle's policy of format 1 loads with today's stage rules: its
+        :data:`RETIRED_LIFECYCLE` settings are dropped (the defaults replace them); in a
+        catalog, they are unknown keys."""
         if not isinstance(data, Mapping):
             raise PolicyError(f"{source}: expected a mapping, got {type(data).__name__}")
-        return _validate(cls, {**data, "source": str(data.get("source", source))}, source)
+        data = {**data, "source": str(data.get("source", source))}
+        life = data.get("lifecycle")
+        if data.get("format") == 1 and isinstance(life, Mapping):
+            data["lifecycle"] = {k: v for k, v in life.items() if k not in RETIRED_LIFECYCLE}
+        return _validate(cls, data, source)
 
     def fit_value_tiers(self, clv: np.ndarray) -> Policy:
         """This policy with the value-tier CLV cut points set to quantiles of ``clv`` (the

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 #: Columns the readable reasons quote; :func:`~churnguard.model.policy.assess` converts them to
 #: float arrays once per batch (:func:`~churnguard.model.policy.evidence_columns`).
 EVIDENCE_COLUMNS = ("churn_probability", "clv", "complaints_90d", "tickets_90d",
-                    "purchase_trend", "interaction_trend", "days_since_last_purchase",
+                    "purchase_trend", "events_30d", "events_90d", "days_since_last_purchase",
                     "overdue_ratio", "days_since_last_interaction", "tenure_days")
 
 
@@ -39,18 +40,32 @@ EVIDENCE_COLUMNS = ("churn_probability", "clv", "complaints_90d", "tickets_90d",
 # Drivers
 
 
+#: What a null driver value means when its feature's definition does not say (a feature the
+#: SQL never leaves NULL, sent as null inline).
+UNKNOWN_VALUE = "unknown: no value was given"
+
+
 def top_drivers(contribs: np.ndarray, names: Sequence[str], value: Callable[[int, int], Any],
-                descriptions: Mapping[str, str], k: int) -> list[list[dict[str, Any]]]:
+                descriptions: Mapping[str, str], k: int, *,
+                shown: np.ndarray | None = None,
+                null_meanings: Mapping[str, str] | None = None) -> list[list[dict[str, Any]]]:
     """Per row, the ``k`` features that raise the churn score most (positive contributions to
-    the log-odds, largest first), with description and the customer's value.
+    the log-odds, largest first), with description and the customer's value; a null value
+    comes with ``value_meaning``, what null means for that feature ("no purchase yet").
 
     ``contribs``: n × len(names) (without the bias column); ``value(i, j)``: the display
-    value of feature ``j`` of row ``i`` (called only for the features shown).
+    value of feature ``j`` of row ``i`` (called only for the features shown); ``shown``: a
+    boolean mask over ``names``, the features that may be listed (the actionable ones: a
+    context feature such as the season still counts in the score, but is never a driver).
     """
     out: list[list[dict[str, Any]]] = []
     if k <= 0:
         return [[] for _ in range(len(contribs))]
+    if shown is not None and not shown.all():
+        contribs = np.where(np.asarray(shown, dtype=bool)[None, :], contribs, -np.inf)
+        k = min(k, int(np.count_nonzero(shown)))
     k = min(k, contribs.shape[1])
+    meanings = null_meanings or {}
     order = np.argsort(-contribs, axis=1, kind="stable")[:, :k]
     # Python numbers for the whole batch at once: indexing numpy scalars per element is slow.
     top = np.take_along_axis(contribs, order, axis=1).tolist()
@@ -60,8 +75,12 @@ def top_drivers(contribs: np.ndarray, names: Sequence[str], value: Callable[[int
             if c <= 0:
                 break
             name = names[j]
-            row.append({"feature": name, "description": descriptions.get(name, name),
-                        "value": value(i, j), "contribution": round(c, 6)})
+            v = value(i, j)
+            d = {"feature": name, "description": descriptions.get(name, name), "value": v}
+            if v is None:
+                d["value_meaning"] = meanings.get(name, UNKNOWN_VALUE)
+            d["contribution"] = round(c, 6)
+            row.append(d)
         out.append(row)
     return out
 
@@ -71,8 +90,25 @@ def top_drivers(contribs: np.ndarray, names: Sequence[str], value: Callable[[int
 
 
 def _fmt_days(x: float) -> str:
+    if not math.isfinite(x):  # a signal is off without its facts; inline rows may still lack them
+        return "an unknown number of days"
     d = round(x)
     return f"{d} day{'s' if d != 1 else ''}"
+
+
+def _decline_fact(c: Mapping[str, list[Any]], i: int) -> str:
+    """The interaction_decline fact of row ``i``: the window that shows it (30 days unless
+    only the 90-day window does), its count, and the usual count."""
+    window = c.get("interaction_decline_window")
+    w = int(window[i]) if window is not None and window[i] in (30, 90) else (
+        90 if not math.isfinite(c["expected_events_30d"][i])
+        and math.isfinite(c["expected_events_90d"][i]) else 30)
+    seen, usual = c[f"events_{w}d"][i], c[f"expected_events_{w}d"][i]
+    if not (math.isfinite(seen) and math.isfinite(usual) and usual > 0):
+        return f"interactions fell in the last {w} days vs. their usual"
+    n = round(seen)
+    return (f"{n} interaction{'s' if n != 1 else ''} in the last {w} days, "
+            f"{1 - seen / usual:.0%} fewer than their usual {usual:.0f}")
 
 
 def evidence(columns: Mapping[str, np.ndarray],
@@ -80,7 +116,10 @@ def evidence(columns: Mapping[str, np.ndarray],
     """Readable facts behind each active signal (signal name → object array of text, None
     where the signal is off), from the batch's :data:`EVIDENCE_COLUMNS`. Only the rows where a
     signal is on are formatted. The text is ASCII and needs no JSON escaping ("×" is written
-    ``\\u00d7``), so reasons are assembled as JSON directly."""
+    ``\\u00d7``), so reasons are assembled as JSON directly.
+    :func:`~churnguard.model.policy.signals` keeps a signal off where its facts are missing; a
+    missing value given anyway reads as unknown ("an unknown number of days"), never as an
+    error."""
     c = {k: v.tolist() for k, v in columns.items()}
 
     def on(name: str) -> list[int]:
@@ -92,23 +131,28 @@ def evidence(columns: Mapping[str, np.ndarray],
             out[rows] = texts
         return out
 
-    def plural(n: int, word: str) -> str:
+    def plural(x: float, word: str) -> str:
+        if not math.isfinite(x):
+            return f"an unknown number of {word}s"
+        n = int(x)
         return f"{n} {word}{'s' if n != 1 else ''}"
+
+    def fell(x: float) -> str:
+        return f" {1 - x:.0%}" if math.isfinite(x) else ""
 
     r = {name: on(name) for name in SIGNALS}
     return {
         "complaints": fill(r["complaints"], [
-            f"{plural(int(c['complaints_90d'][i]), 'complaint')} in the last 90 days"
+            f"{plural(c['complaints_90d'][i], 'complaint')} in the last 90 days"
             for i in r["complaints"]]),
         "support_friction": fill(r["support_friction"], [
-            f"{int(c['tickets_90d'][i])} support tickets in the last 90 days"
+            f"{plural(c['tickets_90d'][i], 'support ticket')} in the last 90 days"
             for i in r["support_friction"]]),
         "purchase_decline": fill(r["purchase_decline"], [
-            f"purchase frequency fell {1 - c['purchase_trend'][i]:.0%} vs. their usual"
+            f"purchase frequency fell{fell(c['purchase_trend'][i])} vs. their usual"
             for i in r["purchase_decline"]]),
         "interaction_decline": fill(r["interaction_decline"], [
-            f"interactions fell {1 - c['interaction_trend'][i]:.0%} vs. the last 90 days"
-            for i in r["interaction_decline"]]),
+            _decline_fact(c, i) for i in r["interaction_decline"]]),
         "overdue": fill(r["overdue"], [
             f"{_fmt_days(c['days_since_last_purchase'][i])} since the last purchase, "
             f"{c['overdue_ratio'][i]:.1f}\\u00d7 their usual gap" for i in r["overdue"]]),
@@ -215,6 +259,9 @@ def _templates(policy: Policy) -> tuple[list[str], list[str], list[str], list[tu
 
 
 def _action_out(a: Action, ev: float, reason: str) -> dict[str, Any]:
+    # Effects measured on campaign logs have every digit of a ratio of counts: 4 decimals (a
+    # hundredth of a percentage point) is what they mean.
     return {"action_id": a.id, "name": a.name, "channel": a.channel, "cost": a.cost,
-            "expected_effect": a.effect, "expected_value": round(ev, 4), "reason": reason}
+            "expected_effect": round(a.effect, 4), "expected_value": round(ev, 4),
+            "reason": reason}
 

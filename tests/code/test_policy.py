@@ -84,9 +84,14 @@ def _action(**edit: Any) -> dict[str, Any]:
      "catalog.yaml: actions[0] (a): unknown key(s) colour, size; known: channel, cost, effect, "
      "effect_source, id, min_clv, name, risk, signals, stages, value_tiers, why"),
     ({"actions": [_action()], "lifecycle": {"old_days": 3}},
-     "catalog.yaml: lifecycle: unknown key(s) old_days; known: declining_interaction_trend, "
-     "declining_overdue_ratio, declining_purchase_trend, lapsed_days, lapsed_overdue_ratio, "
-     "loyal_days, loyal_min_purchase_days, new_days"),
+     "catalog.yaml: lifecycle: unknown key(s) old_days; known: declining_interaction_ratio, "
+     "declining_min_interactions, declining_overdue_ratio, declining_purchase_trend, "
+     "lapsed_overdue_ratio, lapsed_quiet_days, loyal_days, loyal_min_purchase_days, new_days"),
+    # settings of the format-1 stage rules are unknown in a catalog (a bundle drops them)
+    ({"actions": [_action()], "lifecycle": {"lapsed_days": 180}},
+     "catalog.yaml: lifecycle: unknown key(s) lapsed_days; known: declining_interaction_ratio, "
+     "declining_min_interactions, declining_overdue_ratio, declining_purchase_trend, "
+     "lapsed_overdue_ratio, lapsed_quiet_days, loyal_days, loyal_min_purchase_days, new_days"),
     ({"actions": [_action(stages=["new", "zombie"])]},
      "catalog.yaml: actions[0] (a): stages: unknown zombie; allowed: new, active, loyal, "
      "declining, at_risk, lapsed"),
@@ -137,8 +142,9 @@ def test_validation_reports_every_problem_one_line_each(tmp_path: Path) -> None:
     ]
 
 
-#: A bundle's ``policy`` as bundle.json stores it (written by Policy.to_dict before the policy
-#: became a package validated with pydantic): it must load, and write back, unchanged.
+#: A bundle's ``policy`` as bundle.json stores it (written by Policy.to_dict of policy format 1,
+#: before the policy became a package validated with pydantic): it must load, and write back
+#: unchanged but for its lifecycle, which follows today's stage rules (format 2).
 STORED_POLICY = {
     "actions": [
         {"id": "care_email", "name": "Care email", "channel": "email", "cost": 0.1,
@@ -161,10 +167,22 @@ STORED_POLICY = {
 def test_stored_bundle_policies_load_unchanged() -> None:
     import json
 
+    from churnguard.model.policy import POLICY_FORMAT, Lifecycle
+
     policy = Policy.from_dict(STORED_POLICY, source="bundle policy")
     assert policy.source == "default catalog (actions.yaml)"
     assert policy.value_cuts == (49.5, 79.2, 94.05) and policy.top_drivers == 3
-    assert json.dumps(policy.to_dict()) == json.dumps(STORED_POLICY)
+    # Format 1's lapsed_days and declining_interaction_trend belong to stage rules that are
+    # gone: the current defaults replace them; the settings whose meaning stayed are kept.
+    assert policy.lifecycle == Lifecycle(new_days=60.0)
+    assert POLICY_FORMAT == 2
+    written = policy.to_dict()
+    assert written["format"] == 2 and written["lifecycle"] == Lifecycle(new_days=60).model_dump()
+    unchanged = {k: v for k, v in STORED_POLICY.items() if k not in ("lifecycle", "format")}
+    assert json.dumps({k: v for k, v in written.items() if k not in ("lifecycle", "format")}) \
+        == json.dumps(unchanged)
+    # a format-2 policy writes back exactly
+    assert Policy.from_dict(json.loads(json.dumps(written))).to_dict() == written
     # immutable and hashable: the reason templates are cached per policy
     assert hash(policy) == hash(Policy.from_dict(json.loads(json.dumps(STORED_POLICY))))
     with pytest.raises(ValueError, match="frozen"):
@@ -185,17 +203,23 @@ def test_value_tiers_are_fixed_quantiles() -> None:
 
 
 def test_lifecycle_stages() -> None:
+    # Stages after bench/lifecycle.py: a high churn risk alone is no longer at_risk (row 2:
+    # loyal), a purchase dip alone no longer declining (row 6: active), and a customer who
+    # still interacts is not lapsed by purchase recency alone (row 3: 200 days without a
+    # purchase but an interaction 3 days ago, 3x their usual gap: loyal). Declining and
+    # at_risk are tested in tests/code/test_lifecycle.py.
     policy = load_catalog()
     f = frame(
-        tenure_days=[30, 500, 500, 500, 500, 120, 500],
-        churn_probability=[0.2, 0.2, 0.7, 0.2, 0.2, 0.2, 0.2],
-        purchase_days_total=[1, 10, 10, 10, 0, 2, 10],
-        days_since_last_purchase=[5, 20, 20, 200, np.nan, 30, 40],
-        purchase_trend=[1, 1, 1, 1, np.nan, 1, 0.4],
-        overdue_ratio=[0.5, 0.8, 0.8, 3, np.nan, 0.5, 1.0],
+        tenure_days=[30, 500, 500, 500, 500, 120, 500, 500],
+        churn_probability=[0.2, 0.2, 0.7, 0.2, 0.2, 0.2, 0.2, 0.2],
+        purchase_days_total=[1, 10, 10, 10, 0, 2, 10, 10],
+        days_since_last_purchase=[5, 20, 20, 200, np.nan, 30, 40, 200],
+        purchase_trend=[1, 1, 1, 1, np.nan, 1, 0.4, 1],
+        overdue_ratio=[0.5, 0.8, 0.8, 3, np.nan, 0.5, 1.0, 3],
+        days_since_last_interaction=[3, 3, 3, 3, 60, 3, 3, 50],
     )
     assert lifecycle_stage(f, policy).tolist() == [
-        "new", "loyal", "at_risk", "lapsed", "lapsed", "active", "declining"]
+        "new", "loyal", "loyal", "loyal", "lapsed", "active", "loyal", "lapsed"]
 
 
 def test_actions_positive_ev_best_first_with_reasons() -> None:
@@ -379,3 +403,23 @@ def test_encode_arrow_equals_encode(fake_bundle: Any, fake_features: pd.DataFram
     with pytest.raises(ValueError, match=f"feature '{num}' must be numeric"):
         bundle.encode_arrow(pa.Table.from_pandas(rows.assign(**{num: "x"}),
                                                  preserve_index=False))
+
+
+def test_expected_effect_is_rounded_and_the_json_stays_json_dumps() -> None:
+    """A campaign-log effect has every digit of a ratio of counts; actions show 4 decimals,
+    and the batch JSON is still byte for byte json.dumps of the dicts."""
+    import json
+
+    effect = 1 - 37 / 41  # 0.0975609756097561
+    policy = load_catalog().fit_value_tiers(np.arange(1000.0)).with_effects(
+        {"satisfaction_survey": effect, "care_email": 0.04}, "campaign log")
+    f = frame(churn_probability=[0.7, 0.4], clv=[950.0, 300.0], complaints_90d=[2, 1])
+    a = assess(f, policy)
+    texts = a.actions_json(policy)
+    survey = [x for x in json.loads(texts[0]) if x["action_id"] == "satisfaction_survey"]
+    assert survey and survey[0]["expected_effect"] == 0.0976
+    assert '"expected_effect":0.0976,' in texts[0]
+    for i, text in enumerate(texts):
+        assert text == json.dumps(a.actions(f, policy, i), separators=(",", ":"))
+    # the expected value still uses the effect itself, not the rounded one
+    assert survey[0]["expected_value"] == round(0.7 * effect * 950.0 - 5.0, 4)

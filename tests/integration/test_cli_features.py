@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -57,6 +58,14 @@ def test_features_list_describes_every_feature():
     result = runner.invoke(app, ["features", "list", "--json"])
     assert result.exit_code == 0
     assert "days_since_last_purchase" in result.output and "Days since" in result.output
+    features = {f["name"]: f for f in json.loads(result.output)["features"]}
+    assert features["days_since_last_purchase"]["role"] == "actionable"
+    assert features["season_sin"]["role"] == "context"
+    assert features["days_since_last_purchase"]["null_meaning"] == "no purchase yet"
+    table = runner.invoke(app, ["features", "list"], env={"COLUMNS": "200"})
+    assert table.exit_code == 0
+    assert "role" in table.output and "context" in table.output and "no purchase yet" in (
+        table.output)
 
 
 def _bad_sources() -> dict[str, tuple[dict[str, pd.DataFrame], str, str]]:
