@@ -21,16 +21,13 @@ import xgboost as xgb
 
 from churnguard.features.definitions import FeatureSpec
 from churnguard.model.encode import RowEncoder
+from churnguard.model.errors import BundleError
 from churnguard.model.policy import Policy, load_catalog
 from churnguard.model.predictors import Calibrator, ChurnModel, ClvModel
 
 BUNDLE_FORMAT = 1
 #: The files of a bundle directory; a directory without all of them is not a bundle.
 BUNDLE_FILES = ("bundle.json", "churn.ubj", "clv_buy.ubj", "clv_spend.ubj")
-
-
-class BundleError(ValueError):
-    """A directory that is not a churnguard bundle this version can read."""
 
 
 @dataclass
@@ -111,28 +108,56 @@ class ScoringBundle:
     @classmethod
     def load(cls, directory: Path | str) -> ScoringBundle:
         """Read a bundle directory (its JSON and the boosters' native files); raises
-        :class:`BundleError` for a directory that is not a bundle of this format."""
+        :class:`BundleError` for a directory that is not a bundle of this format, or whose
+        files are not what this format stores (nothing in them is run)."""
         directory = Path(directory)
         absent = [name for name in BUNDLE_FILES if not (directory / name).is_file()]
         if absent:
             raise BundleError(f"{directory} is not a churnguard bundle (missing "
-                              f"{', '.join(absent)})")
+                              f"{', '.join(absent)})",
+                              reason=f"not a churnguard bundle (no {absent[0]})")
         try:
             meta = json.loads((directory / "bundle.json").read_text())
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise BundleError(f"{directory}/bundle.json is not valid JSON ({exc})") from None
+            raise BundleError(f"{directory}/bundle.json is not valid JSON ({exc})",
+                              reason="bundle.json is not valid JSON") from None
         if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT:
             found = meta.get("format") if isinstance(meta, dict) else None
+            shown = f" {found}" if isinstance(found, int) and not isinstance(found, bool) else ""
             raise BundleError(f"unsupported bundle format {found!r} "
-                              f"(this churnguard reads format {BUNDLE_FORMAT})")
+                              f"(this churnguard reads format {BUNDLE_FORMAT})",
+                              reason=f"unsupported bundle format{shown}")
+        try:
+            bundle = cls._from_files(directory, meta)
+        except BundleError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # XGBoostError too
+            # A bundle.json with missing or mistyped fields, or a booster file XGBoost cannot
+            # read: not a bundle of this format.
+            what = f"missing field {exc}" if isinstance(exc, KeyError) else (
+                f"{type(exc).__name__}: {str(exc)[:300]}")
+            raise BundleError(f"{directory} is not a valid churnguard bundle ({what})",
+                              reason="invalid bundle files") from None
+        # The scoring path hands the boosters encoded matrices without per-call feature-name
+        # checks: it relies on every booster reading the spec's columns in order.
+        names = bundle.feature_names
+        for b in (bundle.churn.booster, bundle.clv.buy, bundle.clv.spend):
+            if b.feature_names is not None and list(b.feature_names) != names:
+                raise BundleError(f"{directory}: the boosters do not read the feature spec's "
+                                  "columns in order; the bundle is inconsistent",
+                                  reason="inconsistent bundle (boosters and feature spec "
+                                  "disagree)")
+        return bundle
 
+    @classmethod
+    def _from_files(cls, directory: Path, meta: dict[str, Any]) -> ScoringBundle:
         def booster(name: str) -> xgb.Booster:
             b = xgb.Booster()
             b.load_model(directory / name)
             return b
 
         cal = Calibrator.from_dict(meta["calibrator"]) if meta["calibrator"] else None
-        bundle = cls(
+        return cls(
             spec=FeatureSpec.from_dict(meta["spec"]),
             levels={k: list(v) for k, v in meta["levels"].items()},
             churn=ChurnModel(booster=booster("churn.ubj"), calibrator=cal,
@@ -145,11 +170,3 @@ class ScoringBundle:
             metadata=meta.get("metadata", {}),
             policy=meta.get("policy"),
         )
-        # The scoring path hands the boosters encoded matrices without per-call feature-name
-        # checks: it relies on every booster reading the spec's columns in order.
-        names = bundle.feature_names
-        for b in (bundle.churn.booster, bundle.clv.buy, bundle.clv.spend):
-            if b.feature_names is not None and list(b.feature_names) != names:
-                raise BundleError(f"{directory}: the boosters do not read the feature spec's "
-                                  "columns in order; the bundle is inconsistent")
-        return bundle

@@ -30,6 +30,62 @@ class FeatureError(ValueError):
         self.message = message
 
 
+#: The largest finite float32: the boosters read 32-bit floats, so an inline number beyond it
+#: would reach them as infinity.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+#: The largest count: the largest integer every JSON client reads exactly (2**53 − 1).
+COUNT_MAX = 2**53 - 1
+
+
+def _type(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool | np.bool_):
+        return "a boolean"
+    return "a string" if isinstance(v, str) else type(v).__name__
+
+
+def _is_number(v: Any) -> bool:
+    return (isinstance(v, int | float | np.integer | np.floating)
+            and not isinstance(v, bool | np.bool_))
+
+
+def _show(v: Any) -> str:
+    """A number for a message, without echoing a 400-digit literal."""
+    if isinstance(v, int | np.integer) and abs(int(v)) < 10 ** 15:
+        return str(int(v))
+    try:
+        return f"{float(v):.7g}"
+    except OverflowError:
+        return "an integer beyond 1e308"
+
+
+def _category_text(v: str | int | np.integer) -> str:
+    """A category value as the levels hold it: ``str(v)`` (an integer's decimal string)."""
+    if isinstance(v, str):
+        return v
+    try:
+        return str(int(v))
+    except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
+        return "<an integer of more than 4300 digits>"
+
+
+def _number(name: str, kind: str, v: Any) -> float:
+    """A feature's number under its kind's rules (:meth:`RowEncoder.encode_records`)."""
+    try:
+        f = float(v)
+    except OverflowError:  # an integer literal beyond float64
+        f = math.inf
+    if not math.isfinite(f) or abs(f) > FLOAT32_MAX:
+        raise FeatureError(name, f"feature {name!r} must be a finite number of magnitude at "
+                           f"most {FLOAT32_MAX:.7g} (the model reads 32-bit floats), got "
+                           f"{_show(v)}")
+    if kind == "int" and not (f.is_integer() and 0 <= f <= COUNT_MAX):
+        raise FeatureError(name, f"feature {name!r} is a count: it must be an integer from 0 "
+                           f"to {COUNT_MAX}, got {_show(v)}")
+    return f
+
+
 def missing_columns_error(missing: Sequence[str]) -> ValueError:
     more = " …" if len(missing) > 8 else ""
     return ValueError(f"feature frame is missing {len(missing)} column(s): "
@@ -142,17 +198,27 @@ class RowEncoder:
                     zero_copy_only=False)
         return out
 
-    def encode_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    def encode_records(self, records: Sequence[Mapping[str, Any]], *,
+                       unseen: list[list[tuple[str, str]]] | None = None) -> np.ndarray:
         """Rows as dicts (JSON); raises :class:`FeatureError` (row-local: use ``field``) for a
-        missing or unknown feature, or a value of the wrong type."""
+        missing or unknown feature, or a value outside its feature's rules
+        (:meth:`row_schema`): a count (``int`` kind) is an integer from 0 to 2**53 − 1, a
+        ``float`` a number within float32's range (the boosters read 32-bit floats) or null; a
+        category a string, an integer (read as its decimal string, like the batch job reads an
+        integer column) or null. A category value outside the levels fixed at training is
+        scored as missing, as in every other input form; with ``unseen``, one list per record
+        is appended to it: the ``(feature, value as a string)`` pairs of such values."""
         out = np.empty((len(records), len(self.names)), dtype=np.float64)
         for i, rec in enumerate(records):
-            self._encode_one(rec, out[i])
+            seen = self._encode_one(rec, out[i])
+            if unseen is not None:
+                unseen.append(seen)
         return out
 
-    def _encode_one(self, rec: Mapping[str, Any], row: np.ndarray) -> None:
+    def _encode_one(self, rec: Mapping[str, Any], row: np.ndarray) -> list[tuple[str, str]]:
         if len(rec) < len(self.names) or any(k not in self.index for k in rec):
-            unknown = sorted(k for k in rec if k not in self.index and k not in self.PASSTHROUGH)
+            unknown = sorted(str(k) for k in rec
+                             if k not in self.index and k not in self.PASSTHROUGH)
             if unknown:
                 raise FeatureError(unknown[0], f"unknown feature(s): {', '.join(unknown[:8])}")
             missing = [n for n in self.names if n not in rec]
@@ -160,30 +226,61 @@ class RowEncoder:
                 more = " …" if len(missing) > 8 else ""
                 raise FeatureError(None, f"missing {len(missing)} feature(s): "
                                    f"{', '.join(missing[:8])}{more}")
+        unseen: list[tuple[str, str]] = []
         for j, name in enumerate(self.names):
             v = rec[name]
             kind = self.kinds[j]
             if kind == "category":
                 if v is None:
                     row[j] = np.nan
-                elif isinstance(v, str | int) and not isinstance(v, bool):
-                    row[j] = self.codes[name].get(str(v), np.nan)
+                elif isinstance(v, str | int | np.integer) and not isinstance(v, bool):
+                    text = _category_text(v)
+                    code = self.codes[name].get(text)
+                    if code is None:
+                        unseen.append((name, text))
+                        row[j] = np.nan
+                    else:
+                        row[j] = code
                 else:
-                    raise FeatureError(name, f"category feature {name!r} must be a string or "
-                                       f"null, got {type(v).__name__}")
-            elif isinstance(v, int | float) and not isinstance(v, bool):
-                f = float(v)
-                if not math.isfinite(f):
-                    raise FeatureError(name, f"feature {name!r} must be finite, got {v!r}")
-                if kind == "int" and not f.is_integer():
-                    raise FeatureError(name, f"integer feature {name!r} got {v!r}")
-                row[j] = f
+                    raise FeatureError(name, f"category feature {name!r} must be a string, "
+                                       f"an integer or null, got {_type(v)}")
             elif v is None and kind == "float":
                 row[j] = np.nan
+            elif _is_number(v):
+                row[j] = _number(name, kind, v)
             else:
-                what = "an integer" if kind == "int" else "a number or null"
-                raise FeatureError(name, f"feature {name!r} must be {what}, "
-                                   f"got {type(v).__name__}")
+                what = "a count: an integer >= 0" if kind == "int" else "a number or null"
+                raise FeatureError(name, f"feature {name!r} must be {what}, got {_type(v)}")
+        return unseen
+
+    def row_schema(self) -> dict[str, Any]:
+        """JSON Schema of one inline feature row under the rules of :meth:`encode_records`
+        (the API documents it in its OpenAPI schema): every feature required, no other keys
+        but the ignored ``customer_id`` and ``as_of``."""
+        props: dict[str, Any] = {}
+        for name, kind in zip(self.names, self.kinds, strict=True):
+            desc = self.descriptions.get(name, "")
+            if kind == "int":
+                props[name] = {"type": "integer", "minimum": 0, "maximum": COUNT_MAX,
+                               "description": f"{desc} A count: an integer >= 0."}
+            elif kind == "float":
+                props[name] = {"anyOf": [{"type": "number", "minimum": -FLOAT32_MAX,
+                                          "maximum": FLOAT32_MAX}, {"type": "null"}],
+                               "description": f"{desc} A finite number; null = unknown."}
+            else:
+                levels = self.levels[name]
+                shown = ", ".join(levels[:20]) + (" …" if len(levels) > 20 else "")
+                props[name] = {
+                    "anyOf": [{"type": "string"}, {"type": "integer"}, {"type": "null"}],
+                    "description": f"{desc} A category: a string, or an integer read as its "
+                    "decimal string; null = unknown. Values seen in training: "
+                    f"{shown or 'none'}; any other value scores as missing, with a warning.",
+                    **({"examples": levels[:3]} if levels else {})}
+        for name in sorted(self.PASSTHROUGH):
+            props[name] = {"type": ["string", "number", "boolean", "null"],
+                           "description": "Not a feature: accepted and ignored."}
+        return {"type": "object", "properties": props, "required": list(self.names),
+                "additionalProperties": False}
 
     # -- back out of the matrix -----------------------------------------------------------
 

@@ -75,6 +75,18 @@ def input_schema(spec: FeatureSpec) -> Any:
                    *(ColSpec(kinds[f.kind], f.name) for f in spec.features())])
 
 
+def output_schema() -> Any:
+    """The pyfunc output schema (:func:`predict_frame`'s columns for an input without
+    ``as_of``), declared rather than inferred: inferring it from an example warns about the
+    example's integer columns on every training run."""
+    from mlflow.types import ColSpec, Schema
+
+    doubles = ("churn_probability", "clv", "p_buy", "expected_spend_if_buy")
+    strings = ("risk_tier", "value_tier", "lifecycle_stage", "recommended_action", "actions")
+    return Schema([ColSpec("string", "customer_id"), *(ColSpec("double", c) for c in doubles),
+                   *(ColSpec("string", c) for c in strings)])
+
+
 class ChurnguardPyfunc(PythonModel):
     """MLflow pyfunc wrapper of :class:`ScoringBundle` (artifact ``bundle``: its directory)."""
 
@@ -84,9 +96,12 @@ class ChurnguardPyfunc(PythonModel):
     def load_context(self, context: Any) -> None:
         self.bundle = ScoringBundle.load(context.artifacts["bundle"])
 
-    # No type hints on predict: MLflow 3 derives a schema from them; the signature logged with
-    # the model is the schema here.
-    def predict(self, context, model_input, params=None):
+    # ``model_input: pd.DataFrame``: MLflow 3 warns about a predict without type hints, and
+    # infers a schema from hints other than DataFrame/Series/ndarray (which it lists as hints
+    # it infers nothing from, mlflow.types.type_hints.type_hints_no_signature_inference), so
+    # the signature logged with the model stays the schema and the input is passed as is.
+    def predict(self, context: Any, model_input: pd.DataFrame,
+                params: dict[str, Any] | None = None) -> pd.DataFrame:
         if self.bundle is None:
             self.load_context(context)
         assert self.bundle is not None

@@ -4,7 +4,8 @@ register the pyfunc.
 - **gate**: the current champion (if any) is scored, with its own feature spec, on the new
   test snapshots; :func:`churnguard.training.registry.promotion_decision` decides. A champion
   that cannot be scored is not beaten (promote by hand with ``--force``).
-- **run**: parameters, metrics (with the champion's, the action effects' and the run time),
+- **run**: parameters, metrics (with the champion's, the action effects', the churn ranking
+  among customers active at the test cutoff (:func:`add_active_metrics`) and the run time),
   tags, JSON artifacts (feature spec, cutoffs, data fingerprint, metrics, evaluation tables,
   action effects) and the report (``report/``, README "Reading the model report").
 - **model**: the bundle logged as the churnguard pyfunc and registered as a new version of
@@ -32,6 +33,7 @@ from churnguard.features.sources import Source
 from churnguard.model.registry import Tracking, load_bundle
 from churnguard.model.score import score_matrix
 from churnguard.training import evaluate
+from churnguard.training.baselines import BTYD_CHURN, LOGREG
 from churnguard.training.fitted import Fitted
 from churnguard.training.registry import (
     CHALLENGER,
@@ -103,7 +105,10 @@ def log_and_register(source: Source, fitted: Fitted, effects: UpliftReport, gate
     config, spec, bundle, decision = fitted.config, fitted.spec, fitted.bundle, gate.decision
     churn_plan, clv_plan, metrics = fitted.churn_plan, fitted.clv_plan, fitted.metrics
     assert bundle.churn.calibrator is not None
+    add_active_metrics(fitted)
     metrics.update(gate.metrics)
+    log.info("logging the MLflow run, the report and the model, registering %s",
+             config.model_name)
     with mlflow.start_run(experiment_id=tracking.experiment_id(config.experiment)) as run, \
             tempfile.TemporaryDirectory() as tmp:
         params = run_params(source, fitted)
@@ -147,6 +152,26 @@ def log_and_register(source: Source, fitted: Fitted, effects: UpliftReport, gate
     log.info("registered %s v%s: %s (%s)", config.model_name, version,
              "champion" if decision.promote else "challenger", decision.reason)
     return Registered(run_id=run.info.run_id, version=version)
+
+
+#: Run-metric prefix of each model of the churn table.
+_CHURN_PREFIXES = {"churnguard": "test_churn_", LOGREG: "test_baseline_logreg_churn_",
+                   BTYD_CHURN: "test_baseline_btyd_churn_"}
+
+
+def add_active_metrics(fitted: Fitted) -> None:
+    """Churn ranking among the customers active at the churn test cutoff
+    (:func:`churnguard.training.evaluate.active_churn_metrics`), for churnguard and each
+    baseline: into ``fitted.churn_table`` (the report) and ``fitted.metrics`` (e.g.
+    ``test_churn_roc_auc_active_365d``, ``churnguard train``'s table)."""
+    test = fitted.grid.loc[fitted.test_rows]
+    y = test["churned"].to_numpy(float)
+    recency = test["days_since_last_purchase"].to_numpy(float)
+    for name, pred in fitted.churn_preds.items():
+        active = evaluate.active_churn_metrics(y, pred, recency)
+        fitted.churn_table.setdefault(name, {}).update(active)
+        if name in _CHURN_PREFIXES:
+            fitted.metrics.update(evaluate.run_metrics(_CHURN_PREFIXES[name], active))
 
 
 def run_params(source: Source, fitted: Fitted) -> dict[str, Any]:
@@ -199,23 +224,20 @@ def _write_json_artifacts(out: Path, fitted: Fitted, effects: UpliftReport) -> N
 
 def _log_pyfunc(bundle_dir: Path, fitted: Fitted) -> str:
     """Log the bundle as the churnguard pyfunc, registered under the model name; its version."""
+    import importlib.util
+
     import mlflow
-    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.models import ModelSignature
 
-    from churnguard.model.pyfunc import (
-        ChurnguardPyfunc,
-        input_example,
-        input_schema,
-        predict_frame,
-    )
+    from churnguard.model.pyfunc import input_example, input_schema, output_schema
 
-    bundle = fitted.bundle
-    example = input_example(bundle, fitted.grid[fitted.test_rows])
-    output = predict_frame(bundle, example)
-    signature = ModelSignature(inputs=input_schema(fitted.spec),
-                               outputs=infer_signature(example, output).outputs)
+    example = input_example(fitted.bundle, fitted.grid[fitted.test_rows])
+    signature = ModelSignature(inputs=input_schema(fitted.spec), outputs=output_schema())
+    # From code (a file path), not a PythonModel object: nothing of the version is pickled.
+    code = importlib.util.find_spec("churnguard.model.pyfunc_code")
+    assert code is not None and code.origin is not None  # a module of this package
     info = mlflow.pyfunc.log_model(
-        name="model", python_model=ChurnguardPyfunc(),
+        name="model", python_model=code.origin,
         artifacts={"bundle": str(bundle_dir)},
         signature=signature, input_example=example,
         registered_model_name=fitted.config.model_name, pip_requirements=_requirements(),

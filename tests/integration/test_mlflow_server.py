@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -37,12 +38,12 @@ def _pg_admin() -> Any:
         pytest.skip(f"PostgreSQL does not answer at {PG_URL}: {exc}")
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def mlflow_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """(tracking URI, artifacts dir) of a fresh ``mlflow server``, killed afterwards."""
+@contextlib.contextmanager
+def _server(backend_kind: str, tmp_path: Path) -> Iterator[tuple[str, Path, Any]]:
+    """(tracking URI, artifacts dir, process) of a fresh ``mlflow server``, killed afterwards."""
     db_name = None
     admin = None
-    if request.param == "postgres":
+    if backend_kind == "postgres":
         admin = _pg_admin()
         db_name = f"cg_mlflow_{uuid.uuid4().hex[:10]}"
         admin.execute(f'CREATE DATABASE "{db_name}"')
@@ -77,9 +78,11 @@ def mlflow_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tu
                 raise TimeoutError("mlflow server did not become healthy in 120 s:\n"
                                    + (tmp_path / "server.log").read_text()[-3000:])
             time.sleep(0.5)
-        yield uri, artifacts
+        yield uri, artifacts, proc
     finally:
         if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGCONT)
             os.killpg(proc.pid, signal.SIGTERM)
             try:
                 proc.wait(timeout=20)
@@ -90,6 +93,13 @@ def mlflow_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tu
         if admin is not None and db_name is not None:
             admin.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
             admin.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def mlflow_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """(tracking URI, artifacts dir) of a fresh ``mlflow server``, killed afterwards."""
+    with _server(request.param, tmp_path) as (uri, artifacts, _):
+        yield uri, artifacts
 
 
 def test_train_registers_on_a_server(mlflow_server: tuple[str, Path], small_source: Any,
@@ -126,3 +136,78 @@ def test_train_registers_on_a_server(mlflow_server: tuple[str, Path], small_sour
     rows = list_versions(client, "churnguard")
     assert [r["version"] for r in rows] == ["1"]
     assert rows[0]["aliases"] == ["challenger", "champion"]
+
+
+def test_registry_outage_while_serving_shows_in_readyz_within_seconds(
+        tmp_path: Path, fake_bundle_dir: Path, fake_features: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``churnguard serve`` against a real server that then hangs (SIGSTOP: connections are
+    accepted, nothing answers): /readyz says so within seconds while v1 keeps scoring, and
+    ``ok`` again once the server answers."""
+    import httpx
+    import mlflow
+
+    from churnguard.model.pyfunc import ChurnguardPyfunc
+    from churnguard.model.registry import Tracking
+    from tests.integration.test_api_ops import _serve, _service_env, _stop
+
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.delenv(var, raising=False)
+    with _server("sqlite", tmp_path) as (uri, _, server):
+        tracking = Tracking.resolve(Path("unused"), uri)
+        tracking.activate()
+        with mlflow.start_run(experiment_id=tracking.experiment_id("serve-test")):
+            mlflow.pyfunc.log_model(name="model", python_model=ChurnguardPyfunc(),
+                                    artifacts={"bundle": str(fake_bundle_dir)},
+                                    registered_model_name="churnguard",
+                                    pip_requirements=["churnguard"])
+        tracking.client().set_registered_model_alias("churnguard", "champion", "1")
+        data = tmp_path / "data"
+        data.mkdir()
+        fake_features.to_parquet(data / "features.parquet")
+        cid = str(fake_features["customer_id"].iloc[0])
+        port = _free_port()
+        base = f"http://127.0.0.1:{port}"
+        log = tmp_path / "serve.log"
+        proc = _serve(["--port", str(port)], _service_env(tmp_path, MLFLOW_TRACKING_URI=uri),
+                      log)
+
+        def readyz() -> dict[str, Any]:
+            try:
+                body: dict[str, Any] = httpx.get(f"{base}/readyz", timeout=5).json()
+            except httpx.TransportError:
+                return {"status": "down", "problems": []}
+            return body
+
+        def wait(pred: Any, seconds: float) -> float:
+            t0 = time.monotonic()
+            while not pred(readyz()):
+                assert proc.poll() is None and time.monotonic() - t0 < seconds, log.read_text()
+                time.sleep(0.3)
+            return time.monotonic() - t0
+
+        def scores() -> Any:
+            return httpx.get(f"{base}/v1/customers/{cid}/score", timeout=10,
+                             headers={"X-API-Key": "test-key-0123456789abcdef"})
+
+        try:
+            wait(lambda b: b["status"] == "ok", 90)
+            assert scores().json()["model_version"] == "1"
+            os.killpg(server.pid, signal.SIGSTOP)
+            took = wait(lambda b: any(p.startswith("registry_unavailable:")
+                                      for p in b["problems"]), 60)
+            assert took < 45, took  # MLflow's own defaults: about 4 minutes
+            body = readyz()
+            assert body["ready"] is True and body["status"] == "degraded"
+            assert body["model_version"] == "1" and uri.split("//")[1] not in str(body)
+            r = scores()
+            assert r.status_code == 200 and r.json()["model_version"] == "1"
+            os.killpg(server.pid, signal.SIGCONT)
+            wait(lambda b: b["status"] == "ok", 60)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.pid, signal.SIGCONT)
+            _stop(proc)
+        text = log.read_text()
+        assert "cannot resolve models:/churnguard@champion" in text
+        assert "model registry answers again" in text

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -35,6 +36,7 @@ def test_train_promote_score(tmp_path: Path, embedded_store: Path) -> None:
 
     out = _ok(["train", "--data", str(data), *TRAIN])
     assert "registered churnguard v1" in out and "champion" in out
+    assert "AUC active" in out  # ROC AUC among customers who bought in the last year
     assert (embedded_store / "mlflow.db").is_file()
     assert any((embedded_store / "mlartifacts").rglob("bundle.json"))
     v = _models()
@@ -102,7 +104,18 @@ def test_train_promote_score(tmp_path: Path, embedded_store: Path) -> None:
     assert effects["min_customers"] == 20 and effects["as_of"] == "2025-06-01"
     run = mlflow.get_run(run_id)
     assert "effect_winback_offer" in run.data.metrics
+    # Ranking among customers active at the test cutoff, churnguard and logistic regression.
+    for key in ("test_churn_roc_auc_active_365d", "test_baseline_logreg_churn_roc_auc_active_365d"):
+        assert 0.0 <= run.data.metrics[key] <= 1.0, key
+    assert 0.0 < run.data.metrics["test_churn_active_share_365d"] <= 1.0
+    report = Path(mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path="report/report.html", dst_path=str(tmp_path))).read_text()
+    assert "roc_auc_active_365d" in report and "here at most" in report
     assert run.data.params["seed"] == "4" and run.data.params["xgb_random_state"] == "4"
+    # Logged from code: the version holds no pickle, and MLflow's own loader runs the pyfunc.
+    model_files = Path(mlflow.artifacts.download_artifacts(
+        "models:/churnguard@champion", dst_path=str(tmp_path / "version")))
+    assert not list(model_files.rglob("*.pkl")), list(model_files.rglob("*.pkl"))
     pyfunc = mlflow.pyfunc.load_model("models:/churnguard@champion")
     with open_source(data) as source:
         feats = build_features(source, bundle.spec, date(2025, 7, 1)).to_pandas()
@@ -153,6 +166,27 @@ def test_train_rejects_a_bad_catalog_or_campaign_log(tmp_path: Path,
     assert "'winback_offer' (" in unknown.output and "not in the action catalog" in unknown.output
 
 
-@pytest.mark.parametrize("command", ["train", "promote", "models", "score"])
-def test_help_has_an_example(command: str) -> None:
-    assert "Example" in _ok([command, "--help"])
+def _leaf_commands() -> list[list[str]]:
+    """Every command of the CLI, as the words that name it (``["features", "list"]``)."""
+    import typer
+
+    found: list[list[str]] = []
+
+    def walk(cmd: Any, path: list[str]) -> None:
+        if hasattr(cmd, "commands"):  # a group (typer's click)
+            for name, sub in cmd.commands.items():
+                walk(sub, [*path, name])
+        else:
+            found.append(path)
+
+    walk(typer.main.get_command(app), [])
+    return found
+
+
+def test_every_command_has_help_with_an_example() -> None:
+    commands = _leaf_commands()
+    assert ["features", "list"] in commands and ["score"] in commands and len(commands) >= 10
+    for words in commands:
+        text = _ok([*words, "--help"])
+        assert "Example" in text, f"churnguard {' '.join(words)} --help has no example"
+        assert f"churnguard {words[0]}" in text, words  # the example is a real command line
