@@ -1,5 +1,6 @@
-"""One JSON error shape for every failure: ``{"error": {status, code, message, request_id,
-details}}`` (details: field paths for 422). Nothing from the request body is echoed."""
+"""One JSON encoder for every response body, and one error shape for every failure:
+``{"error": {status, code, message, request_id, details}}`` (details: field paths for 422).
+Nothing from the request body is echoed in an error."""
 
 from __future__ import annotations
 
@@ -19,6 +20,21 @@ _CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found",
           422: "validation_error", 500: "internal_error", 503: "unavailable"}
 
 
+def dumps(body: Any) -> bytes:
+    """The bytes of a JSON response body. Numbers computed with numpy (``numpy.float64`` from
+    a planner, ``numpy.int64`` from an index, arrays) become plain JSON numbers and lists, so a
+    response never fails to serialise because of where a number came from."""
+    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def json_response(body: Any, status: int = 200,
+                  headers: dict[str, str] | None = None) -> Response:
+    """A JSON response through :func:`dumps` (the routers build their bodies as plain dicts
+    and skip FastAPI's response-model serialisation, which costs more than scoring)."""
+    return Response(dumps(body), status_code=status, media_type="application/json",
+                    headers=headers)
+
+
 class ApiError(Exception):
     def __init__(self, status: int, message: str, *, code: str | None = None,
                  details: list[dict[str, Any]] | None = None,
@@ -33,9 +49,9 @@ class ApiError(Exception):
 
 def error_body(status: int, message: str, request_id: str, *, code: str | None = None,
                details: list[dict[str, Any]] | None = None) -> bytes:
-    return orjson.dumps({"error": {"status": status, "code": code or _CODES.get(status, "error"),
-                                   "message": message, "request_id": request_id,
-                                   "details": details or []}})
+    return dumps({"error": {"status": status, "code": code or _CODES.get(status, "error"),
+                            "message": message, "request_id": request_id,
+                            "details": details or []}})
 
 
 def request_id(request: Request) -> str:
@@ -54,7 +70,20 @@ def _loc(loc: Any) -> list[str | int]:
     return [p if isinstance(p, int) else str(p) for p in loc]
 
 
+def _unreadable_body(exc: StarletteHTTPException) -> str | None:
+    """Why FastAPI could not read a JSON body it answers 400 for (bytes that are not UTF-8,
+    an integer literal longer than Python converts), or None for any other 400."""
+    cause = exc.__cause__
+    if exc.status_code != 400 or not isinstance(cause, ValueError):
+        return None
+    if isinstance(cause, UnicodeDecodeError):
+        return f"the body is not UTF-8 (byte {cause.start})"
+    return "the body is not JSON that can be read (a number literal too long?)"
+
+
 def install(app: FastAPI) -> None:
+    """The exception handlers. Unexpected exceptions are answered 500 (and logged with the
+    request id) by :class:`~churnguard.serving.middleware.ServiceMiddleware`."""
     async def api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
         return error_response(request, exc.status, exc.message, code=exc.code,
@@ -74,17 +103,14 @@ def install(app: FastAPI) -> None:
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
+        unreadable = _unreadable_body(exc)
+        if unreadable is not None:  # the same answer as malformed JSON
+            return error_response(request, 422, f"invalid JSON body: {unreadable}", details=[
+                {"loc": ["body"], "message": unreadable, "type": "json_invalid"}])
         message = exc.detail if isinstance(exc.detail, str) else _CODES.get(exc.status_code, "")
         return error_response(request, exc.status_code, message,
                               headers=getattr(exc, "headers", None))
 
-    async def unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error in %s %s (request %s)", request.method,
-                      request.url.path, request_id(request))
-        return error_response(request, 500, "internal error; see the service log with the "
-                              "request id")
-
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(RequestValidationError, validation)
     app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(Exception, unexpected)

@@ -57,6 +57,7 @@ class Metrics:
         # Label children looked up once: ``labels()`` validates and locks on every call.
         self._risk_tier: dict[str, Any] = {}
         self._http: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._model_labels: tuple[str, str] | None = None
 
     def http_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one HTTP request and observe its latency."""
@@ -84,7 +85,15 @@ class Metrics:
         observe_many(self.churn, np.asarray(churn_probability, dtype=float))
 
     def set_model(self, name: str, version: str | None) -> None:
-        self.model_info.clear()
+        old = self._model_labels
+        if old is not None and old != (name, version):
+            if self.multiprocess:
+                # Series cannot be removed from the multiprocess files (prometheus_client warns
+                # on clear()/remove() there): the old version's series reads 0 instead.
+                self.model_info.labels(*old).set(0)
+            else:
+                self.model_info.remove(*old)
+        self._model_labels = (name, version) if version is not None else None
         if version is not None:
             self.model_info.labels(name=name, version=version).set(1)
         self.model_loaded.set(1 if version is not None else 0)

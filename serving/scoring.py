@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +20,8 @@ from churnguard.serving.store import FeatureStore, StoreError
 #: Batches at least this large are scored in a worker thread (XGBoost releases the GIL).
 THREAD_ROWS = 64
 
+Loc = list[str | int]
+
 
 def check_batch(n: int, limit: int) -> None:
     if n > limit:
@@ -26,54 +29,99 @@ def check_batch(n: int, limit: int) -> None:
                        code="too_many_customers")
 
 
-async def features_matrix(customers: list[CustomerIn], model: LoadedModel,
-                          store: FeatureStore, field: str = "customers") -> np.ndarray:
-    """The encoded feature rows, in request order: inline features through the bundle's
-    encoder, ids from the feature store (which uses the same encoder)."""
-    bundle = model.bundle
-    inline = [i for i, c in enumerate(customers) if c.features is not None]
-    if not inline:
-        return await _lookup([c.customer_id for c in customers], model, store, field,
-                             list(range(len(customers))))
-    enc = bundle.encoder()
-    X = np.empty((len(customers), len(enc.names)), dtype=np.float32)
-    for i in inline:
-        feats = customers[i].features
-        assert feats is not None
+@dataclass
+class Rows:
+    """The encoded feature rows of a request's customers that could be found, in request
+    order: row ``k`` of ``X`` is customer ``positions[k]``; ``unknown`` are the positions of ids
+    the feature store does not hold; ``warnings`` the score warnings of each position."""
+
+    X: np.ndarray
+    positions: list[int]
+    unknown: list[int] = field(default_factory=list)
+    warnings: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+async def customer_rows(customers: list[CustomerIn], model: LoadedModel, store: FeatureStore,
+                        field: str = "customers") -> Rows:
+    """Inline features through the bundle's encoder (422 naming the field on a bad value);
+    ids from the feature store (which uses the same encoder); unknown ids reported in
+    :attr:`Rows.unknown`, not raised."""
+    enc = model.bundle.encoder()
+    X = np.empty((len(customers), len(enc.names)), dtype=np.float64)
+    found = np.ones(len(customers), dtype=bool)
+    warnings: dict[int, list[dict[str, Any]]] = {}
+    look: list[int] = []
+    for i, c in enumerate(customers):
+        if c.features is None:
+            look.append(i)
+            continue
+        unseen: list[list[tuple[str, str]]] = []
         try:
-            X[i] = enc.encode_records([feats])[0]
+            X[i] = enc.encode_records([c.features], unseen=unseen)[0]
         except FeatureError as exc:
-            loc: list[str | int] = ["body", field, i, "features"]
+            loc: Loc = ["body", field, i, "features"]
             if exc.field:
                 loc.append(exc.field)
             raise ApiError(422, f"{'.'.join(map(str, loc))}: {exc.message}", details=[
                 {"loc": loc, "message": exc.message, "type": "feature_error"}]) from None
-    look = [i for i, c in enumerate(customers) if c.features is None]
+        if unseen[0]:
+            warnings[i] = [{"feature": name, "value": value, "type": "unseen_category",
+                            "message": f"{name} = {value!r} was not seen in training: scored "
+                            "as missing"} for name, value in unseen[0]]
+    unknown: list[int] = []
     if look:
-        X[look] = await _lookup([customers[i].customer_id for i in look], model, store, field,
-                                look)
-    return X
+        rows, got, missing = await _lookup([customers[i].customer_id for i in look], model,
+                                           store)
+        X[[look[k] for k in got]] = rows
+        unknown = [look[m] for m in missing]
+        found[unknown] = False
+    return Rows(X=X[found], positions=np.flatnonzero(found).tolist(), unknown=unknown,
+                warnings=warnings)
 
 
-async def _lookup(ids: list[str], model: LoadedModel, store: FeatureStore, field: str,
-                  positions: list[int]) -> np.ndarray:
-    try:
-        X, missing = await store.matrix(ids, model.bundle)
-    except StoreError as exc:
-        raise ApiError(503, str(exc), code="feature_store_unavailable") from None
-    if missing:
-        shown = ", ".join(repr(ids[m]) for m in missing[:10])
-        more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
-        snap = store.info
-        where = (f"the feature snapshot as of {snap.as_of}" if snap is not None
-                 else "the feature snapshot (none loaded)")
-        raise ApiError(404, f"unknown customer(s) {shown}{more}: not in {where}; send inline "
-                       "features to score customers the snapshot does not hold",
-                       code="unknown_customer",
-                       details=[{"loc": ["body", field, positions[m], "customer_id"],
-                                 "message": "unknown customer", "type": "unknown_customer"}
-                                for m in missing[:100]])
-    return X
+async def _lookup(ids: list[str], model: LoadedModel,
+                  store: FeatureStore) -> tuple[np.ndarray, list[int], list[int]]:
+    """The encoded rows of the ``ids`` the store holds with their positions in ``ids``, and
+    the positions of those it does not hold. (The store answers all or nothing, so the known
+    ones are asked for again; a snapshot swapped in between only moves more ids to unknown.)"""
+    todo = list(range(len(ids)))
+    missing: list[int] = []
+    while todo:
+        try:
+            X, miss = await store.matrix([ids[k] for k in todo], model.bundle)
+        except StoreError as exc:
+            raise ApiError(503, str(exc), code="feature_store_unavailable") from None
+        if not miss:
+            return X, todo, sorted(missing)
+        gone = set(miss)
+        missing += [todo[m] for m in miss]
+        todo = [k for n, k in enumerate(todo) if n not in gone]
+    return np.empty((0, len(model.bundle.feature_names))), [], sorted(missing)
+
+
+def unknown_reason(store: FeatureStore) -> str:
+    snap = store.info
+    return (f"not in the feature snapshot as of {snap.as_of}" if snap is not None
+            else "not in the feature snapshot (none loaded)")
+
+
+def customer_errors(customers: list[CustomerIn], unknown: list[int],
+                    store: FeatureStore) -> list[dict[str, Any]]:
+    """The ``errors`` of a response: one per unknown customer, in request order."""
+    reason = unknown_reason(store)
+    return [{"index": i, "customer_id": customers[i].customer_id, "code": "unknown_customer",
+             "reason": reason} for i in sorted(unknown)]
+
+
+def unknown_error(ids: list[str], locs: list[Loc], store: FeatureStore) -> ApiError:
+    """404 for unknown customer ids (``locs``: the field path of each)."""
+    shown = ", ".join(repr(i) for i in ids[:10])
+    more = f" and {len(ids) - 10} more" if len(ids) > 10 else ""
+    return ApiError(404, f"unknown customer(s) {shown}{more}: {unknown_reason(store)}; send "
+                    "inline features to score customers the snapshot does not hold",
+                    code="unknown_customer",
+                    details=[{"loc": loc, "message": "unknown customer",
+                              "type": "unknown_customer"} for loc in locs[:100]])
 
 
 async def score(X: np.ndarray, model: LoadedModel, *, drivers: bool = True) -> FullScores:
@@ -84,11 +132,16 @@ async def score(X: np.ndarray, model: LoadedModel, *, drivers: bool = True) -> F
     return score_matrix(model.bundle, X, drivers=drivers)
 
 
-def records(full: FullScores, ids: list[str], model: LoadedModel,
-            metrics: Metrics) -> list[dict[str, Any]]:
+def records(full: FullScores, ids: list[str], model: LoadedModel, metrics: Metrics,
+            warnings: list[list[dict[str, Any]]] | None = None) -> list[dict[str, Any]]:
+    """The API's score of each row of ``full`` (README, "Scoring API")."""
     now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
     version = model.version
-    out = [{"customer_id": cid, **full.row(i), "model_version": version, "scored_at": now}
+    b = model.bundle
+    out = [{"customer_id": cid, **full.row(i),
+            "warnings": warnings[i] if warnings is not None else [],
+            "horizon_days": b.horizon_days, "clv_horizon_days": b.clv_horizon_days,
+            "model_version": version, "scored_at": now}
            for i, cid in enumerate(ids)]
     metrics.scored(full.churn_probability, [r["risk_tier"] for r in out])
     return out

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
-import orjson
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
@@ -11,7 +12,7 @@ from starlette.responses import Response
 from churnguard.model.policy import NO_ACTION, plan_campaign
 from churnguard.serving import scoring
 from churnguard.serving.deps import ModelDep, SettingsDep, StoreDep
-from churnguard.serving.errors import ApiError, request_id
+from churnguard.serving.errors import ApiError, json_response, request_id
 from churnguard.serving.schemas import PlanRequest, PlanResponse
 
 router = APIRouter(tags=["campaigns"])
@@ -24,8 +25,11 @@ async def plan(body: PlanRequest, request: Request, model: ModelDep, store: Stor
     """Scores the customers, then assigns at most one eligible action per customer so that the
     total expected value (p_churn × effect × CLV − cost) is as large as possible with total cost
     within ``budget``: exact dynamic programming when the budget table is small, else a greedy
-    on the LP relaxation with its optimality gap reported."""
-    scoring.check_batch(len(body.customers), settings.max_plan_customers)
+    on the LP relaxation with its optimality gap reported. Each customer is planned once (a
+    repeated id is listed under ``duplicates``); an id the feature snapshot does not hold is
+    listed under ``errors`` and not planned (with ``strict``: 404)."""
+    customers = body.customers
+    scoring.check_batch(len(customers), settings.max_plan_customers)
     policy = model.bundle.policy_obj()
     ids_all = [a.id for a in policy.actions]
     allowed = np.ones(len(ids_all), dtype=bool)
@@ -37,29 +41,57 @@ async def plan(body: PlanRequest, request: Request, model: ModelDep, store: Stor
                            details=[{"loc": ["body", "actions", k], "message": "unknown action",
                                      "type": "unknown_action"} for k, _ in bad])
         allowed = np.isin(ids_all, body.actions)
-    X = await scoring.features_matrix(body.customers, model, store)
-    full = await scoring.score(X, model, drivers=False)
-    ev = np.where(allowed[None, :], full.assessment.ev, -np.inf)
-    result = await run_in_threadpool(plan_campaign, ev, policy.costs, body.budget)
-    assignments, untargeted = [], []
-    for i, c in enumerate(body.customers):
-        j = int(result.choice[i])
-        if j < 0 or policy.actions[j].id == NO_ACTION:
-            untargeted.append(c.customer_id)
-            continue
-        a = policy.actions[j]
-        reason = next((r["reason"] for r in full.actions(i) if r["action_id"] == a.id), a.why)
-        assignments.append({"customer_id": c.customer_id, "action_id": a.id, "name": a.name,
-                            "channel": a.channel, "cost": a.cost,
-                            "expected_value": round(float(ev[i, j]), 4),
-                            "churn_probability": float(full.churn_probability[i]),
-                            "clv": float(full.clv[i]), "reason": reason})
-    return Response(orjson.dumps({
+    first: dict[str, int] = {}
+    duplicates: list[dict[str, Any]] = []
+    for i, c in enumerate(customers):
+        j = first.setdefault(c.customer_id, i)
+        if j != i:
+            duplicates.append({"index": i, "customer_id": c.customer_id, "first_index": j})
+    repeated = {d["index"] for d in duplicates}
+    rows = await scoring.customer_rows(customers, model, store)
+    unknown = [i for i in rows.unknown if i not in repeated]
+    if unknown and body.strict:
+        raise scoring.unknown_error([customers[i].customer_id for i in unknown],
+                                    [["body", "customers", i, "customer_id"] for i in unknown],
+                                    store)
+    keep = [k for k, i in enumerate(rows.positions) if i not in repeated]
+    planned = [rows.positions[k] for k in keep]
+    X = rows.X[keep]
+    assignments: list[dict[str, Any]] = []
+    untargeted: list[str] = []
+    spend = retained = value = gap = 0.0
+    roi: float | None = None
+    method = "unconstrained"
+    if planned:
+        full = await scoring.score(X, model, drivers=False)
+        ev = np.where(allowed[None, :], full.assessment.ev, -np.inf)
+        result = await run_in_threadpool(plan_campaign, ev, policy.costs, body.budget)
+        for r, i in enumerate(planned):
+            cid = customers[i].customer_id
+            j = int(result.choice[r])
+            if j < 0 or policy.actions[j].id == NO_ACTION:
+                untargeted.append(cid)
+                continue
+            a = policy.actions[j]
+            reason = next((x["reason"] for x in full.actions(r) if x["action_id"] == a.id),
+                          a.why)
+            assignments.append({"customer_id": cid, "action_id": a.id, "name": a.name,
+                                "channel": a.channel, "cost": float(a.cost),
+                                "expected_value": round(float(ev[r, j]), 4),
+                                "churn_probability": float(full.churn_probability[r]),
+                                "clv": float(full.clv[r]), "reason": reason})
+        # float(): the planner's sums may be numpy scalars (json_response would cope; the
+        # rounding below should not depend on it).
+        spend, retained = float(result.spend), float(result.retained_value)
+        value, gap, method = float(result.expected_value), float(result.optimality_gap), \
+            result.method
+        roi = None if result.roi is None else float(result.roi)
+    return json_response({
         "request_id": request_id(request), "model_version": model.version,
-        "budget": body.budget, "spend": round(result.spend, 4),
-        "expected_retained_value": round(result.retained_value, 4),
-        "expected_value": round(result.expected_value, 4),
-        "roi": None if result.roi is None else round(result.roi, 6),
-        "method": result.method, "optimality_gap": round(result.optimality_gap, 4),
-        "assignments": assignments, "untargeted": untargeted}),
-        media_type="application/json")
+        "budget": body.budget, "spend": round(spend, 4),
+        "expected_retained_value": round(retained, 4), "expected_value": round(value, 4),
+        "roi": None if roi is None else round(roi, 6),
+        "method": method, "optimality_gap": round(gap, 4),
+        "assignments": assignments, "untargeted": untargeted,
+        "errors": scoring.customer_errors(customers, unknown, store),
+        "duplicates": duplicates})

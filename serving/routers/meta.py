@@ -2,41 +2,75 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 from fastapi import APIRouter
 from starlette.responses import PlainTextResponse, Response
 
 from churnguard.features.definitions import feature_catalog
 from churnguard.serving.deps import HolderDep, MetricsDep, ModelDep, StoreDep
+from churnguard.serving.model import ModelHolder, Problem
 from churnguard.serving.schemas import Health, ModelInfo, Readiness
+from churnguard.serving.store import FeatureStore
 
 router = APIRouter(tags=["model"])
 ops = APIRouter(tags=["operations"])
 
+#: Significant digits of the floats in the model info (effects, costs, cuts, metrics).
+INFO_DIGITS = 6
+
+
+def _rounded(value: Any) -> Any:
+    """``value`` with every float rounded to :data:`INFO_DIGITS` significant digits."""
+    if isinstance(value, float):
+        return float(f"{value:.{INFO_DIGITS}g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_rounded(v) for v in value]
+    return value
+
+
+def service_state(holder: ModelHolder, store: FeatureStore) -> tuple[bool, str, list[Problem]]:
+    """(ready, status, problems): ready once a model is loaded and the feature store's first
+    load has finished; ``degraded`` while anything in ``problems``."""
+    problems = holder.problems()
+    if not store.started:
+        problems.append(Problem("snapshot_loading", "the feature snapshot is still loading"))
+    problems.extend(store.problems)
+    ready = holder.current is not None and store.started
+    return ready, "not_ready" if not ready else ("degraded" if problems else "ok"), problems
+
 
 @router.get("/model", response_model=ModelInfo, summary="The model being served")
 async def model_info(model: ModelDep, holder: HolderDep, store: StoreDep) -> Response:
-    """Version, training data window, test metrics, features and the action policy."""
+    """Version, training data window, test metrics, features, the action policy and the
+    service's status with the details of every problem (paths, URLs, errors)."""
     b = model.bundle
     meta = b.metadata
     policy = b.policy_obj()
+    ready, status, problems = service_state(holder, store)
     body = {
         "name": model.name, "alias": model.alias, "version": model.version, "uri": model.uri,
         "run_id": model.run_id, "loaded_at": model.loaded_at.isoformat(),
         "trained_at": meta.get("trained_at"), "as_of": meta.get("as_of"),
         "horizon_days": b.horizon_days, "clv_horizon_days": b.clv_horizon_days,
         "training_window": {"churn": meta.get("churn_plan"), "clv": meta.get("clv_plan")},
-        "metrics": model.metrics,
+        "metrics": _rounded(model.metrics),
         "feature_set_version": meta.get("feature_set_version"),
         "spec_fingerprint": meta.get("spec_fingerprint"),
-        "policy": {"source": policy.source, "risk_tiers": list(policy.risk_tiers),
-                   "value_cuts": list(policy.value_cuts) if policy.value_cuts else None,
-                   "actions": [{"action_id": a.id, "name": a.name, "channel": a.channel,
-                                "cost": a.cost, "effect": a.effect,
-                                "effect_source": a.effect_source} for a in policy.actions]},
+        "policy": _rounded({
+            "source": policy.source, "risk_tiers": list(policy.risk_tiers),
+            "value_cuts": list(policy.value_cuts) if policy.value_cuts else None,
+            "actions": [{"action_id": a.id, "name": a.name, "channel": a.channel,
+                         "cost": a.cost, "effect": a.effect,
+                         "effect_source": a.effect_source} for a in policy.actions]}),
         "features": feature_catalog(b.spec),
         "feature_snapshot": store.info.to_dict() if store.info else None,
         "reload_error": holder.last_error,
+        "status": {"ready": ready, "status": status, "store": store.kind,
+                   "problems": [p.to_dict() for p in problems]},
     }
     return Response(orjson.dumps(body), media_type="application/json")
 
@@ -47,24 +81,20 @@ async def healthz() -> Response:
 
 
 @ops.get("/readyz", response_model=Readiness, summary="Readiness",
-         responses={503: {"model": Readiness, "description": "No model loaded"}})
+         responses={503: {"model": Readiness, "description": "Not ready: no model loaded "
+                          "yet, or the feature snapshot still loading"}})
 async def readyz(holder: HolderDep, store: StoreDep) -> Response:
-    """Ready when a model is loaded. ``degraded``: still serving, but a newer champion failed
-    to load, the registry is unreachable, or the feature snapshot is missing."""
+    """Ready when a model is loaded (and the feature store has finished its first load).
+    ``degraded``: still serving, but something is wrong: a newer champion failed to load, the
+    registry or the online store does not answer, the feature snapshot is missing or does not
+    fit the model. Each problem is ``code: message``, without paths, URLs or error text (those
+    are in the log and, with the API key, in ``GET /v1/model`` under ``status``)."""
+    ready, status, problems = service_state(holder, store)
     current = holder.current
-    problems = []
-    if holder.last_error:
-        e = holder.last_error
-        problems.append(f"champion v{e['version']} could not be loaded ({e['error']}); "
-                        + (f"serving v{e['serving']}" if e.get("serving") else "no model"))
-    if holder.alias_problem:
-        problems.append(holder.alias_problem)
-    if store.problem:
-        problems.append(store.problem)
-    status = "not_ready" if current is None else ("degraded" if problems else "ok")
-    body = {"ready": current is not None, "status": status,
-            "model_version": current.version if current else None, "problems": problems}
-    return Response(orjson.dumps(body), status_code=200 if current else 503,
+    body = {"ready": ready, "status": status,
+            "model_version": current.version if current else None,
+            "problems": [p.public() for p in problems]}
+    return Response(orjson.dumps(body), status_code=200 if ready else 503,
                     media_type="application/json")
 
 

@@ -142,7 +142,9 @@ def test_score_by_id_has_every_field(client: TestClient, snapshot: Path) -> None
     assert body["model_version"] == "1"
     (s,) = body["scores"]
     assert set(s) == {"customer_id", "churn_probability", "risk_tier", "clv", "value_tier",
-                      "lifecycle_stage", "drivers", "actions", "model_version", "scored_at"}
+                      "lifecycle_stage", "drivers", "actions", "warnings", "horizon_days",
+                      "clv_horizon_days", "model_version", "scored_at"}
+    assert body["errors"] == [] and s["warnings"] == []
     assert s["customer_id"] == cid and 0 < s["churn_probability"] < 1 and s["clv"] >= 0
     assert s["risk_tier"] in ("low", "medium", "high")
     assert s["value_tier"] in ("low", "medium", "high", "top")
@@ -198,10 +200,10 @@ def test_get_customer_score(client: TestClient, snapshot: Path) -> None:
     assert_error(client.get("/v1/customers/nobody/score"), 404, "unknown_customer")
 
 
-def test_unknown_customer_in_batch_is_404_with_its_path(client: TestClient,
-                                                        snapshot: Path) -> None:
+def test_unknown_customer_in_strict_batch_is_404_with_its_path(client: TestClient,
+                                                               snapshot: Path) -> None:
     cid = ids(snapshot, 1)[0]
-    err = assert_error(client.post("/v1/scores", json={"customers": [
+    err = assert_error(client.post("/v1/scores", json={"strict": True, "customers": [
         {"customer_id": cid}, {"customer_id": "ghost"}]}), 404, "unknown_customer")
     assert "ghost" in err["message"]
     assert err["details"][0]["loc"] == ["body", "customers", 1, "customer_id"]
