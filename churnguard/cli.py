@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -38,19 +41,50 @@ err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
 
+#: Off a terminal (cron, CI, Airflow, a pipe) progress bars are off; a long step logs a count
+#: line at most every PROGRESS_SECONDS instead, and a heartbeat naming the step when the
+#: churnguard logger has written nothing for HEARTBEAT_SECONDS (README, "CLI").
+PROGRESS_SECONDS = 10.0
+HEARTBEAT_SECONDS = 20.0
+
+log = logging.getLogger("churnguard.cli")
+
+
+class _Activity(logging.Filter):
+    """On the CLI's log handler: when the churnguard logger last wrote a line, and the last
+    progress note (not a heartbeat), which the heartbeat repeats as the step still running."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last = self.since = time.monotonic()
+        self.step = ""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.last = time.monotonic()
+        if record.levelno == logging.INFO and not getattr(record, "heartbeat", False):
+            step = getattr(record, "step", None) or record.getMessage().splitlines()[0][:100]
+            if step != self.step:
+                self.step, self.since = step, self.last
+        return True
+
+
+_activity = _Activity()
+
+
 @app.callback()
 def _main(verbose: Annotated[bool, typer.Option(
         "--verbose", "-v", help="Also show debug messages.")] = False) -> None:
     """Route churnguard's log messages (progress notes, warnings) to stderr through rich."""
-    import logging
-
     from rich.logging import RichHandler
 
     logger = logging.getLogger("churnguard")
-    logger.handlers[:] = [RichHandler(console=err, show_time=False, show_path=False,
-                                      markup=False, rich_tracebacks=False)]
+    handler = RichHandler(console=err, show_time=False, show_path=False, markup=False,
+                          rich_tracebacks=False)
+    handler.addFilter(_activity)
+    logger.handlers[:] = [handler]
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
     logger.propagate = False
+
 
 DataOpt = Annotated[
     str,
@@ -73,10 +107,91 @@ def _parse_date(value: str | None, option: str) -> date | None:
         raise _fail(f"{option} must be a date like 2025-01-31, got {value!r}") from None
 
 
-def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(),
-                    TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
-                    console=err, transient=True, disable=not err.is_terminal)
+def _settings() -> Settings:
+    """This run's settings (:func:`~churnguard.config.load_settings`); a bad variable exits 2
+    with one message naming each bad variable and what is wrong, never a value or a traceback.
+    """
+    from churnguard.config import SettingsError, load_settings
+
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _elapsed(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+class _Steps:
+    """The progress of a long command. On a terminal: a rich bar for the counted step. Off a
+    terminal: log lines through the churnguard logger (so cron, CI and ``make demo | tee`` show
+    them): the step when it starts, its count at most every :data:`PROGRESS_SECONDS` and when
+    complete, and, while a step runs that counts nothing (fitting, a feature build, a
+    commit), a heartbeat naming the step still running every :data:`HEARTBEAT_SECONDS` of
+    silence."""
+
+    def __init__(self, description: str, total: int | None = None) -> None:
+        self.description = description
+        self.total = total
+        self.tty = err.is_terminal
+        self._bar: Progress | None = None
+        self._task: Any = None
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
+        self._started = time.monotonic()
+        self._logged = 0.0
+        self._done = -1
+
+    def __enter__(self) -> _Steps:
+        self._started = time.monotonic()
+        if self.tty:
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(),
+                                 TextColumn("{task.completed}/{task.total}"),
+                                 TimeElapsedColumn(), console=err, transient=True)
+            self._bar.__enter__()
+            self._task = self._bar.add_task(self.description, total=self.total)
+            return self
+        log.info("%s …", self.description)
+        self._logged = time.monotonic()
+        self._beat = threading.Thread(target=self._heartbeat, name="churnguard-heartbeat",
+                                      daemon=True)
+        self._beat.start()
+        return self
+
+    def update(self, done: int, total: int | None = None) -> None:
+        """Progress callback ``(done, total)`` of the counted step."""
+        self.total = total if total is not None else self.total
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done, total=self.total)
+            return
+        now = time.monotonic()
+        complete = self.total is not None and done >= self.total
+        first = self._done < 0  # announces the total
+        if done == self._done or not (first or complete
+                                      or now - self._logged >= PROGRESS_SECONDS):
+            return
+        self._done, self._logged = done, now
+        of = f"/{self.total:,}" if self.total else ""
+        pct = f" ({done / self.total:.0%})" if self.total else ""
+        log.info("%s: %s%s%s, %s", self.description, f"{done:,}", of, pct,
+                 _elapsed(now - self._started), extra={"step": self.description})
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(min(1.0, HEARTBEAT_SECONDS / 4)):
+            now = time.monotonic()
+            if now - _activity.last >= HEARTBEAT_SECONDS:
+                log.info("… still working; last step: %s, %s ago (%s elapsed)",
+                         _activity.step or self.description, _elapsed(now - _activity.since),
+                         _elapsed(now - self._started), extra={"heartbeat": True})
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join()
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
 
 
 AllowUnknownOpt = Annotated[bool, typer.Option(
@@ -130,13 +245,12 @@ def demo_data(
         raise _fail("--end must be after --start")
     if fmt not in ("parquet", "csv"):
         raise _fail("--format must be parquet or csv")
-    with _progress() as bar:
-        task = bar.add_task("generating customers", total=customers)
+    with _Steps("generating customers", total=customers) as steps:
         try:
             summary = generate_demo_data(
                 out_dir, n_customers=customers, seed=seed, start=start_d, end=end_d,
                 subscriptions=subscriptions, fmt=fmt,  # type: ignore[arg-type]
-                progress=lambda done, total: bar.update(task, completed=done),
+                progress=steps.update,
             )
         except ValueError as exc:
             raise _fail(str(exc)) from None
@@ -166,7 +280,7 @@ def features_build(
     from churnguard.features.build import infer_spec, write_features
     from churnguard.features.definitions import FeatureSpec
 
-    settings = Settings()
+    settings = _settings()
     cutoff = _parse_date(as_of, "--as-of")
     assert cutoff
     if engine not in ("duckdb", "spark"):
@@ -174,9 +288,11 @@ def features_build(
     if out_file.suffix.lower() not in (".parquet", ".csv"):
         raise _fail("--out must end in .parquet or .csv")
     if engine == "spark":
-        _features_build_spark(data, cutoff, out_file, spec_file, allow_unknown_customers)
+        _features_build_spark(data, cutoff, out_file, spec_file, allow_unknown_customers,
+                              settings)
         return
-    with _open(data, settings, allow_unknown_customers=allow_unknown_customers) as source:
+    with _Steps(f"building features as of {cutoff}"), \
+            _open(data, settings, allow_unknown_customers=allow_unknown_customers) as source:
         spec = (FeatureSpec.from_dict(json.loads(spec_file.read_text())) if spec_file
                 else infer_spec(source, as_of=cutoff))
         summary = write_features(source, spec, cutoff, out_file)
@@ -186,27 +302,28 @@ def features_build(
 
 
 def _features_build_spark(data: str, cutoff: date, out_file: Path, spec_file: Path | None,
-                          allow_unknown_customers: bool) -> None:
-    import time
-
+                          allow_unknown_customers: bool, settings: Settings) -> None:
     from churnguard.features.build import infer_spec
     from churnguard.features.definitions import FeatureSpec
     from churnguard.features.sources import DataContractError
     from churnguard.features.spark import open_spark_source, spark_session, write_spark_features
 
     start = time.perf_counter()
-    spark = spark_session()
-    try:
-        src = open_spark_source(spark, data, allow_unknown_customers=allow_unknown_customers)
-        if spec_file:
-            spec = FeatureSpec.from_dict(json.loads(spec_file.read_text()))
-        else:
-            # The spec (event types, categories) is inferred as on DuckDB, from the same data.
-            with _open(data, Settings(), allow_unknown_customers=allow_unknown_customers) as s:
-                spec = infer_spec(s, as_of=cutoff)
-        n_rows = write_spark_features(src, spec, cutoff, str(out_file))
-    except DataContractError as exc:
-        raise _fail(str(exc)) from None
+    with _Steps(f"building features as of {cutoff} with Spark"):
+        spark = spark_session()
+        try:
+            src = open_spark_source(spark, data,
+                                    allow_unknown_customers=allow_unknown_customers)
+            if spec_file:
+                spec = FeatureSpec.from_dict(json.loads(spec_file.read_text()))
+            else:
+                # The spec (event types, categories) is inferred as on DuckDB, from the data.
+                with _open(data, settings,
+                           allow_unknown_customers=allow_unknown_customers) as s:
+                    spec = infer_spec(s, as_of=cutoff)
+            n_rows = write_spark_features(src, spec, cutoff, str(out_file))
+        except DataContractError as exc:
+            raise _fail(str(exc)) from None
     for issue in src.issues:
         err.print(f"[yellow]warning:[/] {issue}", highlight=False)
     out.print(f"wrote {n_rows:,} customers × {len(spec.features())} features as of {cutoff} "
@@ -236,7 +353,7 @@ def features_grid(
     """
     from churnguard.features.build import infer_spec, monthly_cutoffs, write_snapshot_grid
 
-    settings = Settings()
+    settings = _settings()
     first_d, last_d = _parse_date(first, "--first"), _parse_date(last, "--last")
     assert first_d and last_d
     horizon = horizon_days or settings.horizon_days
@@ -254,13 +371,12 @@ def features_grid(
                       f"({cutoffs[-1]}) runs past the data's last day ({end.date()}): its "
                       "labels are incomplete")
         spec = infer_spec(source, as_of=cutoffs[0])
-        with _progress() as bar:
-            task = bar.add_task("cutoffs", total=len(cutoffs))
+        with _Steps("snapshot grid cutoffs", total=len(cutoffs)) as steps:
             summary = write_snapshot_grid(
                 source, spec, cutoffs, out_file, horizon_days=horizon,
                 clv_horizon_days=clv_horizon,
                 mode="contractual" if contractual else "noncontractual",
-                progress=lambda done, total: bar.update(task, completed=done),
+                progress=steps.update,
             )
     out.print(f"wrote {summary.n_rows:,} rows ({len(cutoffs)} cutoffs) to {out_file} in "
               f"{summary.seconds:.1f}s")
@@ -272,12 +388,18 @@ def features_list(
         "--data", help="Source to infer event types and attributes from.")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """List every feature with its family, type and description."""
+    """List every feature with its family, type and description.
+
+    Without --data, the catalog of the default event types; with it, the event types and
+    customer attributes that data would give.
+
+    Example: churnguard features list --data data/demo --json
+    """
     from churnguard.features.build import infer_spec
     from churnguard.features.definitions import FEATURE_SET_VERSION, FeatureSpec, feature_catalog
 
     if data:
-        with _open(data, Settings(), allow_unknown_customers=True) as source:
+        with _open(data, _settings(), allow_unknown_customers=True) as source:
             spec = infer_spec(source)
     else:
         spec = FeatureSpec(event_types=("login", "email_open", "complaint", "support_ticket"))
@@ -285,10 +407,11 @@ def features_list(
     if as_json:
         out.print_json(json.dumps({"version": FEATURE_SET_VERSION, "features": catalog}))
         return
-    table = Table("name", "family", "type", "description", title=f"feature set "
-                  f"{FEATURE_SET_VERSION}")
+    table = Table("name", "family", "type", "role", "description", "null means",
+                  title=f"feature set {FEATURE_SET_VERSION}")
     for row in catalog:
-        table.add_row(row["name"], row["family"], row["kind"], row["description"])
+        table.add_row(row["name"], row["family"], row["kind"], row["role"], row["description"],
+                      row.get("null_meaning", ""))
     out.print(table)
 
 
@@ -302,8 +425,10 @@ def data_check(data: DataOpt, allow_unknown_customers: AllowUnknownOpt = False) 
 
     from churnguard.features.build import infer_spec, materialize_features
 
-    with _open(data, Settings(), thorough=True,
-               allow_unknown_customers=allow_unknown_customers) as source:
+    settings = _settings()
+    with _Steps("checking the source"), _open(
+            data, settings, thorough=True,
+            allow_unknown_customers=allow_unknown_customers) as source:
         counts = {t: source.con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0]
                   for t in sorted(source.tables)}
         end = source.data_end()
@@ -315,9 +440,15 @@ def data_check(data: DataOpt, allow_unknown_customers: AllowUnknownOpt = False) 
     out.print(f"data ends {end}; {len(source.issues)} issue(s) reported")
 
 
-def _tracking(settings: Settings) -> Any:
+def _tracking(settings: Settings, *, create: bool = True) -> Any:
+    """The MLflow store of the settings (:meth:`Tracking.resolve`). With ``create=False``,
+    None when it is the embedded store and that does not exist yet: commands that only read the
+    registry (models, promote, score) then create no data folder and no ``mlflow.db``."""
     from churnguard.model.registry import Tracking
 
+    embedded_db = Path(settings.data_dir) / "mlflow.db"  # Tracking.resolve's embedded store
+    if not create and not settings.mlflow_tracking_uri and not embedded_db.is_file():
+        return None
     return Tracking.resolve(settings.data_dir, settings.mlflow_tracking_uri)
 
 
@@ -332,8 +463,8 @@ def train_cmd(
         help="Churn window after each cutoff (default: settings).")] = None,
     clv_horizon_days: Annotated[int | None, typer.Option(
         "--clv-horizon-days", min=1,
-        help="CLV window (default: settings; shortened with a warning when the data is too "
-        "short for a purged split).")] = None,
+        help="CLV window (default: CHURNGUARD_CLV_HORIZON_DAYS, else 365 days shortened to "
+        "the longest a purged split of the data allows).")] = None,
     experiment: Annotated[str | None, typer.Option(
         "--experiment", help="MLflow experiment name (default: settings).")] = None,
     max_train_cutoffs: Annotated[int, typer.Option(
@@ -368,7 +499,7 @@ def train_cmd(
     from churnguard.training.split import PlanError
     from churnguard.training.uplift import UpliftError
 
-    settings = Settings()
+    settings = _settings()
     cutoff = _parse_date(as_of, "--as-of")
     catalog = actions or settings.actions_catalog
     try:
@@ -378,37 +509,45 @@ def train_cmd(
     config = TrainConfig(
         horizon_days=horizon_days or settings.horizon_days,
         clv_horizon_days=clv_horizon_days or settings.clv_horizon_days,
-        clv_horizon_auto=clv_horizon_days is None,
+        # Neither --clv-horizon-days nor CHURNGUARD_CLV_HORIZON_DAYS: the default adapts to a
+        # history too short for it (README "Training and the model registry").
+        clv_horizon_auto=(clv_horizon_days is None
+                          and "clv_horizon_days" not in settings.model_fields_set),
         max_train_cutoffs=max_train_cutoffs, refit=refit,
         experiment=experiment or settings.experiment, model_name=settings.model_name,
         seed=seed, boost=BoostConfig(seed=seed),
     )
-    with _open(data, settings, allow_unknown_customers=allow_unknown_customers) as source, \
-            _progress() as bar:
-        task = bar.add_task("snapshot grid", total=None)
+    with _Steps("snapshot grid") as steps, \
+            _open(data, settings, allow_unknown_customers=allow_unknown_customers) as source:
         try:
             result = train(
                 source, _tracking(settings), as_of=cutoff, config=config,
-                progress=lambda done, total: bar.update(task, completed=done, total=total),
-                actions_catalog=catalog, uplift_min_customers=min_uplift_customers,
+                progress=steps.update, actions_catalog=catalog,
+                uplift_min_customers=min_uplift_customers,
             )
         except (PlanError, PolicyError, UpliftError) as exc:
             raise _fail(str(exc)) from None
     m = result.metrics
-    table = Table("model", "ROC AUC", "log loss", "ECE", "lift@10", "CLV MAE", "CLV Gini",
-                  "CLV total err", title=f"test snapshot {result.churn_plan.test} "
-                  f"(CLV {result.clv_plan.test})")
-    for label, churn, clv in (("churnguard", "test_churn_", "test_clv_"),
-                              ("logreg", "test_baseline_logreg_churn_", None),
-                              ("BG/NBD+GG", "test_baseline_btyd_churn_",
-                               "test_baseline_btyd_clv_")):
-        def f(key: str | None, fmt: str = "{:.3f}") -> str:
-            return fmt.format(m[key]) if key and key in m else "-"
-        table.add_row(label, f(churn + "roc_auc"), f(churn + "log_loss"), f(churn + "ece"),
-                      f(churn + "lift_at_10", "{:.2f}"),
-                      f(clv and clv + "mae", "{:,.1f}"), f(clv and clv + "normalized_gini"),
-                      f(clv and clv + "total_error", "{:+.1%}"))
-    out.print(table)
+
+    def f(key: str, fmt: str = "{:.3f}") -> str:
+        return fmt.format(m[key]) if key in m else "-"
+
+    # Two tables, so that each fits an 80-column log. "AUC active": among the customers with a
+    # purchase in the year before the test cutoff (training/evaluate.py, active_churn_metrics);
+    # long-lapsed customers are easy to rank and raise the plain ROC AUC.
+    churn_table = Table("model", "ROC AUC", "AUC active", "log loss", "ECE", "lift@10",
+                        title=f"churn, test snapshot {result.churn_plan.test}")
+    for label, key in (("churnguard", "test_churn_"), ("logreg", "test_baseline_logreg_churn_"),
+                       ("BG/NBD", "test_baseline_btyd_churn_")):
+        churn_table.add_row(label, f(key + "roc_auc"), f(key + "roc_auc_active_365d"),
+                            f(key + "log_loss"), f(key + "ece"), f(key + "lift_at_10", "{:.2f}"))
+    clv_table = Table("model", "CLV MAE", "CLV Gini", "CLV total err",
+                      title=f"CLV, test snapshot {result.clv_plan.test}")
+    for label, key in (("churnguard", "test_clv_"), ("BG/NBD+GG", "test_baseline_btyd_clv_")):
+        clv_table.add_row(label, f(key + "mae", "{:,.1f}"), f(key + "normalized_gini"),
+                          f(key + "total_error", "{:+.1%}"))
+    out.print(churn_table)
+    out.print(clv_table)
     out.print(f"registered {settings.model_name} v{result.version} "
               f"({'champion' if result.promoted else 'challenger'}: {result.reason}); "
               f"run {result.run_id}")
@@ -426,8 +565,11 @@ def promote_cmd(
     """
     from churnguard.training.registry import promote
 
-    settings = Settings()
-    tracking = _tracking(settings)
+    settings = _settings()
+    tracking = _tracking(settings, create=False)
+    if tracking is None:
+        raise _fail(f"model {settings.model_name!r} has no version {version} (no model "
+                    "registry yet: run churnguard train)")
     try:
         decision = promote(tracking.client(), settings.model_name, version, force=force)
     except ValueError as exc:
@@ -447,8 +589,9 @@ def models_cmd(
     """
     from churnguard.training.registry import list_versions
 
-    settings = Settings()
-    rows = list_versions(_tracking(settings).client(), settings.model_name)
+    settings = _settings()
+    tracking = _tracking(settings, create=False)
+    rows = list_versions(tracking.client(), settings.model_name) if tracking else []
     if as_json:
         out.print_json(json.dumps({"model": settings.model_name, "versions": rows}))
         return
@@ -518,56 +661,39 @@ def score_cmd(
     """
     import os
 
-    from churnguard.model.registry import load_bundle
     from churnguard.serving.batch import (
         BatchInputError,
         BatchJob,
-        DuckDBEngine,
+        check_destination,
         fault_checkpoint,
         parse_destination,
         run_batch,
     )
 
-    settings = Settings()
+    settings = _settings()
     cutoff = _parse_date(as_of, "--as-of")
     assert cutoff
     if engine not in ("duckdb", "spark"):
         raise _fail(f"unknown --engine {engine!r}; available: duckdb, spark")
     try:
         dest = parse_destination(out_dest, table)
+        check_destination(dest)
     except BatchInputError as exc:
         raise _fail(str(exc)) from None
-    tracking = _tracking(settings)
-    tracking.activate()
     uri = model or f"models:/{settings.model_name}@{settings.model_alias}"
-    try:
-        bundle, version = load_bundle(uri)
-    except Exception as exc:  # MlflowException, BundleError, OSError
-        # Not bad input: the registry or the model is the problem (exit 1, not 2).
-        raise _fail(f"cannot load model {uri}: {exc}", code=1) from None
     # Test hook for the fault tests: kill the job at a named point (see serving/batch.py).
     checkpoint = fault_checkpoint(os.environ.get("CHURNGUARD_BATCH_FAULT"))
-    with _progress() as bar:
-        task = bar.add_task("scoring customers", total=None)
-
-        def progress(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
+    # The destination (above) and the source are checked before the model registry is
+    # touched: bad input creates nothing, neither a data folder nor an mlflow.db.
+    with _Steps("scoring customers") as steps, _score_engine(
+            engine, data, settings, spark_master, allow_unknown_customers) as batch_engine:
+        bundle, version = _load_model(uri, settings)
         try:
             job = BatchJob(bundle, cutoff, version, chunk_size=chunk_size, drivers=drivers)
-            if engine == "spark":
-                summary = _score_spark(data, job, dest, spark_master, allow_unknown_customers,
-                                       progress, checkpoint)
-            else:
-                with _open(data, settings,
-                           allow_unknown_customers=allow_unknown_customers) as source:
-                    summary = run_batch(job, DuckDBEngine(source), dest, progress=progress,
-                                        checkpoint=checkpoint)
+            summary = run_batch(job, batch_engine, dest, progress=steps.update,
+                                checkpoint=checkpoint)
         except (BatchInputError, ValueError) as exc:
             raise _fail(str(exc)) from None
-    if engine == "spark":
-        for issue in summary.issues:
-            err.print(f"[yellow]warning:[/] {issue}", highlight=False)
     rate = summary.n_scored / summary.seconds if summary.seconds else 0.0
     out.print(f"scored {summary.n_scored:,} customers as of {cutoff} with {uri} (v{version}) "
               f"to {summary.destination} in {summary.seconds:.1f}s ({rate:,.0f}/s, "
@@ -577,18 +703,48 @@ def score_cmd(
         out.print(f"skipped {n:,}: {reason}", highlight=False)
 
 
-def _score_spark(data: str, job: Any, dest: Any, master: str | None,
-                 allow_unknown_customers: bool, progress: Any, checkpoint: Any) -> Any:
+@contextlib.contextmanager
+def _score_engine(engine: str, data: str, settings: Settings, master: str | None,
+                  allow_unknown_customers: bool) -> Iterator[Any]:
+    """The batch engine over the opened and checked source; contract violations inside the
+    block exit 2 and the source's warnings are shown after it."""
+    from churnguard.serving.batch import DuckDBEngine, SparkEngine
+
+    if engine == "duckdb":
+        with _open(data, settings, allow_unknown_customers=allow_unknown_customers) as source:
+            yield DuckDBEngine(source)
+        return
     from churnguard.features.sources import DataContractError
     from churnguard.features.spark import open_spark_source, spark_session
-    from churnguard.serving.batch import SparkEngine, run_batch
 
     spark = spark_session(master)
     try:
         src = open_spark_source(spark, data, allow_unknown_customers=allow_unknown_customers)
-        return run_batch(job, SparkEngine(src), dest, progress=progress, checkpoint=checkpoint)
+        yield SparkEngine(src)
     except DataContractError as exc:
         raise _fail(str(exc)) from None
+    for issue in src.issues:
+        err.print(f"[yellow]warning:[/] {issue}", highlight=False)
+
+
+def _load_model(uri: str, settings: Settings) -> tuple[Any, str]:
+    """The bundle behind ``uri`` and its version label. The registry is used (and must exist)
+    only for a ``models:/`` or ``runs:/`` URI. A model that cannot be loaded is not bad input
+    but a registry or model problem: exit 1, not 2."""
+    from churnguard.model.registry import load_bundle
+
+    log.info("loading model %s", uri)
+    if uri.startswith(("models:", "runs:")):
+        tracking = _tracking(settings, create=False)
+        if tracking is None:
+            raise _fail(f"cannot load model {uri}: there is no model registry at "
+                        f"{Path(settings.data_dir) / 'mlflow.db'} yet (run churnguard train, "
+                        "or set MLFLOW_TRACKING_URI)", code=1)
+        tracking.activate()
+    try:
+        return load_bundle(uri)
+    except Exception as exc:  # MlflowException, BundleError, OSError
+        raise _fail(f"cannot load model {uri}: {exc}", code=1) from None
 
 
 @app.command("serve")
@@ -611,34 +767,48 @@ def serve_cmd(
 
     Example: CHURNGUARD_API_KEYS=change-me-0123456789 churnguard serve --port 8000 --workers 2
     """
-    import logging
+    import logging.config
     import os
 
     import uvicorn
-    from pydantic import ValidationError
 
-    # One OpenMP thread per worker (inherited by worker processes): requests are small, and an
-    # OpenMP team per prediction costs more than it saves; scale with --workers instead.
+    # Inherited by the worker processes. One OpenMP thread per worker: requests are small, and
+    # an OpenMP team per prediction costs more than it saves; scale with --workers instead.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # Registry calls fail within seconds instead of MLflow's defaults (120 s per request, 7
+    # retries with backoff: about 4 minutes), so /readyz shows a registry outage promptly; each
+    # can be overridden in the environment (MLflow's mlflow.environment_variables).
+    for var, value in (("MLFLOW_HTTP_REQUEST_TIMEOUT", "5"),
+                       ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"),
+                       ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")):
+        os.environ.setdefault(var, value)
 
-    try:
-        settings = Settings()
-    except ValidationError as exc:
-        raise _fail(f"invalid settings: {exc}") from None
+    settings = _settings()
     level = settings.log_level.upper()
     # A service logs plain lines with times for log collectors, not the CLI's rich console.
-    churnguard_log = logging.getLogger("churnguard")
-    churnguard_log.handlers.clear()
-    churnguard_log.propagate = True
-    churnguard_log.setLevel(logging.NOTSET)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("churnguard.serving.access").setLevel(
-        logging.DEBUG if level == "DEBUG" else logging.WARNING)
+    # uvicorn applies log_config in every worker process it spawns (with --workers N the
+    # workers do not inherit this process's logging set-up), so the whole set-up is this dict.
+    log_config: dict[str, Any] = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain",
+                                "stream": "ext://sys.stderr"}},
+        "root": {"level": level, "handlers": ["stderr"]},
+        "loggers": {
+            "churnguard": {"level": "NOTSET", "handlers": [], "propagate": True},
+            **{name: {"handlers": [], "propagate": True}
+               for name in ("uvicorn", "uvicorn.error", "uvicorn.access")},
+            # The embedded MLflow store's schema check logs two INFO lines on every start.
+            "alembic": {"level": "DEBUG" if level == "DEBUG" else "WARNING"},
+        },
+    }
+    logging.config.dictConfig(log_config)
     n_workers = workers or settings.workers
     with _metrics_dir(n_workers):
         uvicorn.run("churnguard.serving.app:create_app", factory=True,
                     host=host or settings.host, port=port or settings.port,
-                    workers=n_workers, log_level=settings.log_level,
+                    workers=n_workers, log_level=settings.log_level, log_config=log_config,
                     access_log=False, proxy_headers=False)
 
 

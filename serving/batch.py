@@ -7,12 +7,23 @@ Arrow schema for every engine and destination) → a :class:`Sink`.
 Atomic and idempotent:
 
 - files (Parquet, CSV) are streamed to a hidden temporary name beside the target and renamed
-  onto it only after the last chunk (``os.replace``); a Parquet *directory* is partitioned by
-  ``as_of`` and holds one file per model version, swapped in the same way; temporaries left by
-  a killed run are removed by the next one;
+  onto it only after the last chunk (``os.replace``); temporaries left by a killed run are
+  removed by the next one;
+- a Parquet *directory* is partitioned by ``as_of``: each partition holds exactly one file,
+  ``as_of=<date>/scores.parquet`` (:func:`partition_file`), with the ``model_version`` of the
+  run as a column. The newest run of a cutoff replaces it in the same way (one ``os.replace``),
+  so a reader of the directory sees the previous run's partition or the new one, never both
+  and never neither, whatever model version scored either;
 - PostgreSQL: every chunk is COPYed into a temporary staging table and one transaction upserts
   it on (customer_id, as_of, model_version) and deletes the rows of that key the run no longer
-  produces; a re-run replaces, never duplicates, and a killed run commits nothing.
+  produces; a re-run replaces, never duplicates, and a killed run commits nothing. The table is
+  created (or given the columns added since, :data:`ADDED_COLUMNS`) in that same transaction,
+  under a transaction-level advisory lock on the table's name, so concurrent first runs wait
+  for each other instead of failing.
+
+Bad destinations are refused by :func:`check_destination` before any model is loaded or any
+feature built; it creates nothing. The Spark engine stages its scores in a private (0700)
+temporary directory named after its host and process, and removes the ones of killed runs.
 
 ``checkpoint`` is called at named points (``features``, ``chunk:<i>``, ``before_commit``,
 ``after_commit``) so fault tests can kill the job there (the CLI wires it to an env var).
@@ -23,8 +34,12 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 import re
+import shutil
+import socket
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -39,7 +54,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from churnguard.features import sql
-from churnguard.features.io import AtomicPath
+from churnguard.features.io import AtomicPath, _pid_alive
 from churnguard.features.sources import DataIssue, Source
 from churnguard.model.bundle import ScoringBundle
 from churnguard.model.score import FullScores, score_matrix
@@ -49,17 +64,22 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from churnguard.features.spark import SparkSource
 
+log = logging.getLogger(__name__)
 Checkpoint = Callable[[str], None]
 Progress = Callable[[int, int], None]
 DestKind = Literal["parquet", "parquet_dir", "csv", "postgres"]
 
 #: One schema for every engine and destination; drivers and actions are JSON text.
+#: ``horizon_days`` is the window ``churn_probability`` is about and ``clv_horizon_days`` the
+#: one ``clv`` is about (the bundle's, as the API reports them: README, "Batch scoring").
 OUTPUT_SCHEMA = pa.schema([
     ("customer_id", pa.string()),
     ("as_of", pa.date32()),
     ("churn_probability", pa.float64()),
+    ("horizon_days", pa.int32()),
     ("risk_tier", pa.string()),
     ("clv", pa.float64()),
+    ("clv_horizon_days", pa.int32()),
     ("value_tier", pa.string()),
     ("lifecycle_stage", pa.string()),
     ("recommended_action", pa.string()),
@@ -71,8 +91,12 @@ OUTPUT_SCHEMA = pa.schema([
     ("scored_at", pa.timestamp("us", tz="UTC")),
 ])
 KEY = ("customer_id", "as_of", "model_version")
+#: Columns added to :data:`OUTPUT_SCHEMA` after tables were first created: a PostgreSQL table
+#: that lacks only these gets them (``ALTER TABLE … ADD COLUMN``, null in the rows already
+#: there) in the run's transaction; a table lacking any other score column is refused.
+ADDED_COLUMNS = ("horizon_days", "clv_horizon_days")
 _PG_TYPES = {pa.string(): "text", pa.date32(): "date", pa.float64(): "double precision",
-             pa.timestamp("us", tz="UTC"): "timestamptz"}
+             pa.int32(): "integer", pa.timestamp("us", tz="UTC"): "timestamptz"}
 _JSON_COLUMNS = ("drivers", "actions")
 
 
@@ -96,11 +120,12 @@ def score_table(bundle: ScoringBundle, features: pa.Table | pa.RecordBatch, *,
     ``drivers=False``; ``actions`` is the API's ``actions`` list as JSON text."""
     full = score_matrix(bundle, bundle.encode_arrow(features), drivers=drivers)
     return _output(features, full, drivers=drivers, as_of=as_of, model_version=model_version,
-                   scored_at=scored_at)
+                   scored_at=scored_at, horizons=(bundle.horizon_days, bundle.clv_horizon_days))
 
 
 def _output(features: pa.Table | pa.RecordBatch, full: FullScores, *, drivers: bool,
-            as_of: date, model_version: str, scored_at: datetime) -> pa.Table:
+            as_of: date, model_version: str, scored_at: datetime,
+            horizons: tuple[int, int]) -> pa.Table:
     n = features.num_rows
     a = full.assessment
     recs = a.recommendations(full.policy)
@@ -109,8 +134,10 @@ def _output(features: pa.Table | pa.RecordBatch, full: FullScores, *, drivers: b
         "customer_id": pc.cast(features.column("customer_id"), pa.string()),
         "as_of": pa.repeat(pa.scalar(as_of, pa.date32()), n),
         "churn_probability": full.churn_probability,
+        "horizon_days": pa.repeat(pa.scalar(horizons[0], pa.int32()), n),
         "risk_tier": a.risk_tier,
         "clv": full.clv,
+        "clv_horizon_days": pa.repeat(pa.scalar(horizons[1], pa.int32()), n),
         "value_tier": a.value_tier,
         "lifecycle_stage": a.lifecycle_stage,
         "recommended_action": action_ids[recs.first()],
@@ -253,13 +280,61 @@ class FileSink:
         self.atomic.abort()
 
 
-def _slug(value: str) -> str:
-    return re.sub(r"[^0-9A-Za-z_.-]+", "_", value).strip("._") or "model"
+#: The one file of each ``as_of=<date>`` partition of a Parquet directory destination.
+PARTITION_FILE = "scores.parquet"
+#: Files of the earlier layout (one per model version in a partition), removed from a partition
+#: once the new run's file is in place.
+_LEGACY_PARTITION_FILES = "scores-*.parquet"
 
 
-def partition_file(root: Path, as_of: date, model_version: str) -> Path:
-    """The file of one (as_of, model version) in a Parquet directory destination."""
-    return Path(root) / f"as_of={as_of.isoformat()}" / f"scores-{_slug(model_version)}.parquet"
+def partition_file(root: Path, as_of: date) -> Path:
+    """The file of cutoff ``as_of`` in a Parquet directory destination (Hive layout: ``as_of``
+    lives in the path, ``model_version`` in the file)."""
+    return Path(root) / f"as_of={as_of.isoformat()}" / PARTITION_FILE
+
+
+class PartitionSink(FileSink):
+    """One ``as_of`` partition of a Parquet directory: its one file replaced atomically."""
+
+    def __init__(self, root: Path, as_of: date) -> None:
+        super().__init__(partition_file(root, as_of), "parquet",
+                         pa.schema([f for f in OUTPUT_SCHEMA if f.name != "as_of"]))
+
+    def commit(self, checkpoint: Checkpoint) -> None:
+        super().commit(checkpoint)
+        # A partition written by an earlier churnguard held one file per model version; the
+        # new file now stands for the whole partition, so those go (readers skip the hidden
+        # temporaries, not these).
+        for legacy in self.target.parent.glob(_LEGACY_PARTITION_FILES):
+            log.info("removing %s (earlier layout: one file per model version)", legacy)
+            legacy.unlink(missing_ok=True)
+
+
+def check_destination(dest: Destination) -> None:
+    """Raise :class:`BatchInputError` if scores could not be written to ``dest``: a path whose
+    nearest existing folder is not a writable directory, a PostgreSQL server that does not
+    answer or a table of another shape. Creates nothing, so a command can check its
+    destination before it loads a model or builds a feature."""
+    if dest.kind == "postgres":
+        assert dest.table
+        schema, _, name = dest.table.rpartition(".")
+        con = _pg_connect(dest.target)
+        try:
+            _pg_existing_columns(con, schema or None, name, sql.qualified(
+                *(p for p in (schema, name) if p), dialect="postgres"))
+        finally:
+            con.close()
+        return
+    target = Path(dest.target)
+    if dest.kind == "parquet_dir" and target.exists() and not target.is_dir():
+        raise BatchInputError(f"{target} exists and is not a directory")
+    folder = target if dest.kind == "parquet_dir" else target.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise BatchInputError(f"{folder} is not a directory")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise BatchInputError(f"cannot write to {folder}")
 
 
 def sink_for(dest: Destination, *, as_of: date, model_version: str) -> Sink:
@@ -268,28 +343,72 @@ def sink_for(dest: Destination, *, as_of: date, model_version: str) -> Sink:
     if dest.kind == "csv":
         return FileSink(Path(dest.target), "csv")
     if dest.kind == "parquet_dir":
-        # Hive layout: as_of lives in the path, not in the file (readers add it back).
-        schema = pa.schema([f for f in OUTPUT_SCHEMA if f.name != "as_of"])
-        return FileSink(partition_file(Path(dest.target), as_of, model_version), "parquet",
-                        schema)
+        return PartitionSink(Path(dest.target), as_of)
     assert dest.table
     return PostgresSink(dest.target, dest.table, as_of=as_of, model_version=model_version)
+
+
+def _pg_connect(url: str) -> Any:
+    import psycopg
+
+    from churnguard.features.sources import split_postgres_url
+
+    dsn, _ = split_postgres_url(url)
+    try:
+        return psycopg.connect(dsn, autocommit=False)
+    except psycopg.Error as exc:
+        raise BatchInputError(f"cannot connect to PostgreSQL: {exc}".strip()) from None
+
+
+def _pg_existing_columns(con: Any, schema: str | None, name: str, qualified: str) -> set[str]:
+    """The columns of the destination table (empty if it does not exist yet), or
+    :class:`BatchInputError` if it lacks score columns other than :data:`ADDED_COLUMNS`, or if
+    it has no unique key on :data:`KEY` (an upsert needs one). Ends the transaction it reads in.
+    """
+    try:
+        have = _pg_columns(con, schema, name)
+        if not have:
+            return have
+        missing = [c for c in OUTPUT_SCHEMA.names if c not in have and c not in ADDED_COLUMNS]
+        if missing:
+            raise BatchInputError(
+                f"table {qualified} exists but lacks the score columns "
+                f"{', '.join(missing)}; use another --table or add them")
+        ok = con.execute(
+            "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid "
+            "WHERE i.indisunique AND c.oid = %s::regclass AND "
+            "(SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_attribute a "
+            " WHERE a.attrelid = c.oid AND a.attnum = ANY(i.indkey)) = %s",
+            [qualified, sorted(KEY)]).fetchall()
+        if not ok:
+            raise BatchInputError(f"table {qualified} has no unique key on "
+                                  f"({', '.join(KEY)}); the upsert needs one")
+        return have
+    finally:
+        con.rollback()
+
+
+def _pg_columns(con: Any, schema: str | None, name: str) -> set[str]:
+    return {r[0] for r in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = %s AND "
+        "table_schema = coalesce(%s, current_schema())", [name, schema]).fetchall()}
+
+
+def _pg_type(f: pa.Field) -> str:
+    return "jsonb" if f.name in _JSON_COLUMNS else _PG_TYPES[f.type]
 
 
 class PostgresSink:
     """Upsert into a PostgreSQL table in one transaction (COPY into a staging table first)."""
 
     def __init__(self, url: str, table: str, *, as_of: date, model_version: str) -> None:
-        from churnguard.features.sources import split_postgres_url
-
-        self.dsn, _ = split_postgres_url(url)
+        self.url = url
         schema, _, name = table.rpartition(".")
         self.schema = schema or None
         self.name = name
         self.as_of = as_of
         self.model_version = model_version
         self._pg: Any = None
-        self._exists = False
         self.n_rows = 0
 
     @property
@@ -297,47 +416,44 @@ class PostgresSink:
         return sql.qualified(*(p for p in (self.schema, self.name) if p), dialect="postgres")
 
     def prepare(self) -> None:
-        import psycopg
-
+        self._pg = _pg_connect(self.url)
         try:
-            self._pg = psycopg.connect(self.dsn, autocommit=False)
-        except psycopg.Error as exc:
-            raise BatchInputError(f"cannot connect to PostgreSQL: {exc}".strip()) from None
-        rows = self._pg.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = %s AND "
-            "table_schema = coalesce(%s, current_schema())", [self.name, self.schema]).fetchall()
-        self._pg.rollback()
-        have = {r[0] for r in rows}
-        self._exists = bool(have)
-        if have and not set(OUTPUT_SCHEMA.names) <= have:
-            missing = [c for c in OUTPUT_SCHEMA.names if c not in have]
+            # Checked before scoring (a table of another shape fails now, not at the end), and
+            # again under the lock at commit, where the table is created or given new columns.
+            _pg_existing_columns(self._pg, self.schema, self.name, self.qualified)
+        except BatchInputError:
             self.abort()
-            raise BatchInputError(
-                f"table {self.qualified} exists but lacks the score columns "
-                f"{', '.join(missing)}; use another --table or add them")
-        cols = ", ".join(
-            sql.ident(f.name, "postgres") + " "
-            + ("jsonb" if f.name in _JSON_COLUMNS else _PG_TYPES[f.type])
-            + (" NOT NULL" if f.name in KEY else "") for f in OUTPUT_SCHEMA)
-        key = ", ".join(KEY)
-        # Inside the transaction: a run that fails or is killed creates nothing.
-        self._pg.execute(f"CREATE TABLE IF NOT EXISTS {self.qualified} ({cols}, "
-                         f"PRIMARY KEY ({key}))")
-        stage_cols = ", ".join(sql.ident(f.name, "postgres") + " " + (
-            "jsonb" if f.name in _JSON_COLUMNS else _PG_TYPES[f.type]) for f in OUTPUT_SCHEMA)
+            raise
+        stage_cols = ", ".join(f"{sql.ident(f.name, 'postgres')} {_pg_type(f)}"
+                               for f in OUTPUT_SCHEMA)
         self._pg.execute(f"CREATE TEMP TABLE _churnguard_stage ({stage_cols}) ON COMMIT DROP")
-        if self._exists:
-            # An upsert needs a unique index on the key; say so before scoring, not at the end.
-            ok = self._pg.execute(
-                "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid "
-                "WHERE i.indisunique AND c.oid = %s::regclass AND "
-                "(SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_attribute a "
-                " WHERE a.attrelid = c.oid AND a.attnum = ANY(i.indkey)) = %s",
-                [self.qualified, sorted(KEY)]).fetchall()
-            if not ok:
-                self.abort()
-                raise BatchInputError(f"table {self.qualified} has no unique key on "
-                                      f"({key}); the upsert needs one")
+
+    def _create_or_extend(self) -> None:
+        """Inside the commit's transaction: wait for any other run writing this table (an
+        advisory lock on its schema-qualified name, released at commit or rollback), then create
+        it, or add the columns it lacks among :data:`ADDED_COLUMNS`. Without the lock two first
+        runs both create the table and the second fails on a unique violation of the catalog."""
+        self._pg.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended("
+            "'churnguard.scores:' || coalesce(%s, current_schema()) || '.' || %s, 0))",
+            [self.schema, self.name])
+        have = _pg_columns(self._pg, self.schema, self.name)
+        if not have:
+            cols = ", ".join(f"{sql.ident(f.name, 'postgres')} {_pg_type(f)}"
+                             + (" NOT NULL" if f.name in KEY else "") for f in OUTPUT_SCHEMA)
+            self._pg.execute(f"CREATE TABLE {self.qualified} ({cols}, "
+                             f"PRIMARY KEY ({', '.join(KEY)}))")
+            return
+        missing = [f for f in OUTPUT_SCHEMA if f.name not in have]
+        if any(f.name not in ADDED_COLUMNS for f in missing):
+            raise BatchInputError(f"table {self.qualified} changed while scoring: it lacks "
+                                  f"{', '.join(f.name for f in missing)}")
+        if missing:
+            log.warning("adding columns %s to %s (rows already there get null)",
+                        ", ".join(f.name for f in missing), self.qualified)
+            self._pg.execute(f"ALTER TABLE {self.qualified} " + ", ".join(
+                f"ADD COLUMN IF NOT EXISTS {sql.ident(f.name, 'postgres')} {_pg_type(f)}"
+                for f in missing))
 
     def write(self, table: pa.Table) -> None:
         buf = io.BytesIO()
@@ -350,6 +466,7 @@ class PostgresSink:
         self.n_rows += table.num_rows
 
     def commit(self, checkpoint: Checkpoint) -> None:
+        self._create_or_extend()
         names = ", ".join(sql.ident(c, "postgres") for c in OUTPUT_SCHEMA.names)
         updates = ", ".join(f"{sql.ident(c, 'postgres')} = EXCLUDED.{sql.ident(c, 'postgres')}"
                             for c in OUTPUT_SCHEMA.names
@@ -538,10 +655,46 @@ def spark_scores(features: DataFrame, job: BatchJob) -> DataFrame:
     return features.mapInArrow(score_batches, from_arrow_schema(OUTPUT_SCHEMA))
 
 
+#: Spark staging directories are named ``<prefix><host>-<pid>-<random>``.
+STAGING_PREFIX = "churnguard-spark-"
+
+
+def _staging_owner() -> str:
+    host = re.sub(r"[^0-9A-Za-z_.]+", "_", socket.gethostname()) or "host"
+    return f"{STAGING_PREFIX}{host}-{os.getpid()}-"
+
+
+def remove_stale_staging(parent: Path | None = None) -> list[Path]:
+    """Remove the Spark staging directories under ``parent`` (default: the temporary
+    directory) left by killed runs on this host: those whose process is gone. They hold every
+    customer's scores. Directories of other hosts (a shared ``staging_dir``) and of live
+    processes are kept. Returns what was removed."""
+    root = Path(parent) if parent is not None else Path(tempfile.gettempdir())
+    mine = _staging_owner().rsplit("-", 2)[0]
+    removed = []
+    for path in root.glob(f"{STAGING_PREFIX}*"):
+        owner, _, rest = path.name.rpartition("-")[0].rpartition("-")
+        if owner != mine or not rest.isdigit() or not path.is_dir():
+            continue
+        pid = int(rest)
+        if pid != os.getpid() and not _pid_alive(pid):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    if removed:
+        log.info("removed %d staging director%s of killed Spark runs under %s", len(removed),
+                 "y" if len(removed) == 1 else "ies", root)
+    return removed
+
+
 class SparkEngine:
     """Features built by Spark (the same feature SQL, transpiled), scored in Spark tasks
     (:func:`spark_scores`) into a local Parquet staging directory sorted by customer id, then
-    streamed back in chunks for the destination's sink."""
+    streamed back in chunks for the destination's sink.
+
+    The staging directory (under ``staging_dir``, default the temporary directory) is private
+    to the user (0700, it holds every score), named after the host and process, removed by
+    :meth:`close`, and by the next run (:func:`remove_stale_staging`) when the job was killed.
+    """
 
     name = "spark"
 
@@ -551,13 +704,14 @@ class SparkEngine:
         self._staging: Path | None = None
 
     def scored_chunks(self, job: BatchJob) -> tuple[int, Iterator[pa.Table]]:
-        import tempfile
-
         import pyarrow.dataset as ds
 
         from churnguard.features.spark import spark_features
 
-        self._staging = Path(tempfile.mkdtemp(prefix="churnguard-spark-", dir=self.staging_dir))
+        remove_stale_staging(self.staging_dir)
+        # 0700 is mkdtemp's mode, made explicit: the directory holds every customer's scores.
+        self._staging = Path(tempfile.mkdtemp(prefix=_staging_owner(), dir=self.staging_dir))
+        os.chmod(self._staging, 0o700)
         feats = spark_features(self.source, job.bundle.spec, job.as_of)
         out = self._staging / "scores"
         spark_scores(feats, job).orderBy("customer_id").write.mode("overwrite").parquet(
@@ -582,8 +736,6 @@ class SparkEngine:
 
     def close(self) -> None:
         if self._staging is not None:
-            import shutil
-
             shutil.rmtree(self._staging, ignore_errors=True)
             self._staging = None
 

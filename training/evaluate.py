@@ -54,6 +54,9 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 __all__ = [
+    "ACTIVE_DAYS",
+    "active_at_cutoff",
+    "active_churn_metrics",
     "capture_at",
     "churn_metrics",
     "clv_metrics",
@@ -73,6 +76,10 @@ FloatArray = npt.NDArray[np.float64]
 #: Share of the population ranked highest by score for ``lift_at_10`` / ``capture_at_10`` /
 #: ``top10_spend_share``.
 TOP_FRACTION = 0.1
+
+#: A customer is *active at the cutoff* with a purchase in the ``ACTIVE_DAYS`` days before it
+#: (``days_since_last_purchase <= ACTIVE_DAYS``): see :func:`active_churn_metrics`.
+ACTIVE_DAYS = 365
 
 
 # ---------------------------------------------------------------------------------------------
@@ -290,8 +297,9 @@ def churn_metrics(y_true: ArrayLike, p: ArrayLike, *, n_bins: int = 10) -> dict[
     - ``roc_auc``: area under the ROC curve [HM82, Faw06]; ties count one half (Mann-Whitney).
     - ``pr_auc``: average precision for the churn class [MRS08, DG06] (``sklearn`` definition,
       the step-wise area, no interpolation).
-    - ``pr_auc_active``: average precision of ``1 - p`` for the *active* class (``y == 0``),
-      the figure reported for the CDNOW benchmark.
+    - ``pr_auc_active``: average precision of ``1 - p`` for the *active* class (``y == 0``,
+      the customers who do not churn), the figure reported for the CDNOW benchmark. (Not to be
+      confused with the customers active at the cutoff of :func:`active_churn_metrics`.)
     - ``log_loss``: mean negative log-likelihood [Goo52], see :func:`log_loss`.
     - ``brier``: mean squared error of the probabilities [Bri50].
     - ``ece``: expected calibration error with ``n_bins`` equal-width bins [GPSW17].
@@ -316,6 +324,47 @@ def churn_metrics(y_true: ArrayLike, p: ArrayLike, *, n_bins: int = 10) -> dict[
         "capture_at_10": capture,
         "base_rate": float(y.mean()),
         "n": float(y.size),
+    }
+
+
+def active_at_cutoff(days_since_last_purchase: ArrayLike,
+                     days: int = ACTIVE_DAYS) -> npt.NDArray[np.bool_]:
+    """Which customers are *active at the cutoff*: a purchase in the ``days`` days before it,
+    i.e. ``days_since_last_purchase <= days`` (the feature counts calendar days from the last
+    purchase day to the cutoff). Customers who never purchased (NaN recency) are not active."""
+    r = np.asarray(days_since_last_purchase, dtype=np.float64)
+    if r.ndim != 1:
+        raise ValueError(f"days_since_last_purchase must be one-dimensional, got shape {r.shape}")
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(r) & (r <= days)
+
+
+def active_churn_metrics(y_true: ArrayLike, p: ArrayLike, days_since_last_purchase: ArrayLike,
+                         days: int = ACTIVE_DAYS) -> dict[str, float]:
+    """Churn ranking among the customers *active at the cutoff* (:func:`active_at_cutoff`).
+
+    A non-contractual churn label is "no purchase in the horizon", so customers who lapsed long
+    ago are churners that any recency rule ranks first: they raise ROC AUC over the whole
+    population without telling whether the model finds who of the customers still buying will
+    stop. Keys (``days`` = 365 gives the suffix ``_365d``):
+
+    - ``roc_auc_active_<days>d``: ROC AUC among the active customers; NaN when they hold only
+      one class;
+    - ``active_share_<days>d``: the share of the evaluated customers who are active;
+    - ``base_rate_active_<days>d``: their churn rate (NaN if none is active).
+    """
+    y, q = _binary_inputs(y_true, p)
+    active = active_at_cutoff(days_since_last_purchase, days)
+    if active.size != y.size:
+        raise ValueError(f"y_true has {y.size} values but days_since_last_purchase has "
+                         f"{active.size}")
+    ya, qa = y[active], q[active]
+    n_pos = float(ya.sum())
+    auc = (float(roc_auc_score(ya, qa)) if 0 < n_pos < ya.size else math.nan)
+    return {
+        f"roc_auc_active_{days}d": auc,
+        f"active_share_{days}d": float(active.mean()),
+        f"base_rate_active_{days}d": float(ya.mean()) if ya.size else math.nan,
     }
 
 

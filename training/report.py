@@ -30,6 +30,8 @@ import numpy.typing as npt
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from churnguard.training.evaluate import (
+    ACTIVE_DAYS,
+    TOP_FRACTION,
     _binary_inputs,
     _pair,
     _require_both_classes,
@@ -66,15 +68,28 @@ _MAX_SCATTER = 5_000  # above this a scatter is an ink blot; a fixed-seed subsam
 #: higher value is better (None: neither, e.g. counts). Used for the table's last column and to
 #: bold the best model per row.
 METRIC_GUIDE: dict[str, tuple[str, bool | None]] = {
-    "roc_auc": ("P(a random churner scores above a random active customer); 0.5 = random", True),
+    "roc_auc": ("P(a random churner scores above a random non-churner); 0.5 = random. "
+                "Customers who lapsed long ago are easy to rank and raise it: see "
+                f"roc_auc_active_{ACTIVE_DAYS}d", True),
+    f"roc_auc_active_{ACTIVE_DAYS}d": (
+        f"ROC AUC among the customers with a purchase in the {ACTIVE_DAYS} days before the "
+        "cutoff, where finding who will stop is hard; 0.5 = random", True),
     "pr_auc": ("Average precision for churners; compare with base_rate (= random)", True),
-    "pr_auc_active": ("Average precision for active customers (CDNOW benchmark figure)", True),
+    "pr_auc_active": ("Average precision for the customers who do not churn (the CDNOW "
+                      "benchmark figure)", True),
     "log_loss": ("Mean negative log-likelihood of the outcomes; lower is better", False),
     "brier": ("Mean squared error of the probabilities; lower is better", False),
     "ece": ("Expected calibration error: mean |predicted - observed| over 10 bins", False),
-    "lift_at_10": ("Churn rate in the top 10 % ÷ overall churn rate; 1 = random", True),
-    "capture_at_10": ("Share of all churners found in the top 10 %; 0.10 = random", True),
+    "lift_at_10": ("Churn rate in the riskiest 10 % ÷ overall churn rate: 1 = random; at most "
+                   "min(10, 1 ÷ base_rate), so it is low even for a perfect ranking when churn "
+                   "is common", True),
+    "capture_at_10": ("Share of all churners who are in the riskiest 10 %: random targeting "
+                      "reaches 0.10 of them whatever the base rate, a perfect ranking "
+                      "min(1, 0.10 ÷ base_rate); compare with that maximum", True),
     "base_rate": ("Share of churners in the evaluation set", None),
+    f"active_share_{ACTIVE_DAYS}d": (f"Share of the customers evaluated with a purchase in the "
+                                     f"{ACTIVE_DAYS} days before the cutoff", None),
+    f"base_rate_active_{ACTIVE_DAYS}d": ("Churn rate among those active customers", None),
     "n": ("Number of customers evaluated", None),
     "mae": ("Mean absolute error of predicted spend (currency units)", False),
     "rmse": ("Root-mean-squared error of predicted spend; dominated by big spenders", False),
@@ -85,6 +100,20 @@ METRIC_GUIDE: dict[str, tuple[str, bool | None]] = {
     "total_pred": ("Sum of predicted spend", None),
     "total_actual": ("Sum of actual spend in the holdout window", None),
 }
+
+#: The best value a perfect ranking can reach, from the evaluation set's base rate: shown
+#: after the guide of these metrics ("here at most …").
+_BEST_POSSIBLE = {
+    "capture_at_10": lambda base: min(1.0, TOP_FRACTION / base),
+    "lift_at_10": lambda base: min(1.0, TOP_FRACTION / base) / TOP_FRACTION,
+}
+
+#: Row order of a churn table: ROC AUC and its active-customer counterpart first.
+CHURN_METRIC_ORDER = (
+    "roc_auc", f"roc_auc_active_{ACTIVE_DAYS}d", "pr_auc", "pr_auc_active", "log_loss",
+    "brier", "ece", "lift_at_10", "capture_at_10", "base_rate", f"active_share_{ACTIVE_DAYS}d",
+    f"base_rate_active_{ACTIVE_DAYS}d", "n",
+)
 
 #: "How to read" captions keyed by the file stem :func:`churn_plots` / :func:`clv_plots` /
 #: :func:`importance_plot` give their PNGs; :func:`html_report` uses them for images without an
@@ -106,8 +135,11 @@ PLOT_GUIDE: dict[str, str] = {
     ),
     "churn_gains": (
         "Cumulative gains (left): share of all churners reached when contacting the top x % by "
-        "score. Lift per decile (right): churn rate in that decile ÷ overall rate; a good model "
-        "has decile 1 far above 1 and a steady decline."
+        "score. The diagonal is random targeting; a perfect ranking rises with slope 1 ÷ base "
+        "rate until it has reached every churner, so when churn is common even it stays close "
+        "to the diagonal. Lift per decile (right): churn rate in that decile ÷ overall rate (1 "
+        "= random, at most 1 ÷ base rate); a good model has decile 1 well above 1 and a steady "
+        "decline."
     ),
     "clv_deciles": (
         "Decile calibration: customers sorted by predicted spend into 10 equal groups; mean "
@@ -456,9 +488,15 @@ def _render_table(t: MetricsTable) -> str:
         for m in models:
             keys.extend(k for k in t.metrics[m] if k not in keys)
     head = "".join(f"<th>{html.escape(m)}</th>" for m in models)
+    bases = [float(t.metrics[m]["base_rate"]) for m in models
+             if isinstance(t.metrics[m].get("base_rate"), int | float | np.number)
+             and 0 < float(t.metrics[m]["base_rate"]) <= 1]
     rows = []
     for key in keys:
         guide, direction = METRIC_GUIDE.get(key, ("", None))
+        if key in _BEST_POSSIBLE and bases:
+            # Every model is scored on the same customers: one base rate.
+            guide += f" (here at most {_BEST_POSSIBLE[key](bases[0]):.2f})"
         direction = t.higher_is_better.get(key, direction)
         vals = {m: t.metrics[m].get(key) for m in models}
         numeric = {
@@ -594,7 +632,11 @@ def standard_sections(
     """
     tables = []
     if churn:
-        tables.append(MetricsTable("Churn (holdout)", churn))
+        present = {k for m in churn.values() for k in m}
+        order = [k for k in CHURN_METRIC_ORDER if k in present]
+        order += [k for m in churn.values() for k in m if k not in order]
+        tables.append(MetricsTable("Churn (holdout)", churn,
+                                   metric_order=list(dict.fromkeys(order))))
     if clv:
         tables.append(MetricsTable("CLV / spend (holdout)", clv))
     sections: list[Section] = []

@@ -195,7 +195,9 @@ def plan_targets(
                                        min_train_cutoffs=min(6, max_train_cutoffs))
         if best is None:
             raise
-        log.warning("the data is too short for a purged split with a %d-day CLV horizon; "
-                    "using %d days (pass --clv-horizon-days to choose)", clv_horizon_days, best)
+        # The default horizon adapting to the data is not a problem to warn about: say it once.
+        log.info("CLV horizon: %d days, the longest a purged split of this history allows "
+                 "(the default %d days does not fit; pass --clv-horizon-days to choose)",
+                 best, clv_horizon_days)
         clv = plan(best)
     return TargetPlans(churn, clv)

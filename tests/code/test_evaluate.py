@@ -9,6 +9,8 @@ import pytest
 from scipy.stats import spearmanr
 
 from churnguard.training.evaluate import (
+    active_at_cutoff,
+    active_churn_metrics,
     capture_at,
     churn_metrics,
     clv_metrics,
@@ -264,3 +266,36 @@ def test_clv_metrics_rejects_bad_input() -> None:
         normalized_gini([2.0, 2.0, 2.0], [1.0, 2.0, 3.0])
     with pytest.raises(ValueError, match="y_true has 2 values but y_pred has 1"):
         decile_calibration([1.0, 2.0], [1.0])
+
+
+# --- churn among customers active at the cutoff ----------------------------------------------
+
+
+def test_active_at_cutoff_means_a_purchase_in_the_last_365_days() -> None:
+    recency = [1.0, 365.0, 366.0, math.nan, 30.0]
+    assert active_at_cutoff(recency).tolist() == [True, True, False, False, True]
+    assert active_at_cutoff(recency, days=30).tolist() == [True, False, False, False, True]
+
+
+def test_roc_auc_among_active_customers_by_hand() -> None:
+    # Lapsed customers (recency 400 / never) are churners ranked first: they make the whole
+    # population's AUC look better than the ranking among the active ones.
+    y = [1, 1, 1, 0, 1, 0, 0]
+    p = [0.99, 0.98, 0.6, 0.7, 0.3, 0.4, 0.1]
+    recency = [400.0, math.nan, 10.0, 20.0, 30.0, 40.0, 50.0]
+    m = active_churn_metrics(y, p, recency)
+    # Active: churners {0.6, 0.3} vs actives {0.7, 0.4, 0.1}: pairs won 0.6>0.4, 0.6>0.1,
+    # 0.3>0.1 -> 3 of 6.
+    assert m["roc_auc_active_365d"] == pytest.approx(0.5)
+    assert churn_metrics(y, p)["roc_auc"] == pytest.approx(9 / 12)
+    assert m["active_share_365d"] == pytest.approx(5 / 7)
+    assert m["base_rate_active_365d"] == pytest.approx(2 / 5)
+
+
+def test_roc_auc_active_is_nan_with_one_class_and_rejects_bad_input() -> None:
+    m = active_churn_metrics([1, 0, 1], [0.9, 0.1, 0.8], [400.0, 500.0, 10.0])
+    assert math.isnan(m["roc_auc_active_365d"]) and m["base_rate_active_365d"] == 1.0
+    none = active_churn_metrics([1, 0], [0.9, 0.1], [math.nan, math.nan])
+    assert none["active_share_365d"] == 0.0 and math.isnan(none["base_rate_active_365d"])
+    with pytest.raises(ValueError, match="days_since_last_purchase has 2"):
+        active_churn_metrics([1, 0, 1], [0.9, 0.1, 0.8], [1.0, 2.0])

@@ -127,6 +127,37 @@ def test_html_report_bolds_the_best_model_per_row() -> None:
     assert "<b>1,000</b>" not in doc and "1,000" in doc  # counts have no "best"
 
 
+def test_capture_and_lift_guides_give_random_and_the_best_possible() -> None:
+    """Random targeting captures 0.10 of the churners whatever the base rate; a perfect ranking
+    min(1, 0.10 / base rate), and lift at most min(10, 1 / base rate): with churn common (60 %)
+    even a perfect model captures only 0.17 and lifts 1.67, and the guide says so."""
+    common = {"churnguard": {"roc_auc": 0.9, "lift_at_10": 1.6, "capture_at_10": 0.16,
+                             "base_rate": 0.6, "n": 100}}
+    doc = html_report("r", standard_sections(churn=common))
+    assert "random targeting reaches 0.10 of them whatever the base rate" in doc
+    assert "min(1, 0.10 ÷ base_rate)" in doc and "(here at most 0.17)" in doc
+    assert "1 = random" in doc and "min(10, 1 ÷ base_rate)" in doc
+    assert "(here at most 1.67)" in doc
+    rare = {"churnguard": {"lift_at_10": 5.0, "capture_at_10": 0.5, "base_rate": 0.05}}
+    doc = html_report("r", standard_sections(churn=rare))
+    assert "(here at most 1.00)" in doc and "(here at most 10.00)" in doc
+
+
+def test_churn_table_shows_roc_auc_among_active_customers_next_to_roc_auc(
+        churn_data: tuple) -> None:
+    from churnguard.training.evaluate import active_churn_metrics
+
+    y, p, _ = churn_data
+    recency = np.where(np.arange(y.size) % 4 == 0, 500.0, 30.0)
+    metrics = {**churn_metrics(y, p), **active_churn_metrics(y, p, recency)}
+    doc = html_report("r", standard_sections(churn={"churnguard": metrics}))
+    rows = re.findall(r"<tr><th>([a-z0-9_]+)</th>", doc)[1:]  # after the header
+    assert rows[:2] == ["roc_auc", "roc_auc_active_365d"]
+    assert {"active_share_365d", "base_rate_active_365d", "n"} <= set(rows)
+    assert f"{metrics['roc_auc_active_365d']:.4f}" in doc
+    assert "purchase in the 365 days before the cutoff" in doc
+
+
 def test_html_report_rejects_bad_input(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="at least one section"):
         html_report("r", [])

@@ -86,7 +86,7 @@ def training_log() -> Iterator[list[logging.LogRecord]]:
         logger.setLevel(level)
 
 
-def test_short_data_falls_back_with_a_logged_warning(
+def test_short_data_falls_back_with_a_logged_warning_or_an_automatic_horizon(
         training_log: list[logging.LogRecord]) -> None:
     first, as_of = date(1997, 1, 1), date(1998, 1, 1)
     plans = plan_targets(first, as_of, horizon_days=182, clv_horizon_days=182)
@@ -100,8 +100,10 @@ def test_short_data_falls_back_with_a_logged_warning(
     auto = plan_targets(date(2023, 1, 1), date(2026, 1, 1), horizon_days=90,
                         clv_horizon_days=365, clv_horizon_auto=True)
     assert auto.churn.purged and auto.clv.purged and 30 <= auto.clv.label_days < 365
-    (warning,) = [r.getMessage() for r in training_log if r.levelno == logging.WARNING]
-    assert f"using {auto.clv.label_days} days" in warning
+    # The default adapting to the data is said once, as information, not as a warning.
+    assert not [r for r in training_log if r.levelno >= logging.WARNING]
+    (info,) = [r.getMessage() for r in training_log if "CLV horizon" in r.getMessage()]
+    assert f"CLV horizon: {auto.clv.label_days} days" in info and "default 365 days" in info
     with pytest.raises(PlanError):
         plan_targets(first, first + timedelta(days=40), horizon_days=30, clv_horizon_days=30)
 

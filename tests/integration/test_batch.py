@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
@@ -23,9 +24,11 @@ from churnguard.serving.batch import (
     BatchInputError,
     BatchJob,
     DuckDBEngine,
+    check_destination,
     fault_checkpoint,
     parse_destination,
     partition_file,
+    remove_stale_staging,
     run_batch,
 )
 
@@ -109,7 +112,7 @@ def test_fault_in_process_rolls_back_csv_and_partitioned_directory(
     bundle = fake_bundle
     for out in (tmp_path / "scores.csv", tmp_path / "lake"):
         dest = parse_destination(str(out))
-        target = out if dest.kind == "csv" else partition_file(out, AS_OF, "7")
+        target = out if dest.kind == "csv" else partition_file(out, AS_OF)
         with pytest.raises(RuntimeError, match="injected fault at chunk:2"):
             run_batch(BatchJob(bundle, AS_OF, "7", chunk_size=150, scored_at=SCORED_AT),
                       DuckDBEngine(small_source), dest,
@@ -149,10 +152,71 @@ def test_every_score_field_is_written(small_source: Any, fake_bundle: Any,
     assert frame["recommended_action"].notna().all()
     assert frame["drivers"].str.startswith("[{").all()
     assert (frame["model_version"] == "3").all()
+    # The windows the two numbers are about, named as the API names them.
+    assert (frame["horizon_days"] == fake_bundle.horizon_days).all()
+    assert (frame["clv_horizon_days"] == fake_bundle.clv_horizon_days).all()
+    names = OUTPUT_SCHEMA.names
+    assert names.index("horizon_days") == names.index("churn_probability") + 1
+    assert names.index("clv_horizon_days") == names.index("clv") + 1
     n_later = int(small_source.con.execute(
         "SELECT count(*) FROM customers WHERE signup_date >= ?", [AS_OF]).fetchall()[0][0])
     assert summary.skipped == ({"signed up on or after the as-of date": n_later}
                                if n_later else {})
+
+
+def test_parquet_directory_keeps_one_complete_output_per_partition(
+        small_source: Any, fake_bundle: Any, tmp_path: Path) -> None:
+    """Scoring a cutoff with v1 then v2 leaves v2's rows only (one file per partition, the
+    version a column); a reader of the directory at any point of a run (every checkpoint, the
+    rename included) sees one complete scoring, never both and never neither."""
+    lake = tmp_path / "lake"
+    dest = parse_destination(str(lake))
+
+    def read() -> pd.DataFrame:
+        return pq.read_table(lake, partitioning="hive").to_pandas()
+
+    seen: list[tuple[str, int, frozenset[str]]] = []
+
+    def reader(point: str) -> None:
+        if list(lake.glob("as_of=*/[!.]*")):  # (before the first commit there is nothing)
+            frame = read()
+            seen.append((point, len(frame), frozenset(frame["model_version"])))
+
+    def run(version: str, as_of: date = AS_OF, fault: str | None = None) -> Any:
+        check = fault_checkpoint(fault) if fault else reader
+        return run_batch(BatchJob(fake_bundle, as_of, version, chunk_size=150,
+                                  scored_at=SCORED_AT), DuckDBEngine(small_source), dest,
+                         checkpoint=check)
+
+    n = run("1").n_scored
+    with pytest.raises(RuntimeError, match="before_commit"):
+        run("2", fault="before_commit=raise")
+    assert len(pq.read_table(partition_file(lake, AS_OF))) == n
+    seen.clear()
+    assert run("2").n_scored == n
+    frame = read()
+    assert len(frame) == n and frame["customer_id"].is_unique
+    assert set(frame["model_version"]) == {"2"}
+    # At every point of the second run, the rename included: all of the first scoring, then
+    # all of the second one.
+    assert {(rows, versions) for _, rows, versions in seen} == {
+        (n, frozenset({"1"})), (n, frozenset({"2"}))}
+    assert seen[-1] == ("after_commit", n, frozenset({"2"}))
+    assert seen[-2] == ("before_commit", n, frozenset({"1"}))
+
+    # An earlier churnguard wrote one file per model version: the next run removes them.
+    legacy = partition_file(lake, AS_OF).with_name("scores-1.parquet")
+    pq.write_table(pq.read_table(partition_file(lake, AS_OF)), legacy)
+    run("3")
+    assert [p.name for p in partition_file(lake, AS_OF).parent.iterdir()] == ["scores.parquet"]
+    assert len(read()) == n and set(read()["model_version"]) == {"3"}
+
+    run("1", as_of=EARLIER)  # another cutoff: its own partition, the others untouched
+    frame = read()
+    counts = frame.groupby(frame["as_of"].astype(str))["model_version"].agg(["size", "unique"])
+    assert counts.loc[AS_OF.isoformat(), "size"] == n
+    assert list(counts.loc[AS_OF.isoformat(), "unique"]) == ["3"]
+    assert list(counts.loc[EARLIER.isoformat(), "unique"]) == ["1"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,6 +247,42 @@ def test_bad_input_fails_before_anything_is_written(small_demo_dir: Path, model_
         assert message in result.output
         assert out.read_bytes() == b"previous output"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken", "scores.parquet"]
+
+
+def test_bad_source_or_destination_creates_nothing(small_demo_dir: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wrong --data or --out is reported (exit 2) before the model registry is touched:
+    no data folder, no mlflow.db, no output folder; with no registry yet the default model
+    fails with exit 1, again creating nothing."""
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "CHURNGUARD_MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(var, raising=False)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    store = tmp_path / "store"
+    monkeypatch.setenv("CHURNGUARD_DATA_DIR", str(store))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    cases = [
+        (["--data", str(tmp_path / "no-such-data"), "--out", "out/s.parquet"], 2,
+         "no-such-data"),
+        (["--data", str(small_demo_dir), "--out", str(blocker / "s.parquet")], 2,
+         "is not a directory"),
+        (["--data", str(small_demo_dir), "--out", str(blocker / "lake") + "/"], 2,
+         "is not a directory"),
+        (["--data", str(small_demo_dir), "--out", "out/s.parquet"], 1, "no model registry"),
+    ]
+    for args, code, message in cases:
+        result = runner.invoke(app, ["score", "--as-of", AS_OF.isoformat(), *args])
+        assert result.exit_code == code, result.output
+        assert message in result.output, result.output
+        assert "Traceback" not in result.output
+        assert not store.exists() and list(work.iterdir()) == [], (args, list(work.iterdir()))
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(BatchInputError, match="cannot write"):
+            check_destination(parse_destination(str(locked / "deeper" / "s.parquet")))
 
 
 def test_destination_parsing() -> None:
@@ -276,6 +376,81 @@ def test_postgres_table_of_another_shape_is_refused_before_scoring(
 
 
 @pytest.mark.postgres
+def test_concurrent_first_runs_on_a_new_postgres_table_both_succeed(
+        pg_schema: str, small_demo_dir: Path, fake_bundle: Any) -> None:
+    """Several jobs scoring into a table that does not exist yet, all prepared (connected,
+    staging) before any commits: every one succeeds (no UniqueViolation from two CREATE
+    TABLEs), and the table holds each version's customers once."""
+    dest = parse_destination(PG_URL, f"{pg_schema}.scores")
+    jobs = 3
+    ready = threading.Barrier(jobs, timeout=120)
+    results: dict[int, Any] = {}
+
+    def job(i: int) -> None:
+        def together(point: str) -> None:
+            if point == "features":  # every job has prepared its transaction
+                ready.wait()
+        try:
+            with open_source(small_demo_dir) as source:  # a DuckDB connection per thread
+                results[i] = run_batch(
+                    BatchJob(fake_bundle, AS_OF, str(i % 2 + 1), chunk_size=200,
+                             scored_at=SCORED_AT),
+                    DuckDBEngine(source), dest, checkpoint=together)
+        except BaseException as exc:  # pragma: no cover - shows the failure
+            results[i] = exc
+
+    threads = [threading.Thread(target=job, args=(i,)) for i in range(jobs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    failures = {i: r for i, r in results.items() if isinstance(r, BaseException)}
+    assert not failures and len(results) == jobs, failures
+    rows = _pg_rows(pg_schema)
+    n = results[0].n_scored
+    assert len(rows) == 2 * n and not rows.duplicated(["customer_id", "as_of",
+                                                       "model_version"]).any()
+
+
+@pytest.mark.postgres
+def test_postgres_table_of_the_earlier_shape_gets_the_horizon_columns(
+        pg_schema: str, small_source: Any, fake_bundle: Any) -> None:
+    """A table created before horizon_days/clv_horizon_days existed is given them (null in
+    its earlier rows) by the next run's transaction; a killed run adds nothing."""
+    import psycopg
+
+    from churnguard.serving.batch import ADDED_COLUMNS, _pg_type
+
+    old = [f for f in OUTPUT_SCHEMA if f.name not in ADDED_COLUMNS]
+    cols = ", ".join(f"{f.name} {_pg_type(f)}" for f in old)
+    with psycopg.connect(PG_URL, autocommit=True) as con:
+        con.execute(f"CREATE TABLE {pg_schema}.scores ({cols}, "
+                    "PRIMARY KEY (customer_id, as_of, model_version))")
+        con.execute(f"INSERT INTO {pg_schema}.scores (customer_id, as_of, model_version) "
+                    "VALUES ('C-old', '2025-01-01', '0')")
+    dest = parse_destination(PG_URL, f"{pg_schema}.scores")
+    with pytest.raises(RuntimeError):
+        run_batch(BatchJob(fake_bundle, AS_OF, "1", chunk_size=300), DuckDBEngine(small_source),
+                  dest, checkpoint=fault_checkpoint("before_commit=raise"))
+
+    def columns() -> list[str]:
+        with psycopg.connect(PG_URL) as con:
+            return [r[0] for r in con.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = %s "
+                "AND table_name = 'scores'", [pg_schema]).fetchall()]
+
+    assert not set(ADDED_COLUMNS) & set(columns())
+    summary = run_batch(BatchJob(fake_bundle, AS_OF, "1"), DuckDBEngine(small_source), dest)
+    assert set(ADDED_COLUMNS) <= set(columns())
+    with psycopg.connect(PG_URL) as con:
+        got = con.execute(f"SELECT model_version, count(*), min(horizon_days), "
+                          f"max(clv_horizon_days) FROM {pg_schema}.scores GROUP BY 1 "
+                          "ORDER BY 1").fetchall()
+    assert got == [("0", 1, None, None), ("1", summary.n_scored, fake_bundle.horizon_days,
+                                          fake_bundle.clv_horizon_days)]
+
+
+@pytest.mark.postgres
 def test_postgres_source_scores_like_files(pg_schema: str, small_demo_dir: Path,
                                            small_source: Any, fake_bundle: Any,
                                            tmp_path: Path) -> None:
@@ -344,3 +519,31 @@ def test_partitioned_feature_build_scores_every_customer_the_same(
     assert summaries["parts"].n_scored == summaries["whole"].n_scored == len(frames["whole"])
     key = "transactions rows for unknown customers"
     assert summaries["parts"].skipped[key] == summaries["whole"].skipped[key] == 40
+
+
+# ---------------------------------------------------------------------------------------------
+# Spark staging directories of killed runs (the Spark run itself: tests/integration/
+# test_spark_parity.py)
+
+
+def test_stale_spark_staging_of_dead_processes_is_removed(tmp_path: Path) -> None:
+    import socket
+
+    host = socket.gethostname()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead_pid = int(dead.stdout)
+    names = {
+        "stale": f"churnguard-spark-{host}-{dead_pid}-abcd1234",
+        "live": f"churnguard-spark-{host}-{os.getppid()}-efgh5678",
+        "mine": f"churnguard-spark-{host}-{os.getpid()}-ijkl9012",
+        "other_host": f"churnguard-spark-elsewhere-{dead_pid}-mnop3456",
+        "earlier_layout": "churnguard-spark-qrst7890",
+    }
+    for name in names.values():
+        (tmp_path / name / "scores").mkdir(parents=True)
+        (tmp_path / name / "scores" / "part-0.parquet").write_text("scores")
+    removed = remove_stale_staging(tmp_path)
+    assert removed == [tmp_path / names["stale"]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        v for k, v in names.items() if k != "stale")

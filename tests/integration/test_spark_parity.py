@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -106,14 +111,33 @@ def test_batch_scores_identical_including_actions(spark: Any, demo300: Path,
     with open_source(demo300) as source:
         duck = run_batch(BatchJob(bundle, AS_OF, "1", chunk_size=100, scored_at=at),
                          DuckDBEngine(source), parse_destination(str(tmp_path / "duck.parquet")))
+    # A run killed earlier left its staging directory (every score) behind: this run removes
+    # it, stages its own in a private directory and removes that too.
+    staging = tmp_path / "staging"
+    killed = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                            capture_output=True, text=True, check=True)
+    stale = staging / f"churnguard-spark-{socket.gethostname()}-{int(killed.stdout)}-x1y2z3w4"
+    (stale / "scores").mkdir(parents=True)
+    (stale / "scores" / "part-00000.parquet").write_bytes(b"PAR1")
+    modes: list[int] = []
+
+    def look(point: str) -> None:
+        if point == "features":
+            modes.extend(stat.S_IMODE(p.stat().st_mode) for p in staging.iterdir())
+
     src = open_spark_source(spark, str(demo300))
-    spk = run_batch(BatchJob(bundle, AS_OF, "1", chunk_size=100, scored_at=at), SparkEngine(src),
-                    parse_destination(str(tmp_path / "spark.parquet")))
+    spk = run_batch(BatchJob(bundle, AS_OF, "1", chunk_size=100, scored_at=at),
+                    SparkEngine(src, staging_dir=staging),
+                    parse_destination(str(tmp_path / "spark.parquet")), checkpoint=look)
+    assert modes == [0o700]  # only this run's directory, private to the user
+    assert list(staging.iterdir()) == []
     assert duck.n_scored == spk.n_scored and duck.skipped == spk.skipped
     a = pq.read_table(tmp_path / "duck.parquet").to_pandas()
     b = pq.read_table(tmp_path / "spark.parquet").to_pandas()
     assert_same(a, b, rtol=1e-6)
     assert a["actions"].str.len().gt(2).all()  # the recommended actions are compared too
+    assert (b["horizon_days"] == bundle.horizon_days).all()
+    assert (b["clv_horizon_days"] == bundle.clv_horizon_days).all()
 
 
 def test_spark_source_rejects_contract_violations(spark: Any, demo300: Path,
@@ -137,3 +161,25 @@ def test_transpile_rewrites_are_generic() -> None:
     sql = to_spark_sql("SELECT CASE WHEN isfinite(x) THEN 1 END, count(*) / 90.0 FROM t")
     assert "ISFINITE" not in sql.upper()
     assert "CAST(90.0 AS DOUBLE)" in sql
+
+
+def test_score_cli_on_spark_writes_the_duckdb_scores_without_warnings(
+        demo300: Path, fake_bundle_dir: Path, tmp_path: Path) -> None:
+    """`churnguard score --engine spark` as a user runs it (its own JVM): the DuckDB engine's
+    rows, and no pandas-version or plan-truncation warning on the way."""
+    outs = {}
+    for engine in ("duckdb", "spark"):
+        outs[engine] = tmp_path / f"{engine}.parquet"
+        proc = subprocess.run(
+            [sys.executable, "-m", "churnguard.cli", "score", "--data", str(demo300), "--as-of",
+             AS_OF.isoformat(), "--out", str(outs[engine]), "--model", str(fake_bundle_dir),
+             "--engine", engine], capture_output=True, text=True, timeout=600,
+            env={**os.environ, "CHURNGUARD_DATA_DIR": str(tmp_path / "data")})
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+        for noise in ("does not yet fully support pandas", "Truncated the string representation",
+                      "FutureWarning", "UserWarning"):
+            assert noise not in proc.stderr, proc.stderr[-3000:]
+    duck, spark_frame = (pd.read_parquet(outs[e]).drop(columns=["scored_at"])
+                         .sort_values("customer_id").reset_index(drop=True) for e in outs)
+    assert len(duck) > 0
+    assert_same(duck, spark_frame)
