@@ -189,17 +189,15 @@ def register_bundle(bundle_dir: Path, store: Path) -> None:
     sys.path.insert(0, str(ROOT))
     import mlflow
 
-    from churnguard.model.pyfunc import ChurnguardPyfunc
+    from churnguard.model.pyfunc import log_pyfunc
     from churnguard.model.registry import Tracking
 
     tracking = Tracking.resolve(store)
     tracking.activate()
     with mlflow.start_run(experiment_id=tracking.experiment_id("bench")):
-        info = mlflow.pyfunc.log_model(
-            name="model", python_model=ChurnguardPyfunc(), artifacts={"bundle": str(bundle_dir)},
-            registered_model_name="churnguard", pip_requirements=["churnguard"])
+        version = log_pyfunc(bundle_dir, registered_model_name="churnguard")
     tracking.client().set_registered_model_alias("churnguard", "champion",
-                                                 str(info.registered_model_version))
+                                                 version)
 
 
 def champion(store: Path) -> tuple[str, Path]:

@@ -7,6 +7,7 @@ registry (:func:`churnguard.model.registry.load_bundle`). Importing this module 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -85,6 +86,33 @@ def output_schema() -> Any:
     strings = ("risk_tier", "value_tier", "lifecycle_stage", "recommended_action", "actions")
     return Schema([ColSpec("string", "customer_id"), *(ColSpec("double", c) for c in doubles),
                    *(ColSpec("string", c) for c in strings)])
+
+
+def log_pyfunc(bundle_dir: str | Path, *, registered_model_name: str,
+               input_example: pd.DataFrame | None = None,
+               pip_requirements: list[str] | None = None) -> str:
+    """Log a saved bundle directory as the churnguard pyfunc in the active MLflow run and
+    register it; the new version. The one way a bundle enters the registry (training, and the
+    benchmarks that register one).
+
+    Logged from code (:mod:`churnguard.model.pyfunc_code`, MLflow's "models from code"), not as
+    a pickled object, so a version holds no pickle; the signature is declared
+    (:func:`input_schema`, :func:`output_schema`), never inferred from an example.
+    """
+    import importlib.util
+
+    import mlflow
+    from mlflow.models import ModelSignature
+
+    bundle = ScoringBundle.load(Path(bundle_dir))
+    code = importlib.util.find_spec("churnguard.model.pyfunc_code")
+    assert code is not None and code.origin is not None  # a module of this package
+    info = mlflow.pyfunc.log_model(
+        name="model", python_model=code.origin, artifacts={"bundle": str(bundle_dir)},
+        signature=ModelSignature(inputs=input_schema(bundle.spec), outputs=output_schema()),
+        input_example=input_example, registered_model_name=registered_model_name,
+        pip_requirements=pip_requirements or ["churnguard"])
+    return str(info.registered_model_version)
 
 
 class ChurnguardPyfunc(PythonModel):

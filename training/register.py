@@ -224,25 +224,11 @@ def _write_json_artifacts(out: Path, fitted: Fitted, effects: UpliftReport) -> N
 
 def _log_pyfunc(bundle_dir: Path, fitted: Fitted) -> str:
     """Log the bundle as the churnguard pyfunc, registered under the model name; its version."""
-    import importlib.util
+    from churnguard.model.pyfunc import input_example, log_pyfunc
 
-    import mlflow
-    from mlflow.models import ModelSignature
-
-    from churnguard.model.pyfunc import input_example, input_schema, output_schema
-
-    example = input_example(fitted.bundle, fitted.grid[fitted.test_rows])
-    signature = ModelSignature(inputs=input_schema(fitted.spec), outputs=output_schema())
-    # From code (a file path), not a PythonModel object: nothing of the version is pickled.
-    code = importlib.util.find_spec("churnguard.model.pyfunc_code")
-    assert code is not None and code.origin is not None  # a module of this package
-    info = mlflow.pyfunc.log_model(
-        name="model", python_model=code.origin,
-        artifacts={"bundle": str(bundle_dir)},
-        signature=signature, input_example=example,
-        registered_model_name=fitted.config.model_name, pip_requirements=_requirements(),
-    )
-    return str(info.registered_model_version)
+    return log_pyfunc(bundle_dir, registered_model_name=fitted.config.model_name,
+                      input_example=input_example(fitted.bundle, fitted.grid[fitted.test_rows]),
+                      pip_requirements=_requirements())
 
 
 def _requirements() -> list[str]:
