@@ -9,6 +9,10 @@
 #   CHURNGUARD_ONLINE_STORE    memory (the feature snapshot in each worker) or redis://host:6379/0
 #   CHURNGUARD_FEATURE_SNAPSHOT  the feature snapshot (default /data/features.parquet)
 #   CHURNGUARD_WORKERS         uvicorn worker processes (default 2)
+#   MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD   credentials for an MLflow server behind
+#                              authentication (mlflow server --app-name basic-auth, or a proxy)
+#   MLFLOW_HTTP_REQUEST_TIMEOUT / _MAX_RETRIES / _BACKOFF_FACTOR   registry call bounds
+#                              (churnguard serve defaults them to 5 s, 2 retries, factor 1)
 #
 # Build: docker build -t churnguard .    Run: see compose.yaml.
 

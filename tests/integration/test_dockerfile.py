@@ -159,4 +159,14 @@ def test_compose_services() -> None:
     # MLflow 3 checks the Host header: the service name must be allowed.
     hosts = cmd[cmd.index("--allowed-hosts") + 1]
     assert "mlflow:5000" in hosts
+    # The tracking server has no authentication: reachable on the compose network and the
+    # host's loopback only, never published on every interface; it keeps the image's
+    # non-root user.
+    for port in mlflow.get("ports", []):
+        spec = port if isinstance(port, str) else f"{port.get('host_ip', '')}:"
+        assert str(spec).startswith("127.0.0.1:"), f"mlflow publishes {port!r}"
+    assert str(mlflow.get("user", "10001")).split(":")[0] not in ("root", "0")
+    assert mlflow.get("network_mode") != "host"
+    for name in ("postgres", "redis"):
+        assert not services[name].get("ports"), f"{name} needs no published port"
     assert set(_compose()["volumes"]) >= {"postgres-data", "mlflow-artifacts"}
