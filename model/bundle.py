@@ -47,6 +47,9 @@ class ScoringBundle:
     #: bundle (None: not checked yet); see :func:`churnguard.model.score.score_matrix`.
     fast_path: bool | None = field(default=None, init=False, repr=False, compare=False)
     _policy: Policy | None = field(default=None, init=False, repr=False, compare=False)
+    #: The ``policy`` dict that ``_policy`` was parsed from: a new dict given to ``policy`` (as
+    #: training does when it attaches the catalog and value tiers) is parsed again.
+    _policy_of: Any = field(default=None, init=False, repr=False, compare=False)
     _encoder: RowEncoder | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -55,7 +58,8 @@ class ScoringBundle:
 
     def policy_obj(self) -> Policy:
         """The bundle's action policy (the default catalog, without value tiers, if none)."""
-        if self._policy is None:
+        if self._policy is None or self._policy_of is not self.policy:
+            self._policy_of = self.policy
             self._policy = (Policy.from_dict(self.policy, source="bundle policy")
                             if self.policy else load_catalog())
         return self._policy

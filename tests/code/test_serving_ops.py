@@ -130,3 +130,18 @@ def test_model_info_gauge_follows_swaps_without_clearing(
         mp.set_model("churnguard", None)
         mp.set_model("churnguard", "1")
         mp.set_model("churnguard", "2")
+
+
+def test_a_policy_given_after_scoring_is_the_one_used(fake_bundle_dir: Path) -> None:
+    """Training attaches the policy (catalog + value tiers) to a bundle that has scored
+    already; the parsed policy must follow the new dict, not stay cached."""
+    from churnguard.model.bundle import ScoringBundle
+    from churnguard.model.policy import load_catalog
+
+    bundle = ScoringBundle.load(fake_bundle_dir)
+    first = bundle.policy_obj()
+    bundle.policy = load_catalog().fit_value_tiers(np.arange(100.0)).to_dict()
+    assert bundle.policy_obj() is not first
+    assert bundle.policy_obj().value_cuts == load_catalog().fit_value_tiers(
+        np.arange(100.0)).value_cuts
+    assert bundle.policy_obj() is bundle.policy_obj()  # parsed once per dict
