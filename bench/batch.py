@@ -44,15 +44,13 @@ def main() -> None:
     ap.add_argument("--out-dir", type=Path, default=HERE / "results")
     args = ap.parse_args()
 
-    import importlib.util
-
     import mlflow.pyfunc
 
     from churnguard.features.build import write_features
     from churnguard.features.sources import open_source
+
     # The pyfunc as training logs it (models from code, README "Training and the model registry").
-    pyfunc_code = importlib.util.find_spec("churnguard.model.pyfunc_code")
-    assert pyfunc_code is not None and pyfunc_code.origin is not None
+    from churnguard.model.pyfunc import code_path
     from churnguard.serving.batch import FileSink, score_table
 
     sys.path.insert(0, str(HERE))
@@ -94,7 +92,7 @@ def main() -> None:
     del X
 
     # (c) mlflow.pyfunc predict on a pandas frame
-    mlflow.pyfunc.save_model(str(work / "pyfunc"), python_model=pyfunc_code.origin,
+    mlflow.pyfunc.save_model(str(work / "pyfunc"), python_model=code_path(),
                              artifacts={"bundle": str(bundle_dir)})
     model = mlflow.pyfunc.load_model(str(work / "pyfunc"))
     frame = pq.read_table(feats_file).slice(0, args.pyfunc_rows).to_pandas()

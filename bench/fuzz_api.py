@@ -28,8 +28,6 @@ import json
 import os
 import platform
 import re
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +36,8 @@ import urllib.request
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
+
+from processes import free_port, stop, wait_http
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -49,12 +49,6 @@ NEGATIVE_STATUSES = ["400", "401", "403", "404", "405", "406", "409", "413", "41
 #: Batch limits of the fuzzed service (small, so that the coverage phase's "one more than
 #: maxItems" requests stay small).
 MAX_BATCH = 20
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def prepare(cache: Path) -> Path:
@@ -119,30 +113,6 @@ def _config(snapshot: Path) -> str:
             '"body.customers[*].customer_id" = { dictionary = "customers", probability = 0.5 }\n')
 
 
-def wait_ready(base: str, proc: subprocess.Popen[bytes], seconds: float = 180) -> None:
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"churnguard serve exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"{base}/readyz", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"{base}/readyz did not answer 200 within {seconds}s")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-
-
 def server_requests(base: str) -> dict[str, dict[str, int]]:
     """Requests the service counted (its own /metrics), by route and status class."""
     with urllib.request.urlopen(f"{base}/metrics", timeout=10) as r:
@@ -195,7 +165,7 @@ def main() -> int:
                                 stdout=server_log.open("wb"), stderr=subprocess.STDOUT,
                                 start_new_session=True)
         try:
-            wait_ready(base, proc)
+            wait_http(f"{base}/readyz", proc)
             argv = [str(BIN / "schemathesis"), "--no-color", "--config-file", str(config), "run",
                     f"{base}/openapi.json", "--checks", "all", "--mode", "all",
                     "--phases", "examples,coverage,fuzzing,stateful",

@@ -27,8 +27,6 @@ import os
 import platform
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +35,8 @@ import urllib.request
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from processes import free_port, stop, wait_http
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -101,12 +101,6 @@ f:close()
 '''
 
 API_KEY = "bench-key-0123456789abcdef"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run(argv: list[str], env: dict[str, str] | None = None) -> None:
@@ -218,35 +212,10 @@ def champion(store: Path) -> tuple[str, Path]:
     return version, found[0].parent
 
 
-def wait_http(url: str, proc: subprocess.Popen[bytes], seconds: float = 180) -> None:
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before answering {url}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"{url} did not answer within {seconds}s")
-
-
 def start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     print("+", " ".join(argv), flush=True)
     return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log.open("ab"),
                             stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def group_cpu_seconds(pgid: int) -> float:

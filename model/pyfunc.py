@@ -88,6 +88,16 @@ def output_schema() -> Any:
                    *(ColSpec("string", c) for c in strings)])
 
 
+def code_path() -> str:
+    """The file MLflow logs as the pyfunc's code (:mod:`churnguard.model.pyfunc_code`), found
+    without importing it (importing it calls ``mlflow.models.set_model``)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("churnguard.model.pyfunc_code")
+    assert spec is not None and spec.origin is not None  # a module of this package
+    return spec.origin
+
+
 def log_pyfunc(bundle_dir: str | Path, *, registered_model_name: str,
                input_example: pd.DataFrame | None = None,
                pip_requirements: list[str] | None = None) -> str:
@@ -99,16 +109,12 @@ def log_pyfunc(bundle_dir: str | Path, *, registered_model_name: str,
     a pickled object, so a version holds no pickle; the signature is declared
     (:func:`input_schema`, :func:`output_schema`), never inferred from an example.
     """
-    import importlib.util
-
     import mlflow
     from mlflow.models import ModelSignature
 
     bundle = ScoringBundle.load(Path(bundle_dir))
-    code = importlib.util.find_spec("churnguard.model.pyfunc_code")
-    assert code is not None and code.origin is not None  # a module of this package
     info = mlflow.pyfunc.log_model(
-        name="model", python_model=code.origin, artifacts={"bundle": str(bundle_dir)},
+        name="model", python_model=code_path(), artifacts={"bundle": str(bundle_dir)},
         signature=ModelSignature(inputs=input_schema(bundle.spec), outputs=output_schema()),
         input_example=input_example, registered_model_name=registered_model_name,
         pip_requirements=pip_requirements or ["churnguard"])
