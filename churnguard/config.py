@@ -22,6 +22,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as _SourceError
 
 ENV_PREFIX = "CHURNGUARD_"
+#: Contractual churn: a lapse that a new subscription ends within this many days is not churn
+#: (a late payment; README, "Features": labels). ``churnguard train --grace-days`` overrides it.
+DEFAULT_GRACE_DAYS = 14
 
 # A DuckDB memory limit: a positive number with a unit (1000- or 1024-based), or a percentage of
 # the machine's memory (README, "Configuration").

@@ -29,6 +29,7 @@ from churnguard.features.checks import (
     unknown_customer_problems,
     unknown_customer_sql,
 )
+from churnguard.features.contract import DUCKDB_TYPES, SUBSCRIPTIONS
 from churnguard.features.definitions import (
     MAX_EVENT_TYPES,
     Aggregate,
@@ -166,8 +167,112 @@ def final_sql(spec: FeatureSpec, cutoff: date, *, pop: str, ta: str, ea: str,
     return "SELECT " + ",\n       ".join(selects) + f"\nFROM {pop} AS pop {joins}"
 
 
-def subscription_sql(cutoff: date, table: str = "subscriptions") -> str:
-    return f"SELECT * FROM {table} WHERE start_date < DATE '{cutoff.isoformat()}'"
+def _months_before(start: str, until: str) -> str:
+    """SQL: the number of whole months m with ``start`` + m months (clamped to the month's end,
+    as DuckDB's and Spark's month arithmetic do) strictly before ``until`` — the anniversaries
+    of ``start`` passed by ``until``, in calendar arithmetic both engines share."""
+    return (f"((year({until}) - year({start})) * 12 + month({until}) - month({start}) - "
+            f"CASE WHEN least(day({start}), day(last_day({until}))) < day({until}) "
+            "THEN 0 ELSE 1 END)")
+
+
+def subscription_sql(cutoff: date, table: str = "subscriptions",
+                     source_columns: Collection[str] | None = None) -> str:
+    """The ``sub`` relation as of ``cutoff``: the subscription rows known at T, with what the
+    subscription aggregates read per row.
+
+    Only what is known at T: rows that started before it; a row's end date counts only once it
+    has passed (``end_date < T``); its other columns are as stored (the contract: known when the
+    term starts). ``source_columns``: the contract columns the table has (None: all); an absent
+    optional column is NULL, so that a spec's features always build. Per row:
+
+    - ``active`` (at T), ``active_90`` (at T − 90, as known at T);
+    - ``cur`` / ``cur_90``: the row current at T / T − 90 — the active one that started last
+      (ties broken on every column read from it, so the choice never changes a value);
+    - ``gap``: days from the latest end of the customer's earlier rows (T for a row still
+      running) to the row's start; ``chain``: rows continuing one another without a gap (a
+      row starting at most a day after every earlier row has ended) share a number;
+      ``in_chain``: the row is in the chain of the current row (the current, continuous
+      subscription);
+    - ``term_len``: months per term (``term_months``, else renewal_date − start_date in
+      months, else NULL); ``renewals_in_row``, for the rows of the current chain: the row's
+      term ends passed before T (or before its end) at which it continued, plus one if it
+      took over from an earlier row that ended the day it started or the day before;
+    - ``plan_change``: the row's plan differs from that of the customer's previous row (one
+      that started earlier: rows starting the same day run side by side);
+      ``plan_since``: when the row's plan started within its chain.
+    """
+    t = f"DATE '{cutoff.isoformat()}'"
+    t90 = f"DATE '{(cutoff - timedelta(days=90)).isoformat()}'"
+    cols = []
+    for col in SUBSCRIPTIONS.columns:
+        q = ident(col.name)
+        present = source_columns is None or col.name in source_columns or col.required
+        cols.append(q if present else f"CAST(NULL AS {DUCKDB_TYPES[col.kind]}) AS {q}")
+    # The current row: active first, then the latest start, the largest MRR, then every other
+    # column read from it (the end only as known at T).
+    current = ("start_date DESC, mrr DESC, plan, renewal_date, term_months, seats, discount, "
+               "auto_renew, known_end")
+    # (Rows with the same start are ordered by their end, so that every value computed over
+    # the earlier rows is the same whatever order the engine puts equal rows in.)
+    by_start = "PARTITION BY customer_id ORDER BY start_date, known_end"
+    in_chain = "PARTITION BY customer_id, chain ORDER BY start_date, plan"
+    return f"""
+        SELECT *,
+               CASE WHEN chain = cur_chain THEN 1 ELSE 0 END AS in_chain,
+               CASE WHEN chain = cur_chain THEN
+                   CASE WHEN term_len >= 1 THEN greatest(floor(CAST(
+                       {_months_before("start_date", "known_end")} AS DOUBLE) / term_len), 0)
+                        ELSE 0 END
+                   + CASE WHEN gap BETWEEN 0 AND 1 THEN 1 ELSE 0 END
+                    ELSE 0 END AS renewals_in_row,
+               max(CASE WHEN plan_new = 1 THEN start_date END) OVER ({in_chain}
+                   ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS plan_since
+        FROM (
+            SELECT *,
+                   CASE WHEN rk = 1 AND active = 1 THEN 1 ELSE 0 END AS cur,
+                   CASE WHEN rk_90 = 1 AND active_90 = 1 THEN 1 ELSE 0 END AS cur_90,
+                   max(CASE WHEN rk = 1 AND active = 1 THEN chain END)
+                       OVER (PARTITION BY customer_id) AS cur_chain,
+                   CASE WHEN lag(start_date) OVER ({in_chain}) IS NULL
+                          OR plan IS DISTINCT FROM lag(plan) OVER ({in_chain})
+                        THEN 1 ELSE 0 END AS plan_new
+            FROM (
+                SELECT *,
+                       sum(CASE WHEN gap > 1 THEN 1 ELSE 0 END) OVER ({by_start}
+                           ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS chain
+                FROM (
+                    SELECT *,
+                           date_diff('day', max(known_end) OVER ({by_start}
+                               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),
+                               start_date) AS gap,
+                           row_number() OVER (PARTITION BY customer_id
+                               ORDER BY active DESC, {current}) AS rk,
+                           row_number() OVER (PARTITION BY customer_id
+                               ORDER BY active_90 DESC, {current}) AS rk_90,
+                           CASE WHEN lag(start_date) OVER ({by_start}, plan) < start_date
+                                 AND plan IS DISTINCT FROM lag(plan) OVER ({by_start}, plan)
+                                THEN 1 ELSE 0 END AS plan_change
+                    FROM (
+                        SELECT *,
+                               CASE WHEN end_date IS NULL OR end_date >= {t} THEN 1 ELSE 0 END
+                                   AS active,
+                               CASE WHEN start_date < {t90}
+                                     AND (end_date IS NULL OR end_date >= {t90})
+                                    THEN 1 ELSE 0 END AS active_90,
+                               CASE WHEN end_date < {t} THEN end_date ELSE {t} END AS known_end,
+                               CASE WHEN term_months IS NOT NULL
+                                    THEN CAST(term_months AS DOUBLE)
+                                    WHEN renewal_date > start_date
+                                    THEN greatest(round(date_diff('day', start_date,
+                                                                  renewal_date) / 30.4375), 1)
+                               END AS term_len
+                        FROM (SELECT {", ".join(cols)} FROM {table}
+                              WHERE start_date < {t}) AS s0
+                    ) AS s1
+                ) AS s2
+            ) AS s3
+        ) AS s4"""
 
 
 def feature_sql(
@@ -231,7 +336,8 @@ def materialize_features(source: Source, spec: FeatureSpec, cutoff: date,
     sa = None
     if spec.subscriptions:
         # (A source without the table has an empty view of it: no subscription.)
-        subs = subscription_sql(cutoff, table=tables["subscriptions"])
+        subs = subscription_sql(cutoff, table=tables["subscriptions"],
+                                source_columns=source.columns.get("subscriptions", ()))
         con.execute("CREATE OR REPLACE TEMP TABLE _sa AS "
                     + aggregate_sql(spec, cutoff, "sub", subs))
         sa = "_sa"
@@ -300,11 +406,16 @@ def label_sql(
     mode: LabelMode = "noncontractual",
     customers: str = "customers",
     txn: str | None = None,
+    grace_days: int = 0,
 ) -> str:
     """Labels for the customers in the population at ``cutoff``, from rows on/after it.
 
-    Non-contractual: ``churned`` = no purchase in [T, T + horizon). Contractual: the customer has
-    a subscription active at T and none active at T + horizon (it ended and none followed).
+    Non-contractual: ``churned`` = no purchase in [T, T + horizon). Contractual (the population:
+    customers with a subscription active at T): ``churned`` = no subscription of theirs active at
+    any time in [T + horizon, T + horizon + grace_days] (with ``grace_days`` 0: none active at
+    T + horizon). A plan change or a renewal continues a subscription, so it is not churn; a
+    lapse that a new subscription ends within the grace period is not churn either (a late
+    payment). The window read ends at T + horizon + grace_days.
     ``future_spend`` = net spend in [T, T + clv_horizon), floored at 0; ``future_orders`` =
     orders in the same window. ``txn`` is the purchases activity relation (default: built from
     the ``transactions`` table), so duplicates count once here as they do in the features.
@@ -320,9 +431,13 @@ def label_sql(
                sum(CASE WHEN day < {tc} THEN n_orders END) AS orders_c,
                sum(CASE WHEN day < {tc} THEN net END) AS net_c
         FROM ({txn}) AS r WHERE day >= {t0} AND day < {t_end} GROUP BY customer_id"""
+    if grace_days < 0:
+        raise ValueError("grace_days must be >= 0")
     if mode == "contractual":
+        tg = f"DATE '{(cutoff + timedelta(days=horizon_days + grace_days)).isoformat()}'"
+        started = f"s.start_date <= {tg}" if grace_days else f"s.start_date < {th}"
         churn = f"""CASE WHEN EXISTS (SELECT 1 FROM subscriptions s
-                     WHERE s.customer_id = pop.customer_id AND s.start_date < {th}
+                     WHERE s.customer_id = pop.customer_id AND {started}
                        AND (s.end_date IS NULL OR s.end_date >= {th})) THEN 0 ELSE 1 END"""
         population = f"""pop AS (SELECT DISTINCT c.customer_id FROM {customers} c
                  JOIN subscriptions s ON s.customer_id = c.customer_id
@@ -368,6 +483,7 @@ def infer_spec(source: Source, *, as_of: date | None = None,
         event_types=tuple(sorted(event_types)),
         attribute_columns=source.attribute_columns,
         subscriptions=source.has("subscriptions"),
+        contract_features=source.has("subscriptions"),
         attribute_categories=categories,
     )
 
@@ -581,8 +697,10 @@ class SnapshotBuilder:
                         f"({all_sql}) a{join}")
         sa = None
         if self.spec.subscriptions:
-            con.execute(f"CREATE OR REPLACE TEMP TABLE _sa AS "
-                        f"{aggregate_sql(self.spec, cutoff, 'sub', subscription_sql(cutoff))}")
+            subs = subscription_sql(
+                cutoff, source_columns=self.source.columns.get("subscriptions", ()))
+            con.execute("CREATE OR REPLACE TEMP TABLE _sa AS "
+                        + aggregate_sql(self.spec, cutoff, "sub", subs))
             sa = "_sa"
         if cutoff == self.cutoffs[-1]:
             # The row checks count whole-history rows, so the last cutoff sees every bad row
@@ -594,15 +712,16 @@ class SnapshotBuilder:
         return "features"
 
     def snapshot(self, cutoff: date, horizon_days: int, clv_horizon_days: int,
-                 mode: LabelMode = "noncontractual") -> pa.Table:
+                 mode: LabelMode = "noncontractual", grace_days: int = 0) -> pa.Table:
         """Features joined to labels for one cutoff (one block of the snapshot grid)."""
-        window_end = cutoff + timedelta(days=max(horizon_days, clv_horizon_days))
+        churn_days = horizon_days + (grace_days if mode == "contractual" else 0)
+        window_end = cutoff + timedelta(days=max(churn_days, clv_horizon_days))
         if window_end > self.last_day:
             raise ValueError(f"the label window of {cutoff} ends {window_end}, after the "
                              f"builder's last day {self.last_day}")
         feats = self.features(cutoff)
         labels = label_sql(cutoff, horizon_days, clv_horizon_days, mode,
-                           txn="SELECT * FROM _txn_act")
+                           txn="SELECT * FROM _txn_act", grace_days=grace_days)
         join = "JOIN" if mode == "contractual" else "LEFT JOIN"
         return self.source.con.sql(
             f"SELECT x.*, l.churned, l.future_spend, l.future_orders FROM {feats} x "

@@ -8,7 +8,8 @@ that SQL as it is, the Spark source through :func:`churnguard.features.spark.to_
 
 - breaks the contract (:class:`DataContractError`): missing tables and columns, wrong types,
   empty tables, nulls in required columns, values that cannot be parsed, non-finite numbers,
-  values below a column's minimum (event counts below 1), intervals that end before they start
+  values below a column's minimum or above its maximum (event counts below 1, negative seats,
+  subscription discounts above 1), intervals that end before they start
   (subscriptions), rows of one key with different values (conflicting customer rows), rows for
   customers missing from ``customers`` (unless allowed);
 - reported and left out (:class:`DataIssue`): rows dated after the data's reference time
@@ -177,6 +178,14 @@ def below_minimum(col: ColumnSpec) -> Rule:
                 f"{{v}} < {int(col.minimum)}")
 
 
+def above_maximum(col: ColumnSpec) -> Rule:
+    """Values of ``col`` above its contract maximum (e.g. a subscription discount above 1)."""
+    if col.maximum is None:
+        raise ValueError(f"column {col.name!r} has no maximum")
+    return Rule("above_maximum", f"with a {col.name} above {col.maximum}",
+                f"{{v}} > {int(col.maximum)}")
+
+
 #: Row checks of the large tables that the feature aggregation carries on DuckDB's default
 #: path, as (table, column, rule): the activity relations evaluate the rule per row and the
 #: per-customer aggregates count the bad rows (see ``features.build.check_aggregates``).
@@ -237,6 +246,8 @@ def row_checks(spec: TableSpec, columns: Collection[str],
             rules.append((NON_FINITE, q))
         if col.minimum is not None:
             rules.append((below_minimum(col), q))
+        if col.maximum is not None:
+            rules.append((above_maximum(col), q))
         found += [(rule.kind, rule.sql(value), rule.message) for rule, value in rules]
         checks += [RowCheck(spec.name, col.name, kind, condition, message, raw or q)
                    for kind, condition, message in found]

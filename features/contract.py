@@ -44,6 +44,8 @@ class ColumnSpec:
     description: str = ""
     # Smallest allowed value of a number column (None: any); smaller values break the contract.
     minimum: int | None = None
+    # Largest allowed value of a number column (None: any); larger values break the contract.
+    maximum: int | None = None
     # Earliest plausible value of a date column (None: any): earlier dates are placeholders
     # (1899-12-30 is a spreadsheet's day zero), reported and left out with their rows.
     earliest: date | None = None
@@ -149,6 +151,14 @@ SUBSCRIPTIONS = TableSpec(
             nullable=True,
             description="Scheduled end of the current term, known when the term starts.",
         ),
+        ColumnSpec("seats", "float", required=False, nullable=True, minimum=0,
+                   description="Licensed seats (users) of the subscription."),
+        ColumnSpec("discount", "float", required=False, nullable=True, minimum=0, maximum=1,
+                   description="Discount off the list price, as a fraction (0.2 = 20 % off)."),
+        ColumnSpec("auto_renew", "bool", required=False, nullable=True,
+                   description="Whether the term renews unless the customer cancels."),
+        ColumnSpec("term_months", "int", required=False, nullable=True, minimum=1,
+                   description="Length of one term in months (1 = monthly, 12 = annual)."),
     ),
 )
 

@@ -10,6 +10,10 @@ activity relations, so the same text runs on raw rows (one cutoff) and on a cust
   (days since the customer's previous purchase day; 0 for a second order on the same day);
 - interactions ``evt``: customer_id, day, event_type, n.
 
+With subscriptions, a third relation ``sub`` holds the subscription rows known at T, one per
+row, with per-row columns computed for that cutoff (the current row, the current continuous
+subscription, terms, plan changes: :func:`churnguard.features.build.subscription_sql`).
+
 Windows are closed on the left, open on the right: "last 30 days" is [T − 30, T).
 """
 
@@ -89,6 +93,13 @@ class FeatureSpec:
 
     Event types are open-ended in the contract; the spec pins which ones become features (the
     most frequent, up to ``MAX_EVENT_TYPES``), so a model always sees the same columns.
+
+    ``contract_features``: with ``subscriptions``, also the contractual features (term,
+    renewals, auto-renew, discount, seats, MRR and plan changes, tenure in the plan, usage per
+    active day and per seat against the customer's own earlier usage, support per seat). A
+    spec saved before they existed does not have the key and loads without them, so an
+    existing model keeps exactly its columns; it is stored only when set (an older spec's
+    dict and fingerprint are unchanged).
     """
 
     event_types: tuple[str, ...]
@@ -98,14 +109,23 @@ class FeatureSpec:
     ticket_types: tuple[str, ...] = DEFAULT_TICKET_TYPES
     version: str = FEATURE_SET_VERSION
     attribute_categories: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    contract_features: bool = False
 
     def fingerprint(self) -> str:
         """A short hash of the spec: two builds with the same fingerprint have the same columns."""
-        payload = json.dumps(asdict(self), sort_keys=True, default=list)
+        payload = json.dumps(self.to_dict(), sort_keys=True, default=list)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
     def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+        data = asdict(self)
+        if not self.contract_features:
+            del data["contract_features"]  # as specs were stored before the field existed
+        return data
+
+    @property
+    def contractual(self) -> bool:
+        """Whether the spec has the contractual features (see ``contract_features``)."""
+        return self.subscriptions and self.contract_features
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> FeatureSpec:
@@ -124,6 +144,7 @@ class FeatureSpec:
             ticket_types=tup("ticket_types") or DEFAULT_TICKET_TYPES,
             version=str(data.get("version", FEATURE_SET_VERSION)),
             attribute_categories={str(k): tuple(str(x) for x in v) for k, v in cats.items()},
+            contract_features=bool(data.get("contract_features", False)),
         )
 
     def aggregates(self) -> list[Aggregate]:
@@ -218,6 +239,30 @@ def _aggregates(spec: FeatureSpec) -> list[Aggregate]:
             A("s_term_start", "sub", "max", "start_date", active),
             A("s_renewal", "sub", "min", "renewal_date", f"{active} AND renewal_date >= {{T}}"),
         ]
+    if spec.contractual:
+        # Per-row columns of the sub relation (see features.build.subscription_sql): cur /
+        # cur_90 mark the row current at T / T - 90, in_chain the rows of the current,
+        # continuous subscription; every one of them is known at T.
+        a += [
+            A("s_term_len", "sub", "max", "term_len", "cur = 1"),
+            A("s_chain_renewals", "sub", "sum", "renewals_in_row", "in_chain = 1"),
+            A("s_auto_renew", "sub", "max",
+              "CASE WHEN auto_renew THEN 1 WHEN NOT auto_renew THEN 0 END", "cur = 1"),
+            A("s_discount", "sub", "max", "discount", "cur = 1"),
+            A("s_seats", "sub", "max", "seats", "cur = 1"),
+            A("s_seats_90", "sub", "max", "seats", "cur_90 = 1"),
+            A("s_active_90", "sub", "count", "1", "active_90 = 1"),
+            A("s_mrr_90", "sub", "sum", "mrr", "active_90 = 1"),
+            A("s_plan_changes_365", "sub", "sum", "plan_change", "start_date >= {T-365}"),
+            A("s_plan_since", "sub", "max", "plan_since", "cur = 1"),
+            # Usage in the 90 days before the last 30: [T - 120, T - 30).
+            A("e_total_30_120", "evt", "sum", "n", "day >= {T-120} AND day < {T-30}"),
+            A("e_days_91_120", "evt", "bit_or",
+              "CAST(1 AS BIGINT) << (date_diff('day', day, {T}) - 91)",
+              "day >= {T-120} AND day < {T-90}"),
+            A("e_support_90", "evt", "sum", "n",
+              "(is_complaint = 1 OR is_ticket = 1) AND day >= {T-90}"),
+        ]
     return a
 
 
@@ -245,12 +290,19 @@ NO_PURCHASE = "no purchase yet"
 NO_GAP = "fewer than two purchase days: no usual gap between purchases yet"
 NO_INTERACTION = "no interaction yet"
 NO_SUBSCRIPTION = "no active subscription with a renewal date"
+NO_SEATS = "no active subscription, or its seats are not recorded (or zero)"
+#: Distinct active days in the last 30 days, and in the 90 days before them.
+_ACTIVE_DAYS_30 = f"bit_count(coalesce(e_days_1_60, 0) & {2**30 - 1})"
+_ACTIVE_DAYS_31_120 = (f"(bit_count(coalesce(e_days_1_60, 0)) - {_ACTIVE_DAYS_30} "
+                       "+ bit_count(coalesce(e_days_61_90, 0)) "
+                       "+ bit_count(coalesce(e_days_91_120, 0)))")
 
 
 def _features(spec: FeatureSpec) -> list[Feature]:
     # Roles: a feature is "context" when no retention action can change it — the calendar
     # (season_*), how long ago the customer arrived (tenure_days, days_since_first_purchase,
-    # sub_tenure_days) and who they are (customer attributes). Everything the customer does, or
+    # sub_tenure_days, sub_plan_tenure_days, sub_renewals), the contract's term
+    # (sub_term_months) and who they are (customer attributes). Everything the customer does, or
     # that the relationship offers them, is "actionable".
     f: list[Feature] = [
         Feature("days_since_last_purchase", "purchase", "float",
@@ -371,6 +423,66 @@ def _features(spec: FeatureSpec) -> list[Feature]:
                     "date_diff('day', {T}, s_renewal)",
                     "Days until the current term ends (most contractual churn is at renewal).",
                     null_meaning=NO_SUBSCRIPTION),
+        ]
+    if spec.contractual:
+        per_active_day_30 = f"coalesce({_ratio('e_total_30', _ACTIVE_DAYS_30)}, 0)"
+        f += [
+            Feature("sub_term_months", "subscription", "float", "s_term_len",
+                    "Term length of the current subscription in months (1 = monthly, "
+                    "12 = annual).", role="context",
+                    null_meaning="no active subscription, or its term is not recorded (no "
+                                 "term_months, no renewal date)"),
+            Feature("sub_renewals", "subscription", "int", "coalesce(s_chain_renewals, 0)",
+                    "Renewals of the current subscription: term ends it continued past, and "
+                    "subscriptions that took over from one another without a gap.",
+                    role="context"),
+            Feature("sub_auto_renew", "subscription", "float", "s_auto_renew",
+                    "Whether the current subscription renews automatically (1) or not (0).",
+                    null_meaning="no active subscription, or auto-renew not recorded"),
+            Feature("sub_discount", "subscription", "float", "s_discount",
+                    "Discount of the current subscription (fraction off the list price).",
+                    null_meaning="no active subscription, or its discount is not recorded"),
+            Feature("sub_mrr_change_90d", "subscription", "float",
+                    "CASE WHEN coalesce(s_active_90, 0) > 0 "
+                    "THEN coalesce(s_mrr, 0) - coalesce(s_mrr_90, 0) END",
+                    "MRR now minus MRR 90 days before (< 0: downgraded or cancelled).",
+                    null_meaning="no subscription active 90 days before the cutoff"),
+            Feature("sub_plan_changes_365d", "subscription", "int",
+                    "coalesce(s_plan_changes_365, 0)",
+                    "Subscriptions started in the last 365 days on a different plan than the "
+                    "one before."),
+            Feature("sub_seats", "subscription", "float", "s_seats",
+                    "Seats of the current subscription.",
+                    null_meaning="no active subscription, or its seats are not recorded"),
+            Feature("sub_seats_change_90d", "subscription", "float", "s_seats - s_seats_90",
+                    "Seats now minus seats 90 days before.",
+                    null_meaning="no subscription now or 90 days before the cutoff, or seats "
+                                 "not recorded"),
+            Feature("sub_plan_tenure_days", "subscription", "float",
+                    _days_since("s_plan_since"),
+                    "Days on the current plan (since the plan of the current subscription "
+                    "started).", role="context", null_meaning="no active subscription"),
+            Feature("usage_per_active_day_30d", "interaction", "float", per_active_day_30,
+                    "Interactions per active day in the last 30 days (0: no activity)."),
+            Feature("usage_per_active_day_trend", "interaction", "float",
+                    _ratio(per_active_day_30, _ratio("e_total_30_120", _ACTIVE_DAYS_31_120)),
+                    "Interactions per active day in the last 30 days relative to the 90 days "
+                    "before (1 = usual, < 1: declining use).",
+                    null_meaning="no interaction in the 90 days before the last 30"),
+            Feature("usage_per_seat_30d", "interaction", "float",
+                    _ratio("coalesce(e_total_30, 0)", "s_seats"),
+                    "Interactions per seat in the last 30 days.", null_meaning=NO_SEATS),
+            Feature("usage_per_seat_trend", "interaction", "float",
+                    _ratio(_ratio("coalesce(e_total_30, 0) / 30.0", "s_seats"),
+                           _ratio("e_total_30_120 / 90.0", "s_seats_90")),
+                    "Daily interactions per seat in the last 30 days relative to the 90 days "
+                    "before (1 = usual, < 1: declining use).",
+                    null_meaning="no interaction in the 90 days before the last 30, or seats "
+                                 "not recorded now or 90 days before"),
+            Feature("support_per_seat_90d", "interaction", "float",
+                    _ratio("coalesce(e_support_90, 0)", "s_seats"),
+                    "Support tickets and complaints per seat in the last 90 days.",
+                    null_meaning=NO_SEATS),
         ]
     for col in spec.attribute_columns:
         f.append(Feature(col, "attribute", "category", f"CAST({ident(col)} AS VARCHAR)",

@@ -16,16 +16,24 @@ The generator simulates customers of an online retailer as a continuous-time lat
 :func:`oracle_churn_probability` re-simulates the future from the latent state at a cutoff
 with the same code, giving the true probability of no purchase in a horizon: the ceiling any
 churn model on this data can reach.
+
+With ``subscriptions=True`` the generator simulates a different business instead: a B2B SaaS
+company with contractual churn (monthly, six-month and annual terms, one subscriptions row per
+term, renewal-driven cancellations, late payments, win-backs, seats, plan changes, discounts,
+invoices as transactions, daily usage rollups as events, renewal campaigns), driven by a
+latent weekly account health; :func:`contractual_oracle` is its oracle (see the section
+"Contractual demo" below and the README the generator writes).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -53,7 +61,13 @@ from churnguard.features._demo_sim import (
 from churnguard.features.contract import TABLES
 from churnguard.features.io import atomic_output
 
-__all__ = ["DemoSummary", "generate_demo_data", "oracle_churn_probability"]
+__all__ = [
+    "DemoSummary",
+    "SaasParams",
+    "contractual_oracle",
+    "generate_demo_data",
+    "oracle_churn_probability",
+]
 
 log = logging.getLogger(__name__)
 
@@ -125,17 +139,6 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("treated", pa.bool_()),
         ]
     ),
-    "subscriptions": pa.schema(
-        [
-            ("customer_id", pa.string()),
-            ("start_date", pa.date32()),
-            ("end_date", pa.date32()),
-            ("plan", pa.string()),
-            ("mrr", pa.float64()),
-            ("renewal_date", pa.date32()),
-            ("term_months", pa.int64()),
-        ]
-    ),
     "gt_customers": pa.schema(
         [
             ("customer_id", pa.string()),
@@ -195,7 +198,8 @@ def _dictionary_columns(schema: pa.Schema) -> list[str]:
         f.name
         for f in schema
         if f.name in {"customer_id", "segment", "region", "channel", "event_type", "action_id",
-                      "plan", "stage", "stage_at_contact", "stage_at_end"}
+                      "plan", "stage", "stage_at_contact", "stage_at_end", "industry", "regime",
+                      "outcome", "kind", "end_reason", "status_at_end"}
     ]
 
 
@@ -317,7 +321,6 @@ def _simulate_chunk(
     end: date,
     params: SimParams,
     season: np.ndarray,
-    subscriptions: bool,
 ) -> dict[str, pa.Table]:
     n = len(signup)
     t_end_f = float((end - start).days + 1)
@@ -498,8 +501,6 @@ def _simulate_chunk(
         "gt_stage_paths": paths,
         "gt_campaigns": gt_campaigns,
     }
-    if subscriptions:
-        out["subscriptions"] = _subscriptions(rng, ids, lat, signup, death, start, end)
     return out
 
 
@@ -512,90 +513,8 @@ def _add_months(d: np.ndarray, months: np.ndarray) -> np.ndarray:
     return target.astype("datetime64[D]") + np.minimum(dom, dim - 1)
 
 
-def _subscriptions(
-    rng: np.random.Generator,
-    ids: pa.Array,
-    lat: Latent,
-    signup: np.ndarray,
-    death: np.ndarray,
-    start: date,
-    end: date,
-) -> pa.Table:
-    """Subscriptions: one per subscribing customer, split at plan changes, churn at renewal.
-
-    A subscription runs in monthly or annual terms from the signup date; the customer's latent
-    churn (death) takes effect at the first renewal on or after it. At each renewal the plan
-    changes with a small probability, shown as one row ending and another starting that day.
-    """
-    n = len(lat)
-    seg = lat.segment
-    subscribes = rng.random(n) < np.array([0.35, 0.7, 0.9])[seg]
-    si = np.flatnonzero(subscribes)
-    term = np.where(rng.random(len(si)) < np.array([0.75, 0.5, 0.2])[seg[si]], 1, 12)
-    plan0 = np.minimum(seg[si] + (rng.random(len(si)) < 0.3), 2)
-    d0 = np.datetime64(start, "D") + np.floor(signup[si]).astype(np.int64)
-    end_d = np.datetime64(end, "D")
-    death_d = np.datetime64(start, "D") + np.where(
-        np.isfinite(death[si]), np.ceil(death[si]), 10**6
-    ).astype(np.int64)
-    # Number of renewals until both the churn and the end of data are passed.
-    max_k = np.ceil((np.minimum(death_d, end_d + 1) - d0).astype(np.int64) / (28 * term)) + 1
-    max_k = max_k.astype(np.int64)
-    r = np.repeat(np.arange(len(si)), max_k)
-    k = np.arange(len(r)) - np.repeat(np.cumsum(max_k) - max_k, max_k) + 1
-    ren = _add_months(d0[r], k * term[r])
-    prev = _add_months(d0[r], (k - 1) * term[r])
-    # Keep terms that start before churn takes effect and no later than end.
-    live = (prev < death_d[r]) & (prev <= end_d)
-    r, k, ren, prev = r[live], k[live], ren[live], prev[live]
-    churns = (ren >= death_d[r]) & (ren <= end_d)
-    step = np.where(rng.random(len(r)) < 0.6, 1, -1)
-    wants = (rng.random(len(r)) < 0.03) & ~churns & (ren <= end_d)
-    # Plan of each term: initial plan plus the customer's earlier plan changes (clipped).
-    first_of_cust = np.ones(len(r), bool)
-    first_of_cust[1:] = r[1:] != r[:-1]
-    delta = np.where(wants, step, 0)
-    cs = np.cumsum(delta)
-    cust_base = np.maximum.accumulate(np.where(first_of_cust, np.arange(len(r)), 0))
-    shift = cs - delta - (cs[cust_base] - delta[cust_base])
-    plan = np.clip(plan0[r] + shift, 0, 2)
-    # A plan change at a renewal ends one subscription row and starts another the same day.
-    change = np.zeros(len(r), bool)
-    change[:-1] = ~first_of_cust[1:] & (plan[1:] != plan[:-1])
-    grp_start = first_of_cust.copy()
-    grp_start[1:] |= change[:-1]
-    g_first = np.flatnonzero(grp_start)
-    g_last = np.append(g_first[1:] - 1, len(r) - 1)
-    gr = r[g_first]
-    ended = churns[g_last] | change[g_last]
-    epoch = np.datetime64("1970-01-01", "D")
-    # For ended rows the renewal date is the end date; for running rows it is the scheduled
-    # end of the term running at `end`.
-    renewal = (ren[g_last] - epoch).astype(np.int64)
-    price = np.array(PLAN_PRICE)[plan[g_first]]
-    seats = np.array([1.0, 3.0, 12.0])[seg[si[gr]]]
-    mrr = np.round(price * seats * np.where(term[gr] == 12, 0.85, 1.0), 2)
-    return pa.table(
-        {
-            "customer_id": pc.take(ids, pa.array(si[gr])),
-            "start_date": pa.array((prev[g_first] - epoch).astype(np.int32), pa.date32()),
-            "end_date": pa.array(renewal.astype(np.int32), pa.date32(), mask=~ended),
-            "plan": _names(PLANS, plan[g_first]),
-            "mrr": mrr,
-            "renewal_date": pa.array(renewal.astype(np.int32), pa.date32()),
-            "term_months": term[gr].astype(np.int64),
-        }
-    )
-
-
-def _readme(summary: DemoSummary, subscriptions: bool, fmt: str) -> str:
+def _readme(summary: DemoSummary, fmt: str) -> str:
     ext = fmt
-    sub = (
-        f"- `subscriptions.{ext}`: customer_id, start_date, end_date (null = active at end), plan,"
-        " mrr, renewal_date (scheduled end of the current term), term_months (1 or 12).\n"
-        if subscriptions
-        else ""
-    )
     omitted = "".join(
         f"\nNot written: `{k}.{ext}` (no rows in this period; a missing optional table means "
         "none, an empty file would break the data contract).\n" for k in summary.omitted)
@@ -614,7 +533,7 @@ Generated by `churnguard.features.demo_data` v{GENERATOR_VERSION}: {summary.n_cu
 - `campaigns.{ext}`: customer_id, ts, action_id, treated. Monthly retention contacts; customers
   are targeted by rules on their (latent) state, and within the targeted set treatment is
   randomised ({100 * SimParams().treated_share:.0f}% treated, the rest a hold-out).
-{sub}{omitted}
+{omitted}
 ## Ground truth (`ground_truth/`, always Parquet)
 - `customers.parquet`: latent purchase rate per day, base hazard per day (active -> declining),
   mean order value, complaint/ticket/interaction rates, final decline/churn dates, stage at end.
@@ -648,6 +567,10 @@ def generate_demo_data(
     Deterministic per ``seed``: customers are simulated in fixed-size chunks, each with its own
     RNG from ``numpy.random.SeedSequence(seed).spawn``, so the output is byte-identical across
     runs and memory stays bounded. ``end`` is inclusive: no row falls after ``end``'s last second.
+
+    ``subscriptions=True`` generates the contractual B2B SaaS demo instead of the retail one
+    (with a subscriptions table; oracle: :func:`contractual_oracle`); without it the output is
+    exactly what it always was for the same seed.
     """
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
@@ -655,9 +578,12 @@ def generate_demo_data(
     params = SimParams()
     with atomic_output(out_dir) as tmp:  # out_dir is new or empty (validated above)
         (tmp / "ground_truth").mkdir(parents=True)
+        if subscriptions:
+            return _generate_contractual_into(
+                tmp, out_dir, n_customers, seed, start, end, fmt, progress, t_start
+            )
         return _generate_into(
-            tmp, out_dir, n_customers, seed, start, end, subscriptions, fmt, progress, params,
-            t_start,
+            tmp, out_dir, n_customers, seed, start, end, fmt, progress, params, t_start
         )
 
 
@@ -668,7 +594,6 @@ def _generate_into(
     seed: int,
     start: date,
     end: date,
-    subscriptions: bool,
     fmt: str,
     progress: Callable[[int, int], None] | None,
     params: SimParams,
@@ -682,8 +607,6 @@ def _generate_into(
     season = sim.season_by_day(start, t_end_f + 1, params)
     id_width = max(7, len(str(n_customers - 1)))
     names = ["customers", "transactions", "events", "campaigns"]
-    if subscriptions:
-        names.append("subscriptions")
     writers = {k: _TableWriter(tmp / f"{k}.{fmt}", SCHEMAS[k], fmt) for k in names}
     writers |= {
         k: _TableWriter(tmp / "ground_truth" / f"{v}.parquet", SCHEMAS[k], "parquet")
@@ -703,7 +626,6 @@ def _generate_into(
                 end,
                 params,
                 season,
-                subscriptions,
             )
             orders += int(pc.sum(pc.greater(tables["transactions"]["amount"], 0)).as_py() or 0)
             for k, w in writers.items():
@@ -713,7 +635,9 @@ def _generate_into(
     finally:
         for w in writers.values():
             w.close()
-    omitted = _omit_empty_tables(tmp, names, writers, fmt, start, end, params)
+    omitted = _omit_empty_tables(
+        tmp, names, writers, fmt, start, end,
+        f" (campaigns start {params.campaign_first_month_offset} months after the first month)")
     meta = {
         "generator": "churnguard.features.demo_data",
         "version": GENERATOR_VERSION,
@@ -721,7 +645,7 @@ def _generate_into(
         "n_customers": n_customers,
         "start": start.isoformat(),
         "end": end.isoformat(),
-        "subscriptions": subscriptions,
+        "subscriptions": False,
         "format": fmt,
         "params": params.to_json(),
     }
@@ -742,19 +666,19 @@ def _generate_into(
         n_transactions=writers["transactions"].rows,
         n_events=writers["events"].rows,
         n_campaign_contacts=writers["campaigns"].rows,
-        n_subscriptions=writers["subscriptions"].rows if subscriptions else 0,
+        n_subscriptions=0,
         start=start,
         end=end,
         seed=seed,
         seconds=time.perf_counter() - t_start,
         omitted=omitted,
     )
-    (tmp / "README.md").write_text(_readme(summary, subscriptions, fmt))
+    (tmp / "README.md").write_text(_readme(summary, fmt))
     return summary
 
 
 def _omit_empty_tables(tmp: Path, names: list[str], writers: dict[str, _TableWriter], fmt: str,
-                       start: date, end: date, params: SimParams) -> tuple[str, ...]:
+                       start: date, end: date, campaigns_note: str) -> tuple[str, ...]:
     """Remove the files of optional tables without rows (an empty table breaks the contract;
     a missing optional one is none); raise ValueError if a required table has no rows."""
     empty = [k for k in names if writers[k].rows == 0]
@@ -763,8 +687,7 @@ def _omit_empty_tables(tmp: Path, names: list[str], writers: dict[str, _TableWri
         raise ValueError(f"{start} .. {end} has no {' and no '.join(required)} for these "
                          "customers; generate more customers or a longer period")
     for k in empty:
-        why = (f" (campaigns start {params.campaign_first_month_offset} months after the first "
-               "month)" if k == "campaigns" else "")
+        why = campaigns_note if k == "campaigns" else ""
         (tmp / f"{k}.{fmt}").unlink()
         log.warning("no %s in %s .. %s%s: %s.%s not written", k, start, end, why, k, fmt)
     return tuple(empty)
@@ -831,6 +754,9 @@ def oracle_churn_probability(
     if not (gt / "params.json").exists():
         raise ValueError(f"{data_dir} has no ground_truth/params.json; not a demo data directory")
     meta = json.loads((gt / "params.json").read_text())
+    if meta.get("business") == "b2b_saas":
+        raise ValueError(f"{data_dir} is a contractual demo (--subscriptions): its oracle is "
+                         "contractual_oracle")
     params = SimParams.from_json(meta["params"])
     start, end = date.fromisoformat(meta["start"]), date.fromisoformat(meta["end"])
     fmt = meta["format"]
@@ -958,3 +884,1224 @@ def oracle_churn_probability(
         p = np.exp(-integral).reshape(n_sims, m).mean(axis=0)
         p_sum[sel] = p
     return pd.DataFrame({"customer_id": cust["customer_id"].to_numpy(), "p_churn": p_sum})
+
+
+# =============================================================================================
+# Contractual demo (``subscriptions=True``): a B2B SaaS subscription business
+#
+# Accounts subscribe on the day they sign up, in monthly, six-month or annual terms. Each term is
+# one subscriptions row; at its end (the renewal date) the account renews (the next row starts
+# the same day, possibly with other seats, plan, term, discount), pays late and restarts after
+# a gap of 1-10 days, or cancels. A latent weekly *health* (account mean plus an AR(1) deviation
+# with a "declining" regime) drives the renewal decision, a small mid-term hazard, usage, seat
+# growth and support tickets. The same functions run the generator and
+# :func:`contractual_oracle`, which is what makes the oracle the true probability.
+
+SAAS_SEGMENTS = ("smb", "mid_market", "enterprise")
+SAAS_CHANNELS = ("self_serve", "inbound_sales", "outbound_sales", "partner")
+SAAS_INDUSTRIES = ("software", "financial_services", "healthcare", "retail", "manufacturing",
+                   "education", "media")
+SAAS_PLANS = ("starter", "team", "business", "enterprise")
+TERMS = (1, 6, 12)
+SAAS_EVENT_TYPES = ("login", "api_call", "report_run", "seat_active", "support_ticket",
+                    "complaint")
+SAAS_EVENT_CHANNELS = ("web", "app", "api", "email", "phone", "chat")
+# The retention actions of churnguard's default catalog (model/actions.yaml) that the demo's
+# campaigns run, so that training measures their effects on the hold-outs: a customer-success
+# check-in (plan right-sizing), a product training workshop, an executive sponsor call
+# (account-manager outreach before renewal) and a renewal discount.
+SAAS_ACTIONS = ("plan_rightsizing", "training_workshop", "renewal_outreach", "renewal_offer")
+REGIMES = ("steady", "declining")
+OUTCOMES = ("renewed", "lapsed", "cancelled")
+CANCEL_KINDS = ("renewal", "mid_term")
+END_REASONS = ("renewed", "lapsed", "cancelled", "mid_term", "open")
+DAYS_PER_MONTH = 365.25 / 12
+_EPOCH = np.datetime64("1970-01-01", "D")
+
+
+@dataclass(frozen=True)
+class SaasParams:
+    """Every parameter of the contractual demo; serialised into ``ground_truth/params.json``.
+
+    Per-segment tuples are in :data:`SAAS_SEGMENTS` order, per-term ones in :data:`TERMS` order.
+    """
+
+    version: str = "1"
+    chunk_size: int = 2_500
+    # Acquisition: exponential growth, few signups at weekends.
+    acquisition_growth_per_year: float = 0.35
+    weekend_signup_factor: float = 0.25
+    # Accounts.
+    segment_share: tuple[float, ...] = (0.66, 0.26, 0.08)
+    region_share: tuple[float, ...] = (0.45, 0.32, 0.15, 0.08)
+    channel_share: tuple[tuple[float, ...], ...] = (
+        (0.60, 0.25, 0.05, 0.10), (0.15, 0.45, 0.25, 0.15), (0.02, 0.30, 0.50, 0.18))
+    industry_share: tuple[float, ...] = (0.26, 0.14, 0.12, 0.14, 0.12, 0.10, 0.12)
+    plan_share: tuple[tuple[float, ...], ...] = (
+        (0.55, 0.35, 0.10, 0.0), (0.05, 0.45, 0.45, 0.05), (0.0, 0.05, 0.45, 0.50))
+    # List price per seat and month, by plan; mrr = seats * price (before discount).
+    plan_price: tuple[float, ...] = (15.0, 35.0, 65.0, 110.0)
+    term_share: tuple[tuple[float, ...], ...] = (
+        (0.78, 0.05, 0.17), (0.35, 0.10, 0.55), (0.05, 0.05, 0.90))
+    seats_median: tuple[float, ...] = (3.0, 22.0, 150.0)
+    seats_sigma: tuple[float, ...] = (0.7, 0.6, 0.7)
+    seats_max: tuple[int, ...] = (60, 500, 5000)
+    # Discounts: monthly terms mostly list price; longer terms a negotiated discount drawn
+    # uniformly from the segment's range (six-month terms: 60 % of it), in steps of 0.05.
+    monthly_discount_share: float = 0.15
+    monthly_discounts: tuple[float, ...] = (0.1, 0.15, 0.2)
+    term_discount_range: tuple[tuple[float, float], ...] = ((0.05, 0.25), (0.1, 0.3),
+                                                            (0.15, 0.4))
+    max_discount: float = 0.5
+    auto_renew_share: tuple[tuple[float, ...], ...] = (
+        (0.92, 0.75, 0.75), (0.92, 0.65, 0.60), (0.90, 0.55, 0.45))
+    auto_renew_flip_prob: float = 0.02
+    integrated_share: tuple[float, ...] = (0.05, 0.20, 0.50)
+    # Latent weekly health h = mu_i + x_t: mu_i ~ N(channel + industry effect, sd); x is AR(1)
+    # with weekly persistence phi, plus a drift while in the "declining" regime (a two-state
+    # Markov chain: champion left, budget cut, switched to a competitor ...).
+    health_sd_account: float = 0.55
+    channel_health: tuple[float, ...] = (-0.1, 0.0, 0.05, 0.1)
+    industry_health: tuple[float, ...] = (0.05, 0.05, 0.0, -0.1, 0.0, -0.1, -0.05)
+    health_start_sd: float = 0.5
+    health_phi: float = 0.93
+    health_sigma: float = 0.25
+    decline_start_prob: float = 0.008
+    decline_end_prob: float = 0.08
+    decline_drift: float = -0.12
+    # Renewal decision: logit P(cancel) = intercept[term] - health_coef * h + ... (see
+    # _renewal_probs); P(late payment | not cancelled) by term and (auto, manual) renewal.
+    cancel_intercept: tuple[float, ...] = (-4.1, -2.7, -2.2)
+    cancel_health: float = 1.25
+    cancel_early_tenure: float = 0.6
+    early_tenure_months: float = 4.0
+    cancel_manual_renewal: float = 0.7
+    cancel_discount: float = -2.0
+    cancel_log_seats: float = -0.12
+    cancel_integrated: float = -0.4
+    cancel_segment: tuple[float, ...] = (0.15, 0.0, -0.2)
+    lapse_prob: tuple[tuple[float, float], ...] = ((0.012, 0.03), (0.03, 0.06), (0.03, 0.06))
+    lapse_max_gap_days: int = 10
+    # Mid-term cancellation hazard (per month at h = 0), times exp(-midterm_health * h).
+    midterm_hazard_monthly: float = 0.001
+    midterm_health: float = 0.9
+    # Win-back: a cancelled account returns after min_gap + Exp(mean) days with this chance.
+    winback_prob: float = 0.08
+    winback_min_gap_days: int = 90
+    winback_mean_extra_days: float = 150.0
+    winback_discount: float = 0.1
+    # Changes at a renewal (by term): seats change with prob, log change ~ N(mean + coef*h, sd);
+    # plan up/downgrades and term switches, more likely for healthy/unhealthy accounts.
+    seat_change_prob: tuple[float, ...] = (0.06, 0.35, 0.55)
+    seat_growth_mean: float = 0.05
+    seat_growth_health: float = 0.12
+    seat_growth_sd: float = 0.18
+    upgrade_prob: tuple[float, ...] = (0.012, 0.03, 0.04)
+    downgrade_prob: tuple[float, ...] = (0.006, 0.02, 0.025)
+    plan_change_health: float = 0.6
+    to_annual_prob: float = 0.012
+    to_monthly_prob: float = 0.04
+    term_switch_health: float = 0.5
+    # Retention campaigns: accounts on long terms or with net MRR >= campaign_min_mrr are
+    # considered lead_days[term] before the renewal; at-risk ones (h < threshold) are targeted
+    # more; within the targeted, treatment is randomised. A treated contact lowers the
+    # renewal's cancel logit by (effect[action] + effect_health * max(0, -h)) * U(0.6, 1.4);
+    # a renewal discount also adds discount_bonus to the next term.
+    campaign_min_mrr: float = 1000.0
+    campaign_lead_days: tuple[int, ...] = (12, 45, 45)
+    campaign_risk_threshold: float = -0.3
+    campaign_target_at_risk: float = 0.85
+    campaign_target_other: float = 0.1
+    treated_share: float = 0.8
+    action_effect: tuple[float, ...] = (0.35, 0.3, 0.5, 0.15)
+    action_effect_health: float = 0.25
+    renewal_discount_bonus: float = 0.15
+    # Usage (daily rollups while subscribed): each seat is active on a weekday with
+    # P = sigmoid(seat_intercept + u_i + seat_health * h) (weekends/holidays: times a factor),
+    # u_i ~ N(0, usage_account_sd) the account's usage propensity, unrelated to its health.
+    seat_intercept: float = -1.9
+    usage_account_sd: float = 0.5
+    seat_health: float = 1.1
+    weekend_factor: float = 0.1
+    holiday_factor: float = 0.35
+    logins_extra_per_seat: float = 0.6
+    reports_per_seat: float = 0.05
+    report_health: float = 0.3
+    api_base: float = 40.0
+    api_seats_exponent: float = 0.5
+    api_health: float = 0.4
+    api_weekend: float = 0.5
+    ticket_base: float = 0.003
+    ticket_seats_exponent: float = 0.45
+    ticket_health: float = -1.2
+    complaint_base: float = 0.0004
+    complaint_seats_exponent: float = 0.3
+    complaint_health: float = -1.6
+    support_weekend: float = 0.2
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SaasParams:
+        def tup(v: Any) -> Any:
+            return tuple(tup(x) for x in v) if isinstance(v, list) else v
+
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: tup(v) for k, v in data.items() if k in names})
+
+
+_SAAS_SCHEMAS: dict[str, pa.Schema] = {
+    "customers": pa.schema(
+        [
+            ("customer_id", pa.string()),
+            ("signup_date", pa.date32()),
+            ("segment", pa.string()),
+            ("region", pa.string()),
+            ("channel", pa.string()),
+            ("industry", pa.string()),
+        ]
+    ),
+    "subscriptions": pa.schema(
+        [
+            ("customer_id", pa.string()),
+            ("start_date", pa.date32()),
+            ("end_date", pa.date32()),
+            ("plan", pa.string()),
+            ("mrr", pa.float64()),
+            ("renewal_date", pa.date32()),
+            ("seats", pa.int64()),
+            ("discount", pa.float64()),
+            ("auto_renew", pa.bool_()),
+            ("term_months", pa.int64()),
+        ]
+    ),
+    "transactions": SCHEMAS["transactions"],
+    "events": SCHEMAS["events"],
+    "campaigns": SCHEMAS["campaigns"],
+    "gt_accounts": pa.schema(
+        [
+            ("customer_id", pa.string()),
+            ("signup_date", pa.date32()),
+            ("segment", pa.string()),
+            ("region", pa.string()),
+            ("channel", pa.string()),
+            ("industry", pa.string()),
+            ("health_mean", pa.float64()),
+            ("usage_propensity", pa.float64()),
+            ("integrated", pa.bool_()),
+            ("n_cancellations", pa.int64()),
+            ("first_cancel_date", pa.date32()),
+            ("status_at_end", pa.string()),
+        ]
+    ),
+    "gt_health": pa.schema(
+        [
+            ("customer_id", pa.string()),
+            ("week_start", pa.date32()),
+            ("health", pa.float32()),
+            ("regime", pa.string()),
+            ("midterm_hazard_monthly", pa.float32()),
+        ]
+    ),
+    "gt_terms": pa.schema(
+        [
+            ("customer_id", pa.string()),
+            ("start_date", pa.date32()),
+            ("end_date", pa.date32()),
+            ("renewal_date", pa.date32()),
+            ("plan", pa.string()),
+            ("mrr", pa.float64()),
+            ("seats", pa.int64()),
+            ("discount", pa.float64()),
+            ("base_discount", pa.float64()),
+            ("auto_renew", pa.bool_()),
+            ("term_months", pa.int64()),
+            ("spell_start", pa.date32()),
+            ("anchor_date", pa.date32()),
+            ("term_index", pa.int64()),
+            ("end_reason", pa.string()),
+        ]
+    ),
+    "gt_renewals": pa.schema(
+        [
+            ("customer_id", pa.string()),
+            ("renewal_date", pa.date32()),
+            ("term_months", pa.int64()),
+            ("health", pa.float64()),
+            ("campaign_shift", pa.float64()),
+            ("p_cancel", pa.float64()),
+            ("p_lapse", pa.float64()),
+            ("outcome", pa.string()),
+            ("gap_days", pa.int64()),
+        ]
+    ),
+    "gt_cancellations": pa.schema(
+        [
+            ("customer_id", pa.string()),
+            ("cancel_date", pa.date32()),
+            ("kind", pa.string()),
+            ("term_months", pa.int64()),
+            ("health", pa.float64()),
+            ("p_cancel", pa.float64()),
+            ("winback_date", pa.date32()),
+        ]
+    ),
+    "gt_campaigns": pa.schema(
+        [
+            ("customer_id", pa.string()),
+            ("ts", TS),
+            ("t_day", pa.float64()),
+            ("action_id", pa.string()),
+            ("treated", pa.bool_()),
+            ("health_at_contact", pa.float64()),
+            ("renewal_date", pa.date32()),
+            ("logit_shift", pa.float64()),
+            ("discount_bonus", pa.float64()),
+        ]
+    ),
+}
+SAAS_GT_FILES = {
+    "gt_accounts": "accounts",
+    "gt_health": "health",
+    "gt_terms": "terms",
+    "gt_renewals": "renewals",
+    "gt_cancellations": "cancellations",
+    "gt_campaigns": "campaigns",
+}
+
+
+# --- small helpers -----------------------------------------------------------------------------
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def _choice_rows(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
+    """One category per row of ``probs`` (n x k, rows summing to 1)."""
+    cum = np.cumsum(probs, axis=1)
+    u = rng.random(len(probs)) * cum[:, -1]
+    return np.minimum((u[:, None] >= cum).sum(axis=1), probs.shape[1] - 1).astype(np.int64)
+
+
+def _term_code(term: np.ndarray) -> np.ndarray:
+    return np.where(term == 1, 0, np.where(term == 6, 1, 2))
+
+
+def _add_months_days(day: np.ndarray, months: np.ndarray, start: date) -> np.ndarray:
+    """Day index (days since ``start``) plus calendar months, clipped to the month's end."""
+    d0 = np.datetime64(start, "D")
+    return (_add_months(d0 + np.asarray(day, np.int64), np.asarray(months, np.int64))
+            - d0).astype(np.int64)
+
+
+class _Calendar:
+    """Day indices (days since ``start``) and Monday-aligned week indices."""
+
+    def __init__(self, start: date) -> None:
+        self.start = start
+        self.wd0 = start.weekday()  # weekday of day 0; 0 = Monday
+
+    def week(self, day: np.ndarray | int) -> Any:
+        return (np.asarray(day, np.int64) + self.wd0) // 7
+
+    def week_start(self, week: np.ndarray | int) -> Any:
+        return 7 * np.asarray(week, np.int64) - self.wd0
+
+    def day_factors(self, n_days: int, p: SaasParams) -> tuple[np.ndarray, np.ndarray]:
+        """(usage factor, weekday?) per day: weekends and Dec 24 - Jan 1 are quiet."""
+        d = np.datetime64(self.start, "D") + np.arange(n_days)
+        dow = (np.arange(n_days) + self.wd0) % 7
+        month = d.astype("datetime64[M]").astype(np.int64) % 12
+        dom = (d - d.astype("datetime64[M]").astype("datetime64[D]")).astype(np.int64) + 1
+        holiday = ((month == 11) & (dom >= 24)) | ((month == 0) & (dom == 1))
+        weekday = dow < 5
+        f = np.where(weekday, 1.0, p.weekend_factor) * np.where(holiday, p.holiday_factor, 1.0)
+        return f, weekday
+
+
+def _base_discount(rng: np.random.Generator, seg: np.ndarray, term: np.ndarray,
+                   p: SaasParams) -> np.ndarray:
+    m = len(seg)
+    u, v = rng.random(m), rng.random(m)
+    rng_lo = np.array([r[0] for r in p.term_discount_range])[seg]
+    rng_hi = np.array([r[1] for r in p.term_discount_range])[seg]
+    long_term = rng_lo + v * (rng_hi - rng_lo)
+    long_term = np.where(term == 6, 0.6 * long_term, long_term)
+    md = np.array(p.monthly_discounts)
+    monthly = np.where(u < p.monthly_discount_share,
+                       md[np.minimum((v * len(md)).astype(np.int64), len(md) - 1)], 0.0)
+    d = np.where(term == 1, monthly, long_term)
+    return np.round(np.round(d / 0.05) * 0.05, 2)
+
+
+def _health_step(rng: np.random.Generator, x: np.ndarray, regime: np.ndarray,
+                 p: SaasParams) -> tuple[np.ndarray, np.ndarray]:
+    """One week of the health deviation: the regime switches, then x takes an AR(1) step."""
+    u = rng.random(len(x))
+    regime = np.where(regime == 1, u >= p.decline_end_prob, u < p.decline_start_prob)
+    x = (p.health_phi * x + p.decline_drift * regime
+         + p.health_sigma * rng.standard_normal(len(x)))
+    return x, regime.astype(np.int8)
+
+
+def _midterm_rate(h: np.ndarray, p: SaasParams) -> np.ndarray:
+    """Mid-term cancellation hazard per day."""
+    return p.midterm_hazard_monthly / DAYS_PER_MONTH * np.exp(-p.midterm_health * h)
+
+
+def _renewal_probs(h: np.ndarray, seg: np.ndarray, term: np.ndarray, auto: np.ndarray,
+                   discount: np.ndarray, seats: np.ndarray, integrated: np.ndarray,
+                   early: np.ndarray, shift: np.ndarray,
+                   p: SaasParams) -> tuple[np.ndarray, np.ndarray]:
+    """(P(cancel), P(late payment | not cancelled)) at a renewal."""
+    tc = _term_code(term)
+    z = (np.array(p.cancel_intercept)[tc] - p.cancel_health * h
+         + p.cancel_early_tenure * early + p.cancel_manual_renewal * ~auto
+         + p.cancel_discount * discount + p.cancel_log_seats * np.log(seats)
+         + p.cancel_integrated * integrated + np.array(p.cancel_segment)[seg] + shift)
+    lapse = np.array(p.lapse_prob)[tc, np.where(auto, 0, 1)]
+    return _sigmoid(z), lapse
+
+
+def _campaign_draws(rng: np.random.Generator, h: np.ndarray, seg: np.ndarray,
+                    p: SaasParams) -> tuple[np.ndarray, ...]:
+    """Targeting, randomised treatment, action, cancel-logit shift and discount bonus."""
+    m = len(h)
+    targeted = rng.random(m) < np.where(h < p.campaign_risk_threshold,
+                                        p.campaign_target_at_risk, p.campaign_target_other)
+    treated = targeted & (rng.random(m) < p.treated_share)
+    u = rng.random(m)
+    action = np.where(seg == 2, 2, np.where(seg == 1, np.where(u < 0.5, 0, 1), 3))
+    size = rng.uniform(0.6, 1.4, m)
+    effect = (np.array(p.action_effect)[action]
+              + p.action_effect_health * np.maximum(0.0, -h)) * size
+    shift = np.where(treated, -effect, 0.0)
+    bonus = np.where(treated & (action == 3), p.renewal_discount_bonus, 0.0)
+    return targeted, treated, action, shift, bonus
+
+
+def _campaign_eligible(term: np.ndarray, seats: np.ndarray, plan: np.ndarray,
+                       discount: np.ndarray, p: SaasParams) -> np.ndarray:
+    net_mrr = seats * np.array(p.plan_price)[plan] * (1.0 - discount)
+    return (term > 1) | (net_mrr >= p.campaign_min_mrr)
+
+
+def _renewal_changes(rng: np.random.Generator, h: np.ndarray, seg: np.ndarray,
+                     term: np.ndarray, plan: np.ndarray, seats: np.ndarray,
+                     base_discount: np.ndarray, auto: np.ndarray, bonus: np.ndarray,
+                     p: SaasParams) -> tuple[np.ndarray, ...]:
+    """The next term after a renewal: seats, plan, term, base and applied discount, auto."""
+    m = len(h)
+    tc = _term_code(term)
+    change = rng.random(m) < np.array(p.seat_change_prob)[tc]
+    growth = rng.normal(p.seat_growth_mean + p.seat_growth_health * h, p.seat_growth_sd)
+    grown = np.clip(np.round(seats * np.exp(growth)), 1, np.array(p.seats_max)[seg])
+    seats = np.where(change, grown, seats).astype(np.int64)
+    u = rng.random(m)
+    up = (u < np.array(p.upgrade_prob)[tc] * np.exp(p.plan_change_health * h)) & (plan < 3)
+    down = (~up & (1.0 - u < np.array(p.downgrade_prob)[tc]
+                   * np.exp(-p.plan_change_health * h)) & (plan > 0))
+    plan = plan + up.astype(np.int64) - down.astype(np.int64)
+    u = rng.random(m)
+    to_annual = (term == 1) & (u < p.to_annual_prob * np.exp(p.term_switch_health * h))
+    to_monthly = (term > 1) & (u < p.to_monthly_prob * np.exp(-p.term_switch_health * h))
+    new_term = np.where(to_annual, 12, np.where(to_monthly, 1, term)).astype(np.int64)
+    fresh = _base_discount(rng, seg, new_term, p)
+    base = np.where((new_term > 1) | (new_term != term), fresh, base_discount)
+    applied = np.round(np.minimum(base + bonus, p.max_discount), 2)
+    auto = np.where(rng.random(m) < p.auto_renew_flip_prob, ~auto, auto)
+    return seats, plan, new_term, base, applied, auto
+
+
+def _cum_hazard(lam: np.ndarray) -> np.ndarray:
+    """Cumulative mid-term hazard at each week start (n x (W + 1)), from weekly daily rates."""
+    cw = np.zeros((lam.shape[0], lam.shape[1] + 1))
+    np.cumsum(7.0 * lam, axis=1, out=cw[:, 1:])
+    return cw
+
+
+def _cum_at(cw: np.ndarray, lam: np.ndarray, rows: np.ndarray, day: np.ndarray,
+            cal: _Calendar, week0: int) -> np.ndarray:
+    """Cumulative hazard at the start of ``day`` (weeks counted from ``week0``)."""
+    w = cal.week(day) - week0
+    return cw[rows, w] + lam[rows, w] * (day - cal.week_start(w + week0))
+
+
+# --- the generator -----------------------------------------------------------------------------
+
+
+def _saas_signup_days(rng: np.random.Generator, n: int, n_days: int, cal: _Calendar,
+                      p: SaasParams) -> np.ndarray:
+    days = np.arange(n_days)
+    w = (np.exp(p.acquisition_growth_per_year * days / 365.25)
+         * np.where((days + cal.wd0) % 7 >= 5, p.weekend_signup_factor, 1.0))
+    return np.sort(rng.choice(n_days, n, p=w / w.sum())).astype(np.int64)
+
+
+@dataclass
+class _SaasChunk:
+    """One chunk of accounts simulated by :func:`_simulate_saas_chunk` (arrays, day indices)."""
+
+    tables: dict[str, pa.Table]
+    n_invoices: int
+
+
+def _simulate_saas_chunk(
+    rng: np.random.Generator,
+    signup: np.ndarray,
+    first_number: int,
+    id_width: int,
+    invoice_offset: int,
+    start: date,
+    n_days: int,
+    p: SaasParams,
+) -> _SaasChunk:
+    n = len(signup)
+    cal = _Calendar(start)
+    start_s = (start - date(1970, 1, 1)).days * SECONDS_PER_DAY
+    t_end_f = float(n_days)
+    ids = _ids("C", np.arange(first_number, first_number + n), id_width)
+    d0 = (start - date(1970, 1, 1)).days
+
+    # --- accounts
+    seg = _choice_rows(rng, np.tile(np.array(p.segment_share), (n, 1)))
+    region = _choice_rows(rng, np.tile(np.array(p.region_share), (n, 1)))
+    channel = _choice_rows(rng, np.array(p.channel_share)[seg])
+    industry = _choice_rows(rng, np.tile(np.array(p.industry_share), (n, 1)))
+    mu = (rng.normal(0.0, p.health_sd_account, n) + np.array(p.channel_health)[channel]
+          + np.array(p.industry_health)[industry])
+    integrated = rng.random(n) < np.array(p.integrated_share)[seg]
+    propensity = rng.normal(0.0, p.usage_account_sd, n)
+    plan = _choice_rows(rng, np.array(p.plan_share)[seg])
+    term = np.array(TERMS)[_choice_rows(rng, np.array(p.term_share)[seg])]
+    seats = np.clip(np.round(np.array(p.seats_median)[seg]
+                             * np.exp(np.array(p.seats_sigma)[seg] * rng.standard_normal(n))),
+                    1, np.array(p.seats_max)[seg]).astype(np.int64)
+    auto = rng.random(n) < np.array(p.auto_renew_share)[seg, _term_code(term)]
+    base_disc = _base_discount(rng, seg, term, p)
+    disc = base_disc.copy()
+
+    # --- latent weekly health, from each signup week to the week after the end
+    n_weeks = int(cal.week(n_days)) + 1
+    sw = cal.week(signup)
+    x = np.zeros(n)
+    reg = np.zeros(n, np.int8)
+    x0 = rng.normal(0.0, p.health_start_sd, n)
+    X = np.zeros((n, n_weeks))
+    R8 = np.zeros((n, n_weeks), np.int8)
+    for w in range(n_weeks):
+        x, reg = _health_step(rng, x, reg, p)
+        new = sw == w
+        x = np.where(new, x0, x)
+        reg = np.where(new, 0, reg).astype(np.int8)
+        X[:, w], R8[:, w] = x, reg
+    # Stored as float32 in ground_truth/health.parquet: decide on exactly the stored values.
+    H = (mu[:, None] + X).astype(np.float32).astype(np.float64)
+    lam = _midterm_rate(H, p)
+    cw = _cum_hazard(lam)
+
+    # --- terms
+    last = n_days - 1
+    alive = np.ones(n, bool)
+    s_day = signup.copy()
+    anchor = signup.copy()
+    k = np.ones(n, np.int64)
+    spell = signup.copy()
+    bonus_next = np.zeros(n)
+    rows: dict[str, list[np.ndarray]] = {c: [] for c in (
+        "i", "start", "end", "renewal", "plan", "seats", "disc", "base", "auto", "term",
+        "spell", "anchor", "k", "reason")}
+    ren_rec: dict[str, list[np.ndarray]] = {c: [] for c in (
+        "i", "day", "term", "h", "shift", "pc", "pl", "outcome", "gap")}
+    can_rec: dict[str, list[np.ndarray]] = {c: [] for c in (
+        "i", "day", "kind", "term", "h", "p", "wb")}
+    camp_rec: dict[str, list[np.ndarray]] = {c: [] for c in (
+        "i", "t", "action", "treated", "h", "renewal", "shift", "bonus")}
+    while alive.any():
+        idx = np.flatnonzero(alive)
+        m = len(idx)
+        s = s_day[idx]
+        tm = term[idx]
+        ren = _add_months_days(anchor[idx], k[idx] * tm, start)
+        # Mid-term cancellation: first passage of the cumulative hazard over days s+1 .. ren-1.
+        a = s + 1
+        b = np.minimum(ren - 1, last)
+        has = b >= a
+        a_c, b_c = np.minimum(a, last), np.maximum(np.minimum(b, last), 0)
+        ca = _cum_at(cw, lam, idx, a_c, cal, 0)
+        cb = _cum_at(cw, lam, idx, b_c + 1, cal, 0)
+        e = rng.exponential(1.0, m)
+        mid = has & (cb - ca > e)
+        c_mid = np.full(m, 10**9, np.int64)
+        if mid.any():
+            j = np.flatnonzero(mid)
+            target = ca[j] + e[j]
+            rows_cw = cw[idx[j]]
+            wk = np.array([np.searchsorted(r, t, side="right") - 1
+                           for r, t in zip(rows_cw, target, strict=True)], np.int64)
+            wk = np.minimum(wk, lam.shape[1] - 1)
+            t = cal.week_start(wk) + (target - rows_cw[np.arange(len(j)), wk]) / lam[idx[j], wk]
+            c_mid[j] = np.clip(np.floor(t).astype(np.int64), a[j], b[j])
+        # Retention campaign lead_days before the renewal (if the term is still running then).
+        c = ren - np.array(p.campaign_lead_days)[_term_code(tm)]
+        elig = (_campaign_eligible(tm, seats[idx], plan[idx], disc[idx], p)
+                & (c >= s + 1) & (c <= last) & (c < c_mid))
+        h_c = H[idx, cal.week(np.clip(c, 0, last))]
+        targeted, treated, action, shift, bonus = _campaign_draws(rng, h_c, seg[idx], p)
+        contact = elig & targeted
+        shift = np.where(contact, shift, 0.0)
+        bonus_next[idx] = np.where(contact, bonus, 0.0)
+        if contact.any():
+            j = np.flatnonzero(contact)
+            camp_rec["i"].append(idx[j])
+            camp_rec["t"].append(c[j] + rng.uniform(0.35, 0.7, len(j)))
+            camp_rec["action"].append(action[j])
+            camp_rec["treated"].append(treated[j])
+            camp_rec["h"].append(h_c[j])
+            camp_rec["renewal"].append(ren[j])
+            camp_rec["shift"].append(shift[j])
+            camp_rec["bonus"].append(bonus[j])
+        # Renewal decision at ren (if the term reaches it within the data).
+        at_ren = ~mid & (ren <= last)
+        h_r = H[idx, cal.week(np.minimum(ren, last))]
+        early = (ren - spell[idx]) < p.early_tenure_months * DAYS_PER_MONTH
+        p_can, p_lap = _renewal_probs(h_r, seg[idx], tm, auto[idx], disc[idx], seats[idx],
+                                integrated[idx], early, shift, p)
+        u1, u2 = rng.random(m), rng.random(m)
+        gap = rng.integers(1, p.lapse_max_gap_days + 1, m)
+        cancel = at_ren & (u1 < p_can)
+        lapse = at_ren & ~cancel & (u2 < p_lap)
+        renew = at_ren & ~cancel & ~lapse
+        end = np.where(mid, c_mid, np.where(at_ren, ren, -1))
+        reason = np.where(mid, 3, np.where(cancel, 2, np.where(lapse, 1,
+                                                                np.where(renew, 0, 4))))
+        for key, val in (("i", idx), ("start", s), ("end", end), ("renewal", ren),
+                         ("plan", plan[idx]), ("seats", seats[idx]), ("disc", disc[idx]),
+                         ("base", base_disc[idx]), ("auto", auto[idx]), ("term", tm),
+                         ("spell", spell[idx]), ("anchor", anchor[idx]), ("k", k[idx]),
+                         ("reason", reason)):
+            rows[key].append(val)
+        j = np.flatnonzero(at_ren)
+        for key, val in (("i", idx[j]), ("day", ren[j]), ("term", tm[j]), ("h", h_r[j]),
+                         ("shift", shift[j]), ("pc", p_can[j]), ("pl", p_lap[j]),
+                         ("outcome", np.where(cancel, 2, np.where(lapse, 1, 0))[j]),
+                         ("gap", np.where(lapse, gap, -1)[j])):
+            ren_rec[key].append(val)
+        # Win-backs after a cancellation (at renewal or mid-term).
+        gone = mid | cancel
+        gone_day = np.where(mid, c_mid, ren)
+        wb_gap = p.winback_min_gap_days + np.floor(
+            rng.exponential(p.winback_mean_extra_days, m)).astype(np.int64)
+        wb = gone & (rng.random(m) < p.winback_prob) & (gone_day + wb_gap <= last)
+        j = np.flatnonzero(gone)
+        h_mid = H[idx, cal.week(np.clip(c_mid, 0, last))]
+        for key, val in (("i", idx[j]), ("day", gone_day[j]), ("kind", mid[j].astype(np.int64)),
+                         ("term", tm[j]),
+                         ("h", np.where(mid, h_mid, h_r)[j]),
+                         ("p", np.where(mid, _midterm_rate(h_mid, p) * DAYS_PER_MONTH, p_can)[j]),
+                         ("wb", np.where(wb, gone_day + wb_gap, -1)[j])):
+            can_rec[key].append(val)
+        # The next term.
+        n_seats, n_plan, n_term, n_base, n_disc, n_auto = _renewal_changes(
+            rng, h_r, seg[idx], tm, plan[idx], seats[idx], base_disc[idx], auto[idx],
+            bonus_next[idx], p)
+        wb_term = np.array(TERMS)[_choice_rows(rng, np.array(p.term_share)[seg[idx]])]
+        cont = renew | lapse
+        nxt = np.where(renew, ren, np.where(lapse, ren + gap, gone_day + wb_gap))
+        same_chain = renew & (n_term == tm)
+        seats[idx] = np.where(cont, n_seats, np.where(wb, np.maximum(
+            1, np.round(0.8 * seats[idx])), seats[idx])).astype(np.int64)
+        plan[idx] = np.where(cont, n_plan, plan[idx])
+        term[idx] = np.where(cont, n_term, np.where(wb, wb_term, tm))
+        base_disc[idx] = np.where(cont, n_base, np.where(wb, p.winback_discount, base_disc[idx]))
+        disc[idx] = np.where(cont, n_disc, np.where(wb, p.winback_discount, disc[idx]))
+        auto[idx] = np.where(cont, n_auto, np.where(wb, True, auto[idx]))
+        k[idx] = np.where(same_chain, k[idx] + 1, 1)
+        anchor[idx] = np.where(same_chain, anchor[idx], nxt)
+        spell[idx] = np.where(wb, nxt, spell[idx])
+        s_day[idx] = nxt
+        bonus_next[idx] = 0.0
+        alive[idx] = (cont | wb) & (nxt <= last)
+
+    def cat(d: dict[str, list[np.ndarray]], key: str, dtype: Any = None) -> np.ndarray:
+        v = np.concatenate(d[key]) if d[key] else np.zeros(0)
+        return v.astype(dtype) if dtype is not None else v
+
+    ri = cat(rows, "i", np.int64)
+    o = np.lexsort((cat(rows, "start"), ri))
+    r = {key: cat(rows, key)[o] for key in rows}
+    ri = r["i"].astype(np.int64)
+    r_start, r_end = r["start"].astype(np.int64), r["end"].astype(np.int64)
+    r_seats = r["seats"].astype(np.int64)
+    r_plan = r["plan"].astype(np.int64)
+    r_term = r["term"].astype(np.int64)
+    r_disc = r["disc"].astype(np.float64)
+    r_mrr = np.round(r_seats * np.array(p.plan_price)[r_plan], 2)
+    ended = r_end >= 0
+
+    def dates(day: np.ndarray, mask: np.ndarray | None = None) -> pa.Array:
+        v = (np.asarray(day, np.int64) + d0).astype(np.int32)
+        return pa.array(v, pa.date32(), mask=mask)
+
+    r_ids = pc.take(ids, pa.array(ri))
+    subscriptions = pa.table({
+        "customer_id": r_ids,
+        "start_date": dates(r_start),
+        "end_date": dates(np.maximum(r_end, 0), ~ended),
+        "plan": _names(SAAS_PLANS, r_plan),
+        "mrr": r_mrr,
+        "renewal_date": dates(r["renewal"]),
+        "seats": r_seats,
+        "discount": r_disc,
+        "auto_renew": r["auto"].astype(bool),
+        "term_months": r_term,
+    })
+    gt_terms = subscriptions.append_column("base_discount", pa.array(r["base"], pa.float64()))
+    for name, val in (("spell_start", dates(r["spell"])), ("anchor_date", dates(r["anchor"])),
+                      ("term_index", pa.array(r["k"].astype(np.int64))),
+                      ("end_reason", _names(END_REASONS, r["reason"].astype(np.int64)))):
+        gt_terms = gt_terms.append_column(name, val)
+
+    # --- invoices: one per term, at its start, for the whole term
+    inv_t = r_start + rng.uniform(0.375, 0.7, len(ri))
+    amount = np.round(r_mrr * r_term * (1.0 - r_disc), 2)
+    transactions = pa.table({
+        "customer_id": r_ids,
+        "ts": _ts(start_s, inv_t, t_end_f),
+        "amount": amount,
+        "order_id": _ids("INV", invoice_offset + np.arange(len(ri)), 10),
+        "quantity": r_seats,
+    })
+
+    # --- usage: daily rollups while subscribed, over the days [start, end) of each term
+    stop = np.where(ended, r_end, n_days)
+    length = np.maximum(stop - r_start, 0)
+    ci = np.repeat(ri, length)
+    first = np.repeat(np.cumsum(length) - length, length)
+    cd = np.repeat(r_start, length) + (np.arange(len(ci)) - first)
+    c_seats = np.repeat(r_seats, length).astype(np.float64)
+    ch = H[ci, cal.week(cd)]
+    factor, weekday = cal.day_factors(n_days, p)
+    p_wd = _sigmoid(p.seat_intercept + propensity[ci] + p.seat_health * ch)
+    act = rng.binomial(c_seats.astype(np.int64), p_wd * factor[cd])
+    logins = act + rng.poisson(p.logins_extra_per_seat * act)
+    reports = rng.poisson(p.reports_per_seat * act * np.exp(p.report_health * ch))
+    api = np.zeros(len(ci), np.int64)
+    integ = np.flatnonzero(integrated[ci])
+    api[integ] = rng.poisson(p.api_base * c_seats[integ] ** p.api_seats_exponent
+                             * np.exp(p.api_health * ch[integ])
+                             * np.where(weekday[cd[integ]], 1.0, p.api_weekend))
+    sunday = np.flatnonzero((cd + cal.wd0) % 7 == 6)
+    q_week = 1.0 - (1.0 - p_wd[sunday]) ** 5 * (1.0 - p.weekend_factor * p_wd[sunday]) ** 2
+    weekly = rng.binomial(c_seats[sunday].astype(np.int64), q_week)
+    support = np.where(weekday[cd], 1.0, p.support_weekend)
+    tickets = rng.poisson(p.ticket_base * c_seats ** p.ticket_seats_exponent
+                          * np.exp(p.ticket_health * ch) * support)
+    complaints = rng.poisson(p.complaint_base * c_seats ** p.complaint_seats_exponent
+                             * np.exp(p.complaint_health * ch) * support)
+    # One column per event type; the non-zero cells, read row-major, are the events in
+    # (account, day, type) order (the cells are in account and day order).
+    counts = np.zeros((len(ci), len(SAAS_EVENT_TYPES)), np.int64)
+    counts[:, 0], counts[:, 1], counts[:, 2] = logins, api, reports
+    counts[sunday, 3] = weekly
+    counts[:, 4], counts[:, 5] = tickets, complaints
+    e_cell, e_type = np.nonzero(counts)
+    e_count = counts[e_cell, e_type]
+    del counts
+    support_ev = e_type >= 4
+    e_t = cd[e_cell] + np.where(support_ev, rng.uniform(0.33, 0.75, len(e_cell)), 0.0)
+    e_i = ci[e_cell]
+    u = rng.random(len(e_cell))
+    web, app, api_c, email, phone, chat = range(len(SAAS_EVENT_CHANNELS))
+    e_ch = np.select(
+        [e_type == 0, e_type == 1, e_type == 2, e_type == 3, e_type == 4],
+        [np.where(u < 0.55, web, app), np.full(len(u), api_c), np.full(len(u), web),
+         np.full(len(u), -1),
+         np.where(u < 0.45, email, np.where(u < 0.8, chat, phone))],
+        default=np.where(u < 0.6, phone, email),
+    )
+    events = pa.table({
+        "customer_id": pc.take(ids, pa.array(e_i)),
+        "ts": _ts(start_s, e_t, t_end_f),
+        "event_type": _names(SAAS_EVENT_TYPES, e_type),
+        "channel": pc.if_else(pa.array(e_ch < 0), pa.scalar(None, pa.string()),
+                              _names(SAAS_EVENT_CHANNELS, np.maximum(e_ch, 0))),
+        "count": e_count,
+    })
+
+    # --- campaigns
+    cm = {key: cat(camp_rec, key) for key in camp_rec}
+    cmi = cm["i"].astype(np.int64)
+    o = np.lexsort((cm["t"], cmi))
+    cm = {key: v[o] for key, v in cm.items()}
+    cmi = cmi[o]
+    campaigns = pa.table({
+        "customer_id": pc.take(ids, pa.array(cmi)),
+        "ts": _ts(start_s, cm["t"], t_end_f),
+        "action_id": _names(SAAS_ACTIONS, cm["action"].astype(np.int64)),
+        "treated": cm["treated"].astype(bool),
+    })
+    gt_campaigns = campaigns
+    for name, val in (("t_day", pa.array(cm["t"], pa.float64())),
+                      ("health_at_contact", pa.array(cm["h"], pa.float64())),
+                      ("renewal_date", dates(cm["renewal"])),
+                      ("logit_shift", pa.array(cm["shift"], pa.float64())),
+                      ("discount_bonus", pa.array(cm["bonus"], pa.float64()))):
+        gt_campaigns = gt_campaigns.append_column(name, val)
+
+    # --- ground truth
+    rn = {key: cat(ren_rec, key) for key in ren_rec}
+    o = np.lexsort((rn["day"], rn["i"]))
+    rn = {key: v[o] for key, v in rn.items()}
+    gt_renewals = pa.table({
+        "customer_id": pc.take(ids, pa.array(rn["i"].astype(np.int64))),
+        "renewal_date": dates(rn["day"]),
+        "term_months": rn["term"].astype(np.int64),
+        "health": rn["h"].astype(np.float64),
+        "campaign_shift": rn["shift"].astype(np.float64),
+        "p_cancel": rn["pc"].astype(np.float64),
+        "p_lapse": rn["pl"].astype(np.float64),
+        "outcome": _names(OUTCOMES, rn["outcome"].astype(np.int64)),
+        "gap_days": pa.array(rn["gap"].astype(np.int64), mask=rn["gap"] < 0),
+    })
+    cn = {key: cat(can_rec, key) for key in can_rec}
+    o = np.lexsort((cn["day"], cn["i"]))
+    cn = {key: v[o] for key, v in cn.items()}
+    cni = cn["i"].astype(np.int64)
+    gt_cancellations = pa.table({
+        "customer_id": pc.take(ids, pa.array(cni)),
+        "cancel_date": dates(cn["day"]),
+        "kind": _names(CANCEL_KINDS, cn["kind"].astype(np.int64)),
+        "term_months": cn["term"].astype(np.int64),
+        "health": cn["h"].astype(np.float64),
+        "p_cancel": cn["p"].astype(np.float64),
+        "winback_date": dates(np.maximum(cn["wb"], 0), cn["wb"] < 0),
+    })
+    n_cancel = np.bincount(cni, minlength=n)
+    first_cancel = np.full(n, -1, np.int64)
+    if len(cni):
+        firsts = np.flatnonzero(np.r_[True, cni[1:] != cni[:-1]])
+        first_cancel[cni[firsts]] = cn["day"][firsts].astype(np.int64)
+    last_row = np.flatnonzero(np.r_[ri[1:] != ri[:-1], True])
+    status = np.zeros(n, np.int64)  # active
+    lr_reason = r["reason"][last_row].astype(np.int64)
+    status[ri[last_row]] = np.where(lr_reason == 4, 0, np.where(lr_reason == 1, 1, 2))
+    gt_accounts = pa.table({
+        "customer_id": ids,
+        "signup_date": dates(signup),
+        "segment": _names(SAAS_SEGMENTS, seg),
+        "region": _names(REGIONS, region),
+        "channel": _names(SAAS_CHANNELS, channel),
+        "industry": _names(SAAS_INDUSTRIES, industry),
+        "health_mean": mu,
+        "usage_propensity": propensity,
+        "integrated": integrated,
+        "n_cancellations": n_cancel.astype(np.int64),
+        "first_cancel_date": dates(np.maximum(first_cancel, 0), first_cancel < 0),
+        "status_at_end": _names(("active", "lapsed", "cancelled"), status),
+    })
+    customers = gt_accounts.select(["customer_id", "signup_date", "segment", "region",
+                                    "channel", "industry"])
+    hw = np.arange(n_weeks)[None, :] >= sw[:, None]
+    hi, hwk = np.nonzero(hw)
+    gt_health = pa.table({
+        "customer_id": pc.take(ids, pa.array(hi)),
+        "week_start": dates(cal.week_start(hwk)),
+        "health": H[hi, hwk],
+        "regime": _names(REGIMES, R8[hi, hwk].astype(np.int64)),
+        "midterm_hazard_monthly": lam[hi, hwk] * DAYS_PER_MONTH,
+    })
+    return _SaasChunk(
+        tables={
+            "customers": customers,
+            "subscriptions": subscriptions,
+            "transactions": transactions,
+            "events": events,
+            "campaigns": campaigns,
+            "gt_accounts": gt_accounts,
+            "gt_health": gt_health,
+            "gt_terms": gt_terms,
+            "gt_renewals": gt_renewals,
+            "gt_cancellations": gt_cancellations,
+            "gt_campaigns": gt_campaigns,
+        },
+        n_invoices=len(ri),
+    )
+
+
+def _generate_contractual_into(
+    tmp: Path,
+    out_dir: Path,
+    n_customers: int,
+    seed: int,
+    start: date,
+    end: date,
+    fmt: str,
+    progress: Callable[[int, int], None] | None,
+    t_start: float,
+) -> DemoSummary:
+    p = SaasParams()
+    cs = p.chunk_size
+    n_chunks = -(-n_customers // cs)
+    children = np.random.SeedSequence([seed, 0x5AA5]).spawn(n_chunks + 1)
+    n_days = (end - start).days + 1
+    cal = _Calendar(start)
+    signups = _saas_signup_days(np.random.default_rng(children[0]), n_customers, n_days, cal, p)
+    id_width = max(7, len(str(n_customers - 1)))
+    names = ["customers", "transactions", "events", "campaigns", "subscriptions"]
+    writers = {k: _TableWriter(tmp / f"{k}.{fmt}", _SAAS_SCHEMAS[k], fmt) for k in names}
+    writers |= {
+        k: _TableWriter(tmp / "ground_truth" / f"{v}.parquet", _SAAS_SCHEMAS[k], "parquet")
+        for k, v in SAAS_GT_FILES.items()
+    }
+    invoices = 0
+    try:
+        for c in range(n_chunks):
+            lo, hi = c * cs, min((c + 1) * cs, n_customers)
+            chunk = _simulate_saas_chunk(np.random.default_rng(children[c + 1]), signups[lo:hi],
+                                         lo, id_width, invoices, start, n_days, p)
+            invoices += chunk.n_invoices
+            for k, w in writers.items():
+                w.write(chunk.tables[k])
+            if progress is not None:
+                progress(hi, n_customers)
+    finally:
+        for w in writers.values():
+            w.close()
+    omitted = _omit_empty_tables(tmp, names, writers, fmt, start, end, "")
+    meta = {
+        "generator": "churnguard.features.demo_data",
+        "version": GENERATOR_VERSION,
+        "business": "b2b_saas",
+        "seed": seed,
+        "n_customers": n_customers,
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "subscriptions": True,
+        "format": fmt,
+        "params": p.to_json(),
+    }
+    (tmp / "ground_truth" / "params.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+    summary = DemoSummary(
+        out_dir=out_dir,
+        n_customers=n_customers,
+        n_transactions=writers["transactions"].rows,
+        n_events=writers["events"].rows,
+        n_campaign_contacts=writers["campaigns"].rows,
+        n_subscriptions=writers["subscriptions"].rows,
+        start=start,
+        end=end,
+        seed=seed,
+        seconds=time.perf_counter() - t_start,
+        omitted=omitted,
+    )
+    (tmp / "README.md").write_text(_contractual_readme(summary, fmt, p))
+    return summary
+
+
+def _contractual_readme(summary: DemoSummary, fmt: str, p: SaasParams) -> str:
+    ext = fmt
+    omitted = "".join(
+        f"\nNot written: `{k}.{ext}` (no rows in this period; a missing optional table means "
+        "none, an empty file would break the data contract).\n" for k in summary.omitted)
+    return f"""# churnguard synthetic B2B SaaS demo data (contractual churn)
+
+Generated by `churnguard.features.demo_data` v{GENERATOR_VERSION} with `--subscriptions`:
+{summary.n_customers} accounts, {summary.start} .. {summary.end}, seed {summary.seed}. Timestamps
+are naive UTC, second resolution. Every account subscribes on its signup date; churn is
+contractual: an account has churned at a date when none of its subscriptions is active then
+(`churnguard features grid --contractual`).
+
+## Tables
+- `customers.{ext}`: customer_id, signup_date, segment (smb, mid_market, enterprise), region,
+  channel (acquisition: self_serve, inbound_sales, outbound_sales, partner), industry.
+- `subscriptions.{ext}`: **one row per term**. customer_id, start_date, end_date (null while the
+  term runs at the data's end), plan (starter, team, business, enterprise), mrr (seats x the
+  plan's list price per seat and month, before the discount), renewal_date (the scheduled end
+  of the term, known when it starts), seats, discount (fraction off, 0 .. {p.max_discount}),
+  auto_renew, term_months (1, 6 or 12). At a renewal the row ends and the next one starts the
+  same day (seat, plan, term and discount changes happen there): continuity, no churn. A row
+  ending before its renewal_date is a mid-term cancellation. A late payment ends the row at the
+  renewal and the next starts 1-{p.lapse_max_gap_days} days later (a grace period should not
+  call that churn); a win-back starts a new row after a gap of {p.winback_min_gap_days}+ days.
+- `transactions.{ext}`: invoices, one per term at its start: amount = mrr x term_months x
+  (1 - discount), order_id `INV...`, quantity = seats. Annual accounts pay once a year, so "no
+  purchase in 30 days" says nothing about their churn.
+- `events.{ext}`: daily usage rollups with `count`, only on days with activity: login (logins,
+  channel web/app), api_call (integrated accounts), report_run, seat_active (weekly: distinct
+  active seats Monday-Sunday, stamped on the Sunday, channel null), support_ticket and
+  complaint (timestamped within the day, channel email/chat/phone).
+- `campaigns.{ext}`: customer_id, ts, action_id ({", ".join(SAAS_ACTIONS)}), treated.
+  Renewal outreach {p.campaign_lead_days[2]} days before the renewal of six-month/annual terms
+  and {p.campaign_lead_days[0]} days before that of monthly terms with a net MRR of at least
+  {p.campaign_min_mrr:.0f}; at-risk accounts are targeted more often, and within the targeted
+  treatment is randomised ({100 * p.treated_share:.0f}% treated, the rest a hold-out).
+{omitted}
+## Ground truth (`ground_truth/`, always Parquet)
+- `accounts.parquet`: static attributes, health_mean (the account's latent mean health),
+  usage_propensity (its usage level, unrelated to health), integrated (API integration),
+  number and first date of cancellations, status at the end.
+- `health.parquet`: the latent health per account and week (valid Monday..Sunday from
+  week_start), its regime (steady/declining) and the mid-term cancellation hazard per month.
+- `terms.parquet`: the subscription rows plus base_discount (before a campaign bonus),
+  spell_start (start of the subscription spell, for tenure), anchor_date/term_index (billing
+  anchor) and end_reason (renewed, lapsed, cancelled, mid_term, open).
+- `renewals.parquet`: every renewal decision: health, campaign shift, the true probability of
+  cancelling p_cancel and of paying late p_lapse, outcome and the gap of a late payment.
+- `cancellations.parquet`: realised cancellations (renewal or mid_term) with the probability
+  (renewal) or monthly hazard (mid-term) behind them, and the win-back date if any.
+- `campaigns.parquet`: every contact with the account's health and the true effect
+  (logit_shift on the renewal decision, discount_bonus on the next term).
+- `params.json`: every generator parameter (`SaasParams`).
+
+## Process
+Health h = mu + x per week: x is AR(1) (phi {p.health_phi}, sd {p.health_sigma}) with a
+declining regime (entered with P {p.decline_start_prob}/week, left with
+P {p.decline_end_prob}/week, drift {p.decline_drift}/week). At a renewal,
+logit P(cancel) = intercept[term] - {p.cancel_health} h + {p.cancel_early_tenure} (first
+{p.early_tenure_months:.0f} months) + {p.cancel_manual_renewal} (no auto-renew)
+{p.cancel_discount:+} discount {p.cancel_log_seats:+} log(seats) {p.cancel_integrated:+}
+(integrated) + segment + campaign shift, intercepts {p.cancel_intercept} for 1/6/12-month terms;
+otherwise a late payment with P {p.lapse_prob} (by term, auto/manual). Between renewals a small
+mid-term hazard {p.midterm_hazard_monthly}/month x exp(-{p.midterm_health} h). Usage (seats
+active per weekday: sigmoid({p.seat_intercept} + u + {p.seat_health} h), u ~ N(0,
+{p.usage_account_sd}) per account) falls and tickets rise as health falls, so usage declines in
+the weeks before most cancellations.
+`churnguard.features.demo_data.contractual_oracle(DIR, cutoff, horizon_days)` gives each account
+subscribed at the cutoff the true probability that no subscription of theirs is active at
+cutoff + horizon, from the latent state at the cutoff.
+"""
+
+
+# --- the oracle --------------------------------------------------------------------------------
+
+
+def _read_contractual_ground_truth(
+    data: Path | str | Mapping[str, Any], cutoff: date
+) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
+    """(params.json, frames) from a demo directory, its ground_truth/ or a mapping of frames."""
+    if isinstance(data, Mapping):
+        meta = dict(data["params"])
+        frames = {k: pd.DataFrame(data[k]) for k in ("accounts", "health", "terms", "campaigns")}
+    else:
+        gt = Path(data)
+        if not (gt / "params.json").exists():
+            gt = gt / "ground_truth"
+        if not (gt / "params.json").exists():
+            raise ValueError(f"{data} has no ground_truth/params.json; not a demo data directory")
+        meta = json.loads((gt / "params.json").read_text())
+        if meta.get("business") != "b2b_saas":
+            raise ValueError(f"{data} is not a contractual demo (generate it with "
+                             "--subscriptions); use oracle_churn_probability")
+        week = [cutoff - timedelta(days=7), cutoff - timedelta(days=1)]
+        frames = {
+            "accounts": pq.read_table(gt / "accounts.parquet").to_pandas(),
+            "health": pq.read_table(
+                gt / "health.parquet", columns=["customer_id", "week_start", "health", "regime"],
+                filters=[("week_start", ">=", week[0]),
+                         ("week_start", "<=", week[1])]).to_pandas(),
+            "terms": pq.read_table(gt / "terms.parquet",
+                                   filters=[("start_date", "<", cutoff)]).to_pandas(),
+            "campaigns": pq.read_table(gt / "campaigns.parquet").to_pandas(),
+        }
+    if meta.get("business") != "b2b_saas":
+        raise ValueError("not the ground truth of a contractual demo (--subscriptions)")
+    return meta, frames
+
+
+def _day_index(values: pd.Series, start: date, missing: int = -1) -> np.ndarray:
+    """Days since ``start`` of a date column (``missing`` where null)."""
+    days = (pd.to_datetime(values) - pd.Timestamp(start)).dt.days
+    return days.fillna(missing).to_numpy().astype(np.int64)
+
+
+def contractual_oracle(
+    data: Path | str | Mapping[str, Any],
+    cutoff: date,
+    horizon_days: int,
+    *,
+    n_sims: int = 200,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """True probability that an account subscribed at ``cutoff`` has no subscription active at
+    ``cutoff + horizon_days`` (the contractual label of :func:`churnguard.features.build.
+    label_sql`), under the contractual demo's data-generating process.
+
+    ``data``: the demo directory, its ``ground_truth/`` or a mapping with ``params`` (the
+    parsed params.json) and the ``accounts``, ``health``, ``terms`` and ``campaigns`` frames.
+    Conditions only on the latent state at the start of ``cutoff``: each account's health and
+    regime that week, its current term (start, renewal date, plan, seats, discount, auto-renew,
+    billing anchor, spell start) and the campaign contacts of that term before the cutoff.
+    Integrates over the future by Monte Carlo with the generator's own functions (health
+    steps, campaign targeting, seat/plan/term changes at renewals), Rao-Blackwellised: along
+    each of ``n_sims`` simulated futures the mid-term, cancellation and late-payment
+    probabilities are summed analytically instead of drawn. Win-backs need a gap of at least
+    ``winback_min_gap_days`` (90): exact for horizons up to that; beyond, a won-back account is
+    assumed to stay subscribed until the horizon (an error far below 0.1 points).
+    Deterministic for a given ``seed``. Returns ``customer_id``, ``churn_probability``.
+    """
+    if not isinstance(horizon_days, int) or horizon_days < 1:
+        raise ValueError(f"horizon_days must be a positive integer, got {horizon_days!r}")
+    if n_sims < 1:
+        raise ValueError(f"n_sims must be >= 1, got {n_sims}")
+    meta, fr = _read_contractual_ground_truth(data, cutoff)
+    p = SaasParams.from_json(meta["params"])
+    start, end = date.fromisoformat(meta["start"]), date.fromisoformat(meta["end"])
+    if not isinstance(cutoff, date) or not start < cutoff <= end:
+        raise ValueError(f"cutoff {cutoff} must be a date in ({start}, {end}]")
+    cal = _Calendar(start)
+    T = (cutoff - start).days
+    TH = T + horizon_days  # label day: active there iff a row has start < TH <= end
+
+    terms = fr["terms"]
+    t_start = _day_index(terms["start_date"], start)
+    t_end = _day_index(terms["end_date"], start, missing=10**9)
+    cur = terms[(t_start < T) & (t_end >= T)].drop_duplicates("customer_id")
+    empty = pd.DataFrame({"customer_id": pd.Series([], dtype=str),
+                          "churn_probability": pd.Series([], dtype=float)})
+    if cur.empty:
+        return empty
+    acc = fr["accounts"].set_index("customer_id")
+    cur = cur.sort_values("customer_id").reset_index(drop=True)
+    ids = cur["customer_id"].to_numpy()
+    n = len(cur)
+    seg = pd.Categorical(acc.loc[ids, "segment"], categories=SAAS_SEGMENTS).codes.astype(
+        np.int64)
+    mu = acc.loc[ids, "health_mean"].to_numpy(np.float64)
+    integ = acc.loc[ids, "integrated"].to_numpy(bool)
+    w_t = int(cal.week(T - 1))
+    hl = fr["health"]
+    hl = hl[_day_index(hl["week_start"], start) == int(cal.week_start(w_t))]
+    hl = hl.drop_duplicates("customer_id").set_index("customer_id")
+    x0 = hl.loc[ids, "health"].to_numpy(np.float64) - mu
+    reg0 = (hl.loc[ids, "regime"].to_numpy() == REGIMES[1]).astype(np.int8)
+    s0 = _day_index(cur["start_date"], start)
+    R0 = _day_index(cur["renewal_date"], start)
+    # Campaign contacts of the current term before the cutoff.
+    camp = fr["campaigns"]
+    camp = camp[(camp["t_day"] < T) & camp["customer_id"].isin(ids)]
+    key = pd.Series(np.arange(n), index=pd.MultiIndex.from_arrays(
+        [ids, R0], names=["customer_id", "r"]))
+    ck = pd.MultiIndex.from_arrays([camp["customer_id"].to_numpy(),
+                                    _day_index(camp["renewal_date"], start)])
+    hit = key.reindex(ck).to_numpy()
+    ok = ~np.isnan(hit)
+    shift0, bonus0 = np.zeros(n), np.zeros(n)
+    shift0[hit[ok].astype(np.int64)] = camp["logit_shift"].to_numpy()[ok]
+    bonus0[hit[ok].astype(np.int64)] = camp["discount_bonus"].to_numpy()[ok]
+    state0 = {
+        "s": s0, "R": R0,
+        "anchor": _day_index(cur["anchor_date"], start),
+        "k": cur["term_index"].to_numpy(np.int64),
+        "term": cur["term_months"].to_numpy(np.int64),
+        "plan": pd.Categorical(cur["plan"], categories=SAAS_PLANS).codes.astype(np.int64),
+        "seats": cur["seats"].to_numpy(np.int64),
+        "base": cur["base_discount"].to_numpy(np.float64),
+        "disc": cur["discount"].to_numpy(np.float64),
+        "auto": cur["auto_renew"].to_numpy(bool),
+        "spell": _day_index(cur["spell_start"], start),
+        "shift": shift0, "bonus": bonus0,
+    }
+    n_weeks = int(cal.week(TH)) - w_t + 1
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xC047]))
+    out = np.zeros(n)
+    batch = max(1, 400_000 // n_sims)
+    for b0 in range(0, n, batch):
+        sel = np.arange(b0, min(b0 + batch, n))
+        rep = np.tile(sel, n_sims)
+        out[sel] = _oracle_batch(rng, rep, state0, mu, x0, reg0, seg, integ, T, TH, w_t,
+                                 n_weeks, cal, p).reshape(n_sims, len(sel)).mean(axis=0)
+    return pd.DataFrame({"customer_id": ids, "churn_probability": np.clip(out, 0.0, 1.0)})
+
+
+def _oracle_batch(rng: np.random.Generator, rep: np.ndarray, state0: dict[str, np.ndarray],
+                  mu: np.ndarray, x0: np.ndarray, reg0: np.ndarray, seg_all: np.ndarray,
+                  integ_all: np.ndarray, T: int, TH: int, w_t: int, n_weeks: int,
+                  cal: _Calendar, p: SaasParams) -> np.ndarray:
+    """P(no subscription active on day TH) for each simulated future (rows ``rep``)."""
+    m = len(rep)
+    seg, integ = seg_all[rep], integ_all[rep]
+    H = np.empty((m, n_weeks))
+    x, reg = x0[rep].copy(), reg0[rep].copy()
+    H[:, 0] = mu[rep] + x
+    for j in range(1, n_weeks):
+        x, reg = _health_step(rng, x, reg, p)
+        H[:, j] = mu[rep] + x
+    lam = _midterm_rate(H, p)
+    cw = _cum_hazard(lam)
+
+    def health_on(day: np.ndarray, r: np.ndarray) -> np.ndarray:
+        return H[r, np.clip(cal.week(day) - w_t, 0, n_weeks - 1)]
+
+    def winback_by_label(day: np.ndarray) -> np.ndarray:
+        """P(a cancellation on ``day`` is won back with a row starting before TH)."""
+        room = TH - 1 - day - p.winback_min_gap_days
+        return np.where(room >= 0, p.winback_prob * (
+            1.0 - np.exp(-(room + 1.0) / p.winback_mean_extra_days)), 0.0)
+
+    st = {k: v[rep].copy() for k, v in state0.items()}
+    weight = np.ones(m)  # P(still subscribed along this future)
+    gone = np.zeros(m)  # P(not subscribed on day TH)
+    live = np.ones(m, bool)
+    while live.any():
+        i = np.flatnonzero(live)
+        s, R, tm = st["s"][i], st["R"][i], st["term"][i]
+        # Campaign contact of this term still to come (before the label day).
+        c = R - np.array(p.campaign_lead_days)[_term_code(tm)]
+        elig = (_campaign_eligible(tm, st["seats"][i], st["plan"][i], st["disc"][i], p)
+                & (c >= np.maximum(T, s + 1)) & (c < TH) & (R < TH))
+        targeted, _, _, shift, bonus = _campaign_draws(rng, health_on(c, i), seg[i], p)
+        contact = elig & targeted
+        st["shift"][i] = np.where(contact, shift, st["shift"][i])
+        st["bonus"][i] = np.where(contact, bonus, st["bonus"][i])
+        # Mid-term cancellations on days max(T, s+1) .. min(R-1, TH-1).
+        a = np.maximum(T, s + 1)
+        b = np.minimum(R - 1, TH - 1)
+        has = b >= a
+        a_c = np.where(has, a, T)
+        b_c = np.where(has, b, T)
+        lam_ab = np.where(has, _cum_at(cw, lam, i, b_c + 1, cal, w_t)
+                          - _cum_at(cw, lam, i, a_c, cal, w_t), 0.0)
+        p_mid = 1.0 - np.exp(-lam_ab)
+        gone[i] += weight[i] * p_mid * (1.0 - winback_by_label((a_c + b_c) // 2))
+        weight[i] *= 1.0 - p_mid
+        # The renewal decision at R, if before the label day.
+        at = R < TH
+        h_r = health_on(R, i)
+        early = (R - st["spell"][i]) < p.early_tenure_months * DAYS_PER_MONTH
+        pcan, plap = _renewal_probs(h_r, seg[i], tm, st["auto"][i], st["disc"][i],
+                                    st["seats"][i], integ[i], early, st["shift"][i], p)
+        k_gap = TH - R  # a late payment with a gap >= k_gap leaves day TH uncovered
+        g_max = p.lapse_max_gap_days
+        cover = np.clip((g_max - k_gap + 1) / g_max, 0.0, 1.0)
+        w_i = weight[i]
+        gone[i] += np.where(at, w_i * (pcan * (1.0 - winback_by_label(R))
+                                       + (1.0 - pcan) * plap * cover), 0.0)
+        stay = (1.0 - pcan) * (1.0 - plap * cover)
+        weight[i] = np.where(at, w_i * stay, w_i)
+        # Continue this future with a renewal or a short late payment (drawn).
+        p_short = plap * (1.0 - cover) / np.maximum(1.0 - plap * cover, 1e-12)
+        short = rng.random(len(i)) < p_short
+        n_short = np.maximum(np.minimum(k_gap - 1, g_max), 1)
+        gap = 1 + np.floor(rng.random(len(i)) * n_short).astype(np.int64)
+        n_seats, n_plan, n_term, n_base, n_disc, n_auto = _renewal_changes(
+            rng, h_r, seg[i], tm, st["plan"][i], st["seats"][i], st["base"][i],
+            st["auto"][i], st["bonus"][i], p)
+        nxt = np.where(short, R + gap, R)
+        same_chain = ~short & (n_term == tm)
+        upd = {"seats": n_seats, "plan": n_plan, "term": n_term, "base": n_base,
+               "disc": n_disc, "auto": n_auto}
+        for k2, v in upd.items():
+            st[k2][i] = np.where(at, v, st[k2][i])
+        new_k = np.where(same_chain, st["k"][i] + 1, 1)
+        new_anchor = np.where(same_chain, st["anchor"][i], nxt)
+        st["k"][i] = np.where(at, new_k, st["k"][i])
+        st["anchor"][i] = np.where(at, new_anchor, st["anchor"][i])
+        st["s"][i] = np.where(at, nxt, s)
+        st["shift"][i] = np.where(at, 0.0, st["shift"][i])
+        st["bonus"][i] = np.where(at, 0.0, st["bonus"][i])
+        st["R"][i] = np.where(at, _add_months_days(new_anchor, new_k * n_term, cal.start), R)
+        live[i] = at & (nxt < TH - 1)
+    return gone

@@ -385,7 +385,8 @@ def feature_query(src: SparkSource, spec: FeatureSpec, cutoff: date) -> str:
         spec, cutoff,
         txn=txn_activity_sql(src.columns.get("transactions", ())),
         evt=evt_activity_sql(spec, src.columns.get("events", ())),
-        sub=subscription_sql(cutoff) if spec.subscriptions else None,
+        sub=(subscription_sql(cutoff, source_columns=src.columns.get("subscriptions"))
+             if spec.subscriptions else None),
         attributes=src.attribute_columns,
     )
     return to_spark_sql(_prefixed(sql, src.prefix))
