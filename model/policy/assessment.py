@@ -128,6 +128,8 @@ def signals(frame: Frame, policy: Policy) -> dict[str, np.ndarray]:
                        & np.isfinite(_col(frame, "days_since_last_purchase", n)),
             "inactive": _col(frame, "days_since_last_interaction", n) >= 30,
             "new_customer": _col(frame, "tenure_days", n) < life.new_days,
+            # NaN (no subscription, or no known term end) compares False: off.
+            "renewal_due": _col(frame, "sub_days_to_renewal", n) <= life.renewal_window_days,
         }
 
 
@@ -154,6 +156,8 @@ def lifecycle_stage(frame: Frame, policy: Policy,
     n = _len(frame)
     life = policy.lifecycle
     sig = sig if sig is not None else signals(frame, policy)
+    if policy.label == "contractual":
+        return contract_stage(frame, policy, sig)
     with np.errstate(invalid="ignore"):
         recency = _col(frame, "days_since_last_purchase", n)
         silence = _col(frame, "days_since_last_interaction", n)
@@ -176,6 +180,28 @@ def lifecycle_stage(frame: Frame, policy: Policy,
                      ).astype(object)
 
 
+def contract_stage(frame: Frame, policy: Policy, sig: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Lifecycle stage of a contractual model's customers, first match wins:
+
+    - **cancelled**: no subscription active at the cutoff;
+    - **onboarding**: the first subscription started less than ``onboarding_days`` ago;
+    - **at_renewal_risk**: the current term ends within ``renewal_window_days``
+      (``renewal_due``) and the churn risk is at least medium or usage is falling
+      (``interaction_decline``): most contractual churn happens at renewal;
+    - **active**: every other subscriber."""
+    n = _len(frame)
+    life = policy.lifecycle
+    with np.errstate(invalid="ignore"):
+        cancelled = ~(_col(frame, "sub_active", n) >= 1)
+        onboarding = _col(frame, "sub_tenure_days", n) < life.onboarding_days
+        p = np.asarray(frame["churn_probability"], dtype=float)
+        at_risk = np.asarray(sig["renewal_due"], dtype=bool) & (
+            (p >= policy.risk_tiers[0]) | np.asarray(sig["interaction_decline"], dtype=bool))
+    return np.select([cancelled, onboarding, at_risk],
+                     ["cancelled", "onboarding", "at_renewal_risk"], default="active"
+                     ).astype(object)
+
+
 # ---------------------------------------------------------------------------------------------
 # Eligibility and expected value
 
@@ -189,7 +215,7 @@ def eligibility(frame: Frame, policy: Policy, stage: np.ndarray, tier: np.ndarra
     clv = np.asarray(frame["clv"], dtype=float)
     out = np.zeros((n, len(policy.actions)), dtype=bool)
     for j, a in enumerate(policy.actions):
-        if a.id == NO_ACTION:
+        if a.id == NO_ACTION or (a.label is not None and a.label != policy.label):
             continue
         ok = (p >= a.risk[0]) & (p <= a.risk[1]) & (clv >= a.min_clv)
         if a.stages:

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import numpy as np
 from pydantic import (
@@ -41,14 +41,16 @@ from pydantic import (
 )
 
 #: Lifecycle stages, in the order :func:`~churnguard.model.policy.lifecycle_stage` explains them.
-STAGES = ("new", "active", "loyal", "declining", "at_risk", "lapsed")
+STAGES = ("new", "active", "loyal", "declining", "at_risk", "lapsed",
+          # contractual models (a subscription business)
+          "onboarding", "at_renewal_risk", "cancelled")
 #: Value tiers, from the lowest CLV band to the highest.
 VALUE_TIERS = ("low", "medium", "high", "top")
 #: Risk tiers, split by :attr:`Policy.risk_tiers`.
 RISK_TIERS = ("low", "medium", "high")
 #: Boolean customer signals an action may require (at least one of its ``signals``).
 SIGNALS = ("complaints", "support_friction", "purchase_decline", "interaction_decline",
-           "overdue", "inactive", "new_customer")
+           "overdue", "inactive", "new_customer", "renewal_due")
 #: The catalog entry recommended when no action pays for its cost (added if a catalog lacks it).
 NO_ACTION = "no_action"
 #: Version of the :meth:`Policy.to_dict` layout stored in ``bundle.json`` (key ``format``).
@@ -105,6 +107,9 @@ class Action(BaseModel):
     signals: Names = ()
     #: Where ``effect`` comes from: "catalog prior" or the campaign-log estimate.
     effect_source: Text = "catalog prior"
+    #: Only for models of this churn label (None: any), e.g. a renewal offer for contractual
+    #: models (:attr:`Policy.label`).
+    label: Literal["noncontractual", "contractual"] | None = None
 
     @field_validator("id", mode="before")
     @classmethod
@@ -161,6 +166,11 @@ class Lifecycle(BaseModel):
     #: The overdue signal: this many times the usual gap since the last purchase (not a stage
     #: rule).
     declining_overdue_ratio: float = 1.5
+    #: Contractual stages: onboarding for this many days after the first subscription ...
+    onboarding_days: float = 90.0
+    #: ... and the renewal_due signal (at_renewal_risk stage) within this many days of the
+    #: current term's end.
+    renewal_window_days: float = 60.0
 
 
 #: Lifecycle settings of policy format 1 whose stage rules are gone (lapsed by purchase
@@ -189,6 +199,9 @@ class Policy(BaseModel):
     top_drivers: StrictInt = Field(default=5, ge=0, le=50)
     #: Where the policy was read from, for error messages and ``/v1/model``.
     source: str = "default catalog"
+    #: The churn label of the model the policy serves (set at training): contractual models
+    #: get the contractual lifecycle stages (:func:`~churnguard.model.policy.lifecycle_stage`).
+    label: Literal["noncontractual", "contractual"] = "noncontractual"
 
     @field_validator("risk_tiers", "value_quantiles")
     @classmethod

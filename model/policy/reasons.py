@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 #: float arrays once per batch (:func:`~churnguard.model.policy.evidence_columns`).
 EVIDENCE_COLUMNS = ("churn_probability", "clv", "complaints_90d", "tickets_90d",
                     "purchase_trend", "events_30d", "events_90d", "days_since_last_purchase",
-                    "overdue_ratio", "days_since_last_interaction", "tenure_days")
+                    "overdue_ratio", "days_since_last_interaction", "tenure_days",
+                    "sub_days_to_renewal")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,6 +162,9 @@ def evidence(columns: Mapping[str, np.ndarray],
             for i in r["inactive"]]),
         "new_customer": fill(r["new_customer"], [
             f"signed up {_fmt_days(c['tenure_days'][i])} ago" for i in r["new_customer"]]),
+        "renewal_due": fill(r["renewal_due"], [
+            f"the subscription renews in {_fmt_days(c['sub_days_to_renewal'][i])}"
+            for i in r["renewal_due"]]),
     }
 
 

@@ -39,7 +39,11 @@ def test_default_catalog_has_the_crm_actions() -> None:
     policy = load_catalog()
     ids = {a.id for a in policy.actions}
     assert ids == {"care_email", "exclusive_offer", "loyalty_bonus", "satisfaction_survey",
-                   "vip_outreach", "onboarding_nurture", "winback_offer", NO_ACTION}
+                   "vip_outreach", "onboarding_nurture", "winback_offer", "renewal_offer",
+                   "plan_rightsizing", "training_workshop", "renewal_outreach", NO_ACTION}
+    # The renewal actions are for contractual models only.
+    assert {a.id for a in policy.actions if a.label == "contractual"} == {
+        "renewal_offer", "plan_rightsizing", "training_workshop", "renewal_outreach"}
     assert Policy.from_dict(policy.to_dict()) == policy
 
 
@@ -82,22 +86,24 @@ def _action(**edit: Any) -> dict[str, Any]:
      "[0, 1], got 1.5"),
     ({"actions": [_action(colour="red", size=3)]},
      "catalog.yaml: actions[0] (a): unknown key(s) colour, size; known: channel, cost, effect, "
-     "effect_source, id, min_clv, name, risk, signals, stages, value_tiers, why"),
+     "effect_source, id, label, min_clv, name, risk, signals, stages, value_tiers, why"),
     ({"actions": [_action()], "lifecycle": {"old_days": 3}},
      "catalog.yaml: lifecycle: unknown key(s) old_days; known: declining_interaction_ratio, "
      "declining_min_interactions, declining_overdue_ratio, declining_purchase_trend, "
-     "lapsed_overdue_ratio, lapsed_quiet_days, loyal_days, loyal_min_purchase_days, new_days"),
+     "lapsed_overdue_ratio, lapsed_quiet_days, loyal_days, loyal_min_purchase_days, new_days, "
+     "onboarding_days, renewal_window_days"),
     # settings of the format-1 stage rules are unknown in a catalog (a bundle drops them)
     ({"actions": [_action()], "lifecycle": {"lapsed_days": 180}},
      "catalog.yaml: lifecycle: unknown key(s) lapsed_days; known: declining_interaction_ratio, "
      "declining_min_interactions, declining_overdue_ratio, declining_purchase_trend, "
-     "lapsed_overdue_ratio, lapsed_quiet_days, loyal_days, loyal_min_purchase_days, new_days"),
+     "lapsed_overdue_ratio, lapsed_quiet_days, loyal_days, loyal_min_purchase_days, new_days, "
+     "onboarding_days, renewal_window_days"),
     ({"actions": [_action(stages=["new", "zombie"])]},
      "catalog.yaml: actions[0] (a): stages: unknown zombie; allowed: new, active, loyal, "
-     "declining, at_risk, lapsed"),
+     "declining, at_risk, lapsed, onboarding, at_renewal_risk, cancelled"),
     ({"actions": [_action(stages="new")]},
      "catalog.yaml: actions[0] (a): stages must be a list of names from new, active, loyal, "
-     "declining, at_risk, lapsed, got 'new'"),
+     "declining, at_risk, lapsed, onboarding, at_renewal_risk, cancelled, got 'new'"),
     ({"actions": [_action(risk=[0.8, 0.2])]},
      "catalog.yaml: actions[0] (a): risk must be [min, max] within [0, 1], got [0.8, 0.2]"),
     ({"actions": [_action()], "risk_tiers": [0.7, 0.2]},
@@ -137,7 +143,7 @@ def test_validation_reports_every_problem_one_line_each(tmp_path: Path) -> None:
         f"{path}: actions[2] (loyalty_bonus): effect (relative churn reduction) must be in "
         "[0, 1], got 1.5",
         f"{path}: actions[4] (vip_outreach): stages: unknown zombie; allowed: new, active, "
-        "loyal, declining, at_risk, lapsed",
+        "loyal, declining, at_risk, lapsed, onboarding, at_renewal_risk, cancelled",
         f"{path}: lifecycle: new_days must be a number, got 'soon'",
     ]
 
@@ -179,8 +185,12 @@ def test_stored_bundle_policies_load_unchanged() -> None:
     written = policy.to_dict()
     assert written["format"] == 2 and written["lifecycle"] == Lifecycle(new_days=60).model_dump()
     unchanged = {k: v for k, v in STORED_POLICY.items() if k not in ("lifecycle", "format")}
-    assert json.dumps({k: v for k, v in written.items() if k not in ("lifecycle", "format")}) \
-        == json.dumps(unchanged)
+    # Fields added since (the churn label of the policy and of each action) get their defaults.
+    assert written["label"] == "noncontractual"
+    assert all(a["label"] is None for a in written["actions"])
+    kept = {k: v for k, v in written.items() if k not in ("lifecycle", "format", "label")}
+    kept["actions"] = [{k: v for k, v in a.items() if k != "label"} for a in kept["actions"]]
+    assert json.dumps(kept) == json.dumps(unchanged)
     # a format-2 policy writes back exactly
     assert Policy.from_dict(json.loads(json.dumps(written))).to_dict() == written
     # immutable and hashable: the reason templates are cached per policy
