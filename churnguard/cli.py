@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 unexpected failure, 2 bad input (the data contract or a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import sys
@@ -21,7 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from churnguard.config import Settings
+from churnguard.config import DEFAULT_GRACE_DAYS, Settings
 
 app = typer.Typer(
     name="churnguard",
@@ -229,7 +230,10 @@ def demo_data(
         "--end", help="Last day of the data (inclusive).")] = "2025-12-31",
     subscriptions: Annotated[bool, typer.Option(
         "--subscriptions/--no-subscriptions",
-        help="Also write a subscriptions table (contractual business).")] = False,
+        help="A subscription business instead (B2B SaaS: monthly, six-month and annual "
+        "terms, renewal-driven churn, invoices as transactions, daily usage rollups as events, "
+        "a subscriptions table; ground truth with each renewal's true cancellation "
+        "probability).")] = False,
     fmt: Annotated[str, typer.Option("--format", help="parquet or csv.")] = "parquet",
 ) -> None:
     """Write realistic synthetic CRM data, with its ground truth, in the data contract.
@@ -484,6 +488,15 @@ def train_cmd(
         help="Seed of the boosters' row and column sampling, the calibration folds and the "
         "BTYD fit sample: the same data, --as-of and seed give the same model.")] = 0,
     allow_unknown_customers: AllowUnknownOpt = False,
+    contractual: Annotated[bool | None, typer.Option(
+        "--contractual/--noncontractual",
+        help="Churn label: contractual (no subscription active at the horizon) or "
+        "non-contractual (no purchase in the horizon). Default: contractual when the source has "
+        "a subscriptions table.")] = None,
+    grace_days: Annotated[int, typer.Option(
+        "--grace-days", min=0, max=365,
+        help="Contractual label: a lapse that a new subscription ends within this many days "
+        "is not churn (a late payment).")] = DEFAULT_GRACE_DAYS,
 ) -> None:
     """Train the churn + CLV models and baselines, log them to MLflow, register a version.
 
@@ -493,6 +506,7 @@ def train_cmd(
 
     Example: churnguard train --data data/demo --as-of 2025-12-01 --horizon-days 90
     """
+    from churnguard.features.build import LabelMode
     from churnguard.model.policy import PolicyError, load_catalog
     from churnguard.training.models import BoostConfig
     from churnguard.training.pipeline import TrainConfig, train
@@ -507,7 +521,7 @@ def train_cmd(
     except PolicyError as exc:
         raise _fail(str(exc)) from None
     config = TrainConfig(
-        horizon_days=horizon_days or settings.horizon_days,
+        horizon_days=horizon_days or settings.horizon_days, grace_days=grace_days,
         clv_horizon_days=clv_horizon_days or settings.clv_horizon_days,
         # Neither --clv-horizon-days nor CHURNGUARD_CLV_HORIZON_DAYS: the default adapts to a
         # history too short for it (README "Training and the model registry").
@@ -519,6 +533,13 @@ def train_cmd(
     )
     with _Steps("snapshot grid") as steps, \
             _open(data, settings, allow_unknown_customers=allow_unknown_customers) as source:
+        if contractual and not source.has("subscriptions"):
+            raise _fail("--contractual needs a subscriptions table in the source")
+        kind: LabelMode = ("contractual" if (source.has("subscriptions") if contractual is None
+                                             else contractual) else "noncontractual")
+        config = dataclasses.replace(config, label=kind)
+        log.info("churn label: %s%s", kind,
+                 f" (grace period {grace_days} days)" if kind == "contractual" else "")
         try:
             result = train(
                 source, _tracking(settings), as_of=cutoff, config=config,
@@ -536,9 +557,12 @@ def train_cmd(
     # purchase in the year before the test cutoff (training/evaluate.py, active_churn_metrics);
     # long-lapsed customers are easy to rank and raise the plain ROC AUC.
     churn_table = Table("model", "ROC AUC", "AUC active", "log loss", "ECE", "lift@10",
-                        title=f"churn, test snapshot {result.churn_plan.test}")
-    for label, key in (("churnguard", "test_churn_"), ("logreg", "test_baseline_logreg_churn_"),
-                       ("BG/NBD", "test_baseline_btyd_churn_")):
+                        title=f"churn ({config.label}), test snapshot {result.churn_plan.test}")
+    rows = [("churnguard", "test_churn_"), ("logreg", "test_baseline_logreg_churn_"),
+            ("BG/NBD", "test_baseline_btyd_churn_")]
+    if config.label == "contractual":  # the contractual baseline in place of BG/NBD's churn
+        rows[-1] = ("sBG", "test_baseline_sbg_churn_")
+    for label, key in rows:
         churn_table.add_row(label, f(key + "roc_auc"), f(key + "roc_auc_active_365d"),
                             f(key + "log_loss"), f(key + "ece"), f(key + "lift_at_10", "{:.2f}"))
     clv_table = Table("model", "CLV MAE", "CLV Gini", "CLV total err",
@@ -601,6 +625,7 @@ def models_cmd(
     table = Table(title=f"registered model {settings.model_name}")
     table.add_column("version", no_wrap=True)
     table.add_column("aliases", no_wrap=True)
+    table.add_column("churn label")
     for header in ("AUC", "log loss", "ECE", "CLV MAE", "CLV Gini"):
         table.add_column(header, justify="right")
     table.add_column("gate")
@@ -609,7 +634,7 @@ def models_cmd(
 
         def g(key: str, fmt: str = "{:.3f}", mt: dict[str, float] = mt) -> str:
             return fmt.format(mt[key]) if key in mt else "-"
-        table.add_row(r["version"], " ".join(r["aliases"]),
+        table.add_row(r["version"], " ".join(r["aliases"]), r["churn_label"],
                       g("test_churn_roc_auc"), g("test_churn_log_loss"), g("test_churn_ece"),
                       g("test_clv_mae", "{:,.1f}"), g("test_clv_normalized_gini"),
                       r["gate_decision"])

@@ -20,7 +20,9 @@ CUSTOMER_ID = Field(min_length=1, max_length=128, pattern=CUSTOMER_ID_PATTERN,
 
 RiskTier = Literal["low", "medium", "high"]
 ValueTier = Literal["low", "medium", "high", "top"]
-Stage = Literal["new", "active", "loyal", "declining", "at_risk", "lapsed"]
+Stage = Literal["new", "active", "loyal", "declining", "at_risk", "lapsed",
+                # contractual models
+                "onboarding", "at_renewal_risk", "cancelled"]
 
 
 #: Request models are strict: JSON types are not coerced (``false`` is not a number, ``"1"``
@@ -202,6 +204,15 @@ class PlanResponse(BaseModel):
         description="Repeated customer ids, not planned again, in request order.")
 
 
+class ChurnLabel(BaseModel):
+    kind: Literal["noncontractual", "contractual"] = Field(
+        description="noncontractual: churn = no purchase in the next `horizon_days` days; "
+        "contractual: churn = no subscription active after `horizon_days` days (scored for "
+        "customers with an active subscription).")
+    grace_days: int = Field(ge=0, description="Contractual: a lapse that a new subscription "
+                            "ends within this many days is not churn.")
+
+
 class ModelInfo(BaseModel):
     name: str
     alias: str
@@ -213,6 +224,7 @@ class ModelInfo(BaseModel):
     as_of: str | None
     horizon_days: int
     clv_horizon_days: int
+    churn_label: ChurnLabel
     training_window: dict[str, Any]
     metrics: dict[str, float]
     feature_set_version: str | None

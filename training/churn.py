@@ -22,6 +22,7 @@ from churnguard.training import evaluate
 from churnguard.training.config import TrainConfig
 from churnguard.training.data import SplitRows, TrainingData
 from churnguard.training.models import (
+    CHURN_MONOTONE,
     CalibrationChoice,
     choose_calibration,
     fit_churn,
@@ -63,6 +64,15 @@ class ChurnFit:
     notes: list[str]
 
 
+def monotone(config: TrainConfig) -> dict[str, int]:
+    """The churn model's monotone constraints for the run's label. Purchase recency raises
+    non-contractual churn, but not contractual churn: an annual account is invoiced once a
+    year, so a long time since its last invoice is normal (only complaints keep their sign)."""
+    if config.label == "contractual":
+        return {k: v for k, v in CHURN_MONOTONE.items() if k != "days_since_last_purchase"}
+    return CHURN_MONOTONE
+
+
 def _try(candidate: Candidate, data: TrainingData, rows: SplitRows, y: np.ndarray,
          priors: SnapshotPriors, config: TrainConfig) -> ChurnTried:
     tr, va = rows.train, rows.valid
@@ -71,7 +81,7 @@ def _try(candidate: Candidate, data: TrainingData, rows: SplitRows, y: np.ndarra
     m_va = priors.margin("churn", h, va) if candidate.use_prior else None
     X = data.X
     model = fit_churn(X[tr], y[tr], X[va], y[va], candidate.boost, margin_train=m_tr,
-                      margin_valid=m_va, masked=candidate.masked)
+                      margin_valid=m_va, masked=candidate.masked, monotone=monotone(config))
     choice = choose_calibration(model.raw(X[va], m_va), y[va], seed=config.seed)
     return ChurnTried(candidate, choice.cv_log_loss[choice.calibrator.method], model, choice)
 
@@ -95,7 +105,7 @@ def fit_churn_model(
 
     def refit(mask: np.ndarray) -> ChurnModel:
         model = refit_churn(X[mask], y[mask], base.best_iteration + 1, cand.boost,
-                            margin=margin(mask), masked=cand.masked)
+                            margin=margin(mask), masked=cand.masked, monotone=monotone(config))
         model.calibrator = choice.calibrator
         return model
 

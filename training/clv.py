@@ -81,12 +81,16 @@ def fit_clv_model(
     def margins(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return priors.margin("buy", h, mask), priors.margin("spend", h, mask)
 
+    # Contractual: a subscription is invoiced per term (an annual account once a year), so the
+    # time since the last invoice does not lower the spend to expect: no constraint on it.
+    mono: dict[str, int] | None = {} if config.label == "contractual" else None
     tried = []
     for cand in candidates:
         mg_tr = margins(tr) if cand.use_prior else None
         mg_va = margins(va) if cand.use_prior else None
         model = fit_clv(X[tr], spend[tr], X[va], spend[va], cand.boost,
-                        margins_train=mg_tr, margins_valid=mg_va, masked=cand.masked)
+                        margins_train=mg_tr, margins_valid=mg_va, masked=cand.masked,
+                        monotone=mono)
         mae = cross_fitted_scaled_mae(spend[va], model.predict(X[va], mg_va) / model.scale,
                                       seed=config.seed)
         tried.append(ClvTried(cand, mae, model))
@@ -101,7 +105,7 @@ def fit_clv_model(
         clv = refit_clv(X[final], spend[final], int(clv.info["buy_trees"]),
                         int(clv.info["spend_trees"]), cand.boost, scale=test_scale,
                         margins=margins(final) if cand.use_prior else None,
-                        masked=tuple(clv.info.get("masked", ())))
+                        masked=tuple(clv.info.get("masked", ())), monotone=mono)
     if cand.use_prior and priors.final is not None:
         clv.info.update(prior=priors.final.to_dict(), prior_horizon_days=h)
     clv.info["kind"] = cand.name

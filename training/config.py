@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from churnguard.config import DEFAULT_GRACE_DAYS
+from churnguard.features.build import LabelMode
 from churnguard.training.models import BoostConfig
 
 
@@ -12,6 +14,10 @@ class TrainConfig:
     """Knobs of one training run (the CLI fills them from options and Settings)."""
 
     horizon_days: int = 90
+    #: The churn label: "noncontractual" (no purchase in the horizon) or "contractual" (no
+    #: subscription active at the horizon, with ``grace_days``); features.build.label_sql.
+    label: LabelMode = "noncontractual"
+    grace_days: int = DEFAULT_GRACE_DAYS
     clv_horizon_days: int = 365
     #: When the CLV horizon leaves no room for a purged split, fall back to the longest
     #: feasible one (a multiple of 30 days) instead of failing. The CLI sets it when the user

@@ -15,7 +15,7 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 
-from churnguard.features.build import SnapshotBuilder
+from churnguard.features.build import LabelMode, SnapshotBuilder
 from churnguard.features.definitions import FeatureSpec
 from churnguard.features.sources import Source
 from churnguard.model.encode import model_matrix
@@ -63,9 +63,15 @@ def build_training_grid(
     horizon_days: int,
     clv_cutoffs: Sequence[date],
     clv_horizon_days: int,
+    label: LabelMode = "noncontractual",
+    grace_days: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> pd.DataFrame:
     """Features and labels for the union of both targets' cutoffs, as one pandas frame.
+
+    ``label`` picks the churn label (:func:`churnguard.features.build.label_sql`); a
+    contractual grid holds only the customers subscribed at each cutoff, and its churn label
+    window is ``horizon_days`` + ``grace_days`` long.
 
     A label is only computed where its whole window ends on or before ``as_of``: ``churned`` for
     the churn cutoffs, ``future_spend`` for the CLV cutoffs; elsewhere it is missing (NA), so no
@@ -79,12 +85,13 @@ def build_training_grid(
         churn_ok = cutoff in churn_cutoffs
         clv_ok = cutoff in clv_cutoffs
         h = horizon_days if churn_ok else 1
+        g = grace_days if churn_ok and label == "contractual" else 0
         c = clv_horizon_days if clv_ok else 1
-        for days in (h, c):
+        for days in (h + g, c):
             if cutoff + timedelta(days=days) > as_of:
                 raise PlanError(f"the label window of cutoff {cutoff} ({days} days) ends after "
                                 f"the as-of date {as_of}")
-        table = builder.snapshot(cutoff, h, c)
+        table = builder.snapshot(cutoff, h, c, label, grace_days=g)
         df = table.to_pandas()
         df["churned"] = df["churned"].astype("float64") if churn_ok else np.nan
         df["future_spend"] = df["future_spend"].astype("float64") if clv_ok else np.nan
@@ -161,13 +168,17 @@ def training_data(
     as_of: date,
     churn_plan: SplitPlan,
     clv_plan: SplitPlan,
+    label: LabelMode = "noncontractual",
+    grace_days: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> TrainingData:
-    """Build the grid of both plans' cutoffs and encode it with levels fixed from it."""
+    """Build the grid of both plans' cutoffs and encode it with levels fixed from it. A
+    contractual churn plan's label window is the horizon plus the grace period."""
+    g = grace_days if label == "contractual" else 0
     grid = build_training_grid(
         source, spec, as_of=as_of, churn_cutoffs=churn_plan.all,
-        horizon_days=churn_plan.label_days, clv_cutoffs=clv_plan.all,
-        clv_horizon_days=clv_plan.label_days, progress=progress)
+        horizon_days=churn_plan.label_days - g, clv_cutoffs=clv_plan.all,
+        clv_horizon_days=clv_plan.label_days, label=label, grace_days=g, progress=progress)
     levels = category_levels(spec, grid)
     return TrainingData(grid=grid, X=model_matrix(grid, spec, levels), levels=levels)
 

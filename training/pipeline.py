@@ -39,9 +39,14 @@ from churnguard.training.clv import fit_clv_model
 from churnguard.training.config import TrainConfig
 from churnguard.training.data import data_fingerprint, data_window, training_data
 from churnguard.training.fitted import Fitted
-from churnguard.training.priors import candidates, fit_snapshot_priors
+from churnguard.training.priors import (
+    Candidate,
+    SnapshotPriors,
+    candidates,
+    fit_snapshot_priors,
+)
 from churnguard.training.register import gate_against_champion, log_and_register
-from churnguard.training.split import SplitPlan, plan_targets
+from churnguard.training.split import PlanError, SplitPlan, plan_targets
 
 __all__ = ["Fitted", "TrainConfig", "TrainResult", "fit_models", "train"]
 
@@ -78,7 +83,11 @@ def fit_models(
     as_of = as_of or default_as_of
 
     # 1. plan split, grid, priors
-    plans = plan_targets(first, as_of, horizon_days=config.horizon_days,
+    if config.label == "contractual" and not source.has("subscriptions"):
+        raise PlanError("a contractual churn model needs a subscriptions table in the source")
+    # A contractual label reads the grace period after the horizon too.
+    grace = config.grace_days if config.label == "contractual" else 0
+    plans = plan_targets(first, as_of, horizon_days=config.horizon_days + grace,
                          clv_horizon_days=config.clv_horizon_days,
                          clv_horizon_auto=config.clv_horizon_auto,
                          min_history_days=config.min_history_days,
@@ -92,10 +101,21 @@ def fit_models(
              len(churn_plan.train), config.clv_horizon_days, clv_plan.test, clv_plan.valid,
              len(clv_plan.train))
     data = training_data(source, spec, as_of=as_of, churn_plan=churn_plan, clv_plan=clv_plan,
-                         progress=progress)
+                         label=config.label, grace_days=grace, progress=progress)
     churn_rows, clv_rows = data.split_rows(churn_plan), data.split_rows(clv_plan)
-    priors = fit_snapshot_priors(source, spec, data, as_of, seed=config.seed)
+    if config.label == "contractual":
+        # BG/NBD describes purchases at will; a subscription's invoices follow its terms, so
+        # the purchase-process prior means nothing here (and does not fit: no dropout signal).
+        priors = SnapshotPriors(data, {}, None)
+        log.info("contractual label: no BG/NBD prior (invoices follow the terms)")
+    else:
+        priors = fit_snapshot_priors(source, spec, data, as_of, seed=config.seed)
     tried = candidates(config.boost, priors)
+    if config.label == "contractual":
+        # Churners are few in a subscription book (1-3 % a month): a shallower, more
+        # regularised booster competes, chosen like the others by validation log loss.
+        tried.append(Candidate("xgboost_shallow", False, (),
+                               replace(config.boost, max_depth=2, min_child_weight=20.0)))
 
     # 2.-4. fit churn, fit CLV, baselines (each evaluated on its test snapshot)
     churn = fit_churn_model(data, churn_rows, priors, tried, config)
@@ -108,6 +128,7 @@ def fit_models(
         spec=spec, levels=data.levels, churn=churn.model, clv=clv.model,
         horizon_days=config.horizon_days, clv_horizon_days=config.clv_horizon_days,
         metadata={"as_of": as_of.isoformat(), "churn_plan": churn_plan.to_dict(),
+                  "label": config.label, "grace_days": grace,
                   "clv_plan": clv_plan.to_dict(), "data_fingerprint": fingerprint["fingerprint"],
                   "spec_fingerprint": spec.fingerprint(), "feature_set_version": spec.version,
                   "calibration": churn.chosen.calibration.calibrator.method,
@@ -166,7 +187,8 @@ def train(
     # The action policy (catalog + campaign-log effects) travels in the bundle; value tiers are
     # CLV quantiles of the latest (test) snapshot's predictions, fixed now so every scorer tiers
     # customers the same way.
-    fitted.bundle.policy = policy.fit_value_tiers(fitted.clv_preds["churnguard"]).to_dict()
+    fitted.bundle.policy = policy.model_copy(update={"label": fitted.config.label}).fit_value_tiers(
+        fitted.clv_preds["churnguard"]).to_dict()
 
     # 6. register
     tracking.activate()

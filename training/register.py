@@ -45,6 +45,7 @@ from churnguard.training.registry import (
 from churnguard.training.split import SplitPlan
 
 if TYPE_CHECKING:
+    from churnguard.model.bundle import ScoringBundle
     from churnguard.training.uplift import UpliftReport
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,13 @@ def gate_against_champion(source: Source, fitted: Fitted, client: Any) -> Gate:
         return Gate(promotion_decision(new, None))
     log.info("scoring champion v%s on the same test snapshots", champ_version)
     try:
-        champ = champion_metrics(source, fitted.grid, name, fitted.churn_plan, fitted.clv_plan)
+        champion, _ = load_bundle(f"models:/{name}/{champ_version}")
+        mismatch = label_mismatch(champion, fitted.bundle)
+        if mismatch:
+            return Gate(Decision(False, f"champion v{champ_version} {mismatch}: the two are "
+                                 "not compared; promote by hand with --force"), champ_version)
+        champ = champion_metrics(source, fitted.grid, champion, fitted.churn_plan,
+                                 fitted.clv_plan)
     except Exception as exc:  # a champion that cannot be loaded or scored is not beaten
         return Gate(Decision(False, f"champion v{champ_version} could not be scored on the new "
                              f"test snapshot ({type(exc).__name__}: {exc}); promote by hand "
@@ -144,7 +151,8 @@ def log_and_register(source: Source, fitted: Fitted, effects: UpliftReport, gate
             "gate_reason": decision.reason,
             "compared_with": f"v{gate.champion_version}" if gate.champion_version else "none",
             "spec_fingerprint": spec.fingerprint(),
-            "data_fingerprint": fitted.fingerprint["fingerprint"]}
+            "data_fingerprint": fitted.fingerprint["fingerprint"],
+            "churn_label": churn_label(bundle)}
     for key, value in tags.items():
         client.set_model_version_tag(config.model_name, version, key, value)
     if decision.promote:
@@ -182,6 +190,7 @@ def run_params(source: Source, fitted: Fitted) -> dict[str, Any]:
     assert churn.calibrator is not None
     return {
         "as_of": fitted.as_of.isoformat(), "horizon_days": config.horizon_days,
+        "churn_label": config.label, "grace_days": fitted.bundle.metadata.get("grace_days", 0),
         "clv_horizon_days": config.clv_horizon_days, "refit": config.refit,
         "seed": config.seed, "calibration": churn.calibrator.method,
         "churn_trees": fitted.churn_trees,
@@ -251,11 +260,35 @@ def _champion_if_registered(client: Any, name: str) -> str | None:
     return champion_version(client, name)
 
 
+def churn_label(bundle: ScoringBundle) -> str:
+    """What the bundle's churn probability is about, for people: ``contractual, 30 days +
+    14 grace`` or ``noncontractual, 90 days``."""
+    kind = str(bundle.metadata.get("label", "noncontractual"))
+    grace = int(bundle.metadata.get("grace_days", 0))
+    return f"{kind}, {bundle.horizon_days} days" + (f" + {grace} grace" if grace else "")
+
+
+def label_mismatch(champion: ScoringBundle, candidate: ScoringBundle) -> str | None:
+    """Why two bundles' churn scores are not comparable (their labels differ: kind, horizon,
+    grace period), or None. A bundle trained before labels were recorded is non-contractual."""
+    def label(b: ScoringBundle) -> tuple[str, int, int]:
+        return (str(b.metadata.get("label", "noncontractual")), b.horizon_days,
+                int(b.metadata.get("grace_days", 0)))
+
+    (ck, ch, cg), (nk, nh, ng) = label(champion), label(candidate)
+    if ck != nk:
+        return f"predicts a {ck} churn label and this version a {nk} one"
+    if (ch, cg) != (nh, ng):
+        return (f"predicts churn over {ch} days (grace {cg}) and this version over {nh} days "
+                f"(grace {ng})")
+    return None
+
+
 def champion_metrics(
-    source: Source, grid: pd.DataFrame, name: str, churn_plan: SplitPlan, clv_plan: SplitPlan
+    source: Source, grid: pd.DataFrame, champion: ScoringBundle, churn_plan: SplitPlan,
+    clv_plan: SplitPlan
 ) -> dict[str, float]:
     """Score the champion (with its own feature spec) on the new test snapshots."""
-    champion, _ = load_bundle(f"models:/{name}@{CHAMPION}")
     out: dict[str, float] = {}
     for cutoff, label, kind in ((churn_plan.test, "churned", "churn"),
                                 (clv_plan.test, "future_spend", "clv")):

@@ -136,6 +136,8 @@ def list_versions(client: Any, name: str) -> list[dict[str, Any]]:
             "test_cutoff": tags.get("test_cutoff", ""),
             "gate_decision": tags.get("gate_decision", ""),
             "gate_reason": tags.get("gate_reason", ""),
+            # Versions registered before labels were tagged are non-contractual.
+            "churn_label": tags.get("churn_label", "noncontractual"),
             "metrics": {k: metrics[k] for k in KEY_METRICS if k in metrics},
         })
     rows.sort(key=lambda r: int(r["version"]), reverse=True)

@@ -56,6 +56,9 @@ async def model_info(model: ModelDep, holder: HolderDep, store: StoreDep) -> Res
         "run_id": model.run_id, "loaded_at": model.loaded_at.isoformat(),
         "trained_at": meta.get("trained_at"), "as_of": meta.get("as_of"),
         "horizon_days": b.horizon_days, "clv_horizon_days": b.clv_horizon_days,
+        # Bundles trained before the label was recorded are non-contractual.
+        "churn_label": {"kind": meta.get("label", "noncontractual"),
+                        "grace_days": int(meta.get("grace_days", 0))},
         "training_window": {"churn": meta.get("churn_plan"), "clv": meta.get("clv_plan")},
         "metrics": _rounded(model.metrics),
         "feature_set_version": meta.get("feature_set_version"),
