@@ -3,8 +3,9 @@
 Training writes a bundle (:mod:`churnguard.training.pipeline`); the API, the batch job, Spark
 and the MLflow pyfunc read it and score it with :func:`churnguard.model.score.score_matrix`.
 Files: ``bundle.json`` (spec, category levels, calibrator, CLV factors, metadata, the action
-``policy``), ``churn.ubj``, ``clv_buy.ubj``, ``clv_spend.ubj`` (XGBoost's own format). Loading
-reads these files only: nothing is unpickled.
+``policy``), ``churn.ubj``, and for the hurdle CLV model ``clv_buy.ubj``, ``clv_spend.ubj``
+(XGBoost's own format; a contractual bundle's CLV model is a few numbers in ``bundle.json``).
+Loading reads these files only: nothing is unpickled.
 """
 
 from __future__ import annotations
@@ -23,11 +24,19 @@ from churnguard.features.definitions import FeatureSpec
 from churnguard.model.encode import RowEncoder
 from churnguard.model.errors import BundleError
 from churnguard.model.policy import Policy, load_catalog
-from churnguard.model.predictors import Calibrator, ChurnModel, ClvModel
+from churnguard.model.predictors import (
+    AnyClvModel,
+    Calibrator,
+    ChurnModel,
+    ClvModel,
+    ContractClvModel,
+)
 
 BUNDLE_FORMAT = 1
 #: The files of a bundle directory; a directory without all of them is not a bundle.
-BUNDLE_FILES = ("bundle.json", "churn.ubj", "clv_buy.ubj", "clv_spend.ubj")
+BUNDLE_FILES = ("bundle.json", "churn.ubj")
+#: The hurdle CLV model's boosters (bundles whose ``clv`` is not ``kind: contract``).
+HURDLE_FILES = ("clv_buy.ubj", "clv_spend.ubj")
 
 
 @dataclass
@@ -38,7 +47,7 @@ class ScoringBundle:
     spec: FeatureSpec
     levels: dict[str, list[str]]
     churn: ChurnModel
-    clv: ClvModel
+    clv: AnyClvModel
     horizon_days: int
     clv_horizon_days: int
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -82,9 +91,13 @@ class ScoringBundle:
     def set_threads(self, n: int) -> ScoringBundle:
         """XGBoost threads per prediction for every booster (1 where parallelism comes from
         elsewhere: API workers, Spark tasks)."""
-        for booster in (self.churn.booster, self.clv.buy, self.clv.spend):
+        for booster in self.boosters():
             booster.set_param({"nthread": n})
         return self
+
+    def boosters(self) -> tuple[xgb.Booster, ...]:
+        """Every XGBoost booster the bundle scores with."""
+        return (self.churn.booster, *self.clv.boosters)
 
     # -- persistence ---------------------------------------------------------------------
 
@@ -92,15 +105,20 @@ class ScoringBundle:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.churn.booster.save_model(directory / "churn.ubj")
-        self.clv.buy.save_model(directory / "clv_buy.ubj")
-        self.clv.spend.save_model(directory / "clv_spend.ubj")
+        if isinstance(self.clv, ClvModel):
+            self.clv.buy.save_model(directory / "clv_buy.ubj")
+            self.clv.spend.save_model(directory / "clv_spend.ubj")
+            clv: dict[str, Any] = {"smear": self.clv.smear, "scale": self.clv.scale,
+                                   "info": self.clv.info}
+        else:
+            clv = self.clv.to_dict()
         meta = {
             "format": BUNDLE_FORMAT,
             "spec": self.spec.to_dict(),
             "levels": self.levels,
             "calibrator": self.churn.calibrator.to_dict() if self.churn.calibrator else None,
             "churn_info": self.churn.info,
-            "clv": {"smear": self.clv.smear, "scale": self.clv.scale, "info": self.clv.info},
+            "clv": clv,
             "horizon_days": self.horizon_days,
             "clv_horizon_days": self.clv_horizon_days,
             "metadata": self.metadata,
@@ -145,7 +163,7 @@ class ScoringBundle:
         # The scoring path hands the boosters encoded matrices without per-call feature-name
         # checks: it relies on every booster reading the spec's columns in order.
         names = bundle.feature_names
-        for b in (bundle.churn.booster, bundle.clv.buy, bundle.clv.spend):
+        for b in bundle.boosters():
             if b.feature_names is not None and list(b.feature_names) != names:
                 raise BundleError(f"{directory}: the boosters do not read the feature spec's "
                                   "columns in order; the bundle is inconsistent",
@@ -161,14 +179,24 @@ class ScoringBundle:
             return b
 
         cal = Calibrator.from_dict(meta["calibrator"]) if meta["calibrator"] else None
+        clv: AnyClvModel
+        if meta["clv"].get("kind") == "contract":
+            clv = ContractClvModel.from_dict(meta["clv"])
+        else:
+            absent = [name for name in HURDLE_FILES if not (directory / name).is_file()]
+            if absent:
+                raise BundleError(f"{directory} is not a churnguard bundle (missing "
+                                  f"{', '.join(absent)})",
+                                  reason=f"not a churnguard bundle (no {absent[0]})")
+            clv = ClvModel(buy=booster("clv_buy.ubj"), spend=booster("clv_spend.ubj"),
+                           smear=float(meta["clv"]["smear"]),
+                           scale=float(meta["clv"]["scale"]), info=meta["clv"].get("info", {}))
         return cls(
             spec=FeatureSpec.from_dict(meta["spec"]),
             levels={k: list(v) for k, v in meta["levels"].items()},
             churn=ChurnModel(booster=booster("churn.ubj"), calibrator=cal,
                              info=meta.get("churn_info", {})),
-            clv=ClvModel(buy=booster("clv_buy.ubj"), spend=booster("clv_spend.ubj"),
-                         smear=float(meta["clv"]["smear"]), scale=float(meta["clv"]["scale"]),
-                         info=meta["clv"].get("info", {})),
+            clv=clv,
             horizon_days=int(meta["horizon_days"]),
             clv_horizon_days=int(meta["clv_horizon_days"]),
             metadata=meta.get("metadata", {}),

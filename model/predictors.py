@@ -210,6 +210,87 @@ class BtydPrior:
         return {"churn": churn, "buy": -churn, "spend": spend}
 
 
+#: The feature columns an :class:`SbgPrior` reads.
+SBG_COLUMNS = ("sub_tenure_days", "sub_term_days", "sub_days_to_renewal")
+
+
+def feature_columns(X: pd.DataFrame | np.ndarray, columns: tuple[str, ...],
+                    names: list[str] | None = None) -> dict[str, np.ndarray]:
+    """``columns`` of a feature frame, or of an encoded matrix with column ``names``, as float
+    arrays."""
+    if isinstance(X, pd.DataFrame):
+        return {c: pd.to_numeric(X[c], errors="coerce").to_numpy(dtype=float)
+                for c in columns}
+    if names is None:
+        raise ValueError("an encoded matrix needs its column names")
+    return {c: np.asarray(X[:, names.index(c)], dtype=float) for c in columns}
+
+
+@dataclass(frozen=True)
+class SbgPrior:
+    """The shifted-beta-geometric model (Fader & Hardie 2007, "How to project customer
+    retention", J. Interactive Marketing 21(1)) as a churn probability for a label window of
+    ``window_days``, and as the contractual churn booster's base margin (boosting from an
+    initial fit [FHS05]: the trees learn what usage, seats and support add to the renewal
+    calendar).
+
+    An account's renewals made at the cutoff are t = floor(tenure ÷ term length)
+    (:func:`churnguard.model.sbg.renewals_made`). If its next renewal
+    (``sub_days_to_renewal``) falls inside the window, it cancels there with probability
+    α / (α + β + t) ([FH07] eq. 8: 1 − r(t + 1), the mean of its Beta(α, β + t) posterior);
+    otherwise with ``between_renewals``, the rate of cancellations between renewals.
+    """
+
+    alpha: float
+    beta: float
+    between_renewals: float
+    window_days: int
+    family: str = "sbg"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"family": "sbg", "alpha": self.alpha, "beta": self.beta,
+                "between_renewals": self.between_renewals, "window_days": self.window_days}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SbgPrior:
+        return cls(alpha=float(data["alpha"]), beta=float(data["beta"]),
+                   between_renewals=float(data["between_renewals"]),
+                   window_days=int(data["window_days"]))
+
+    def renewal_periods(self, cols: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(renewals made t, whether the next renewal falls in the window)."""
+        from churnguard.model.sbg import renewals_made
+
+        t = renewals_made(cols["sub_tenure_days"], cols["sub_term_days"])
+        due = np.nan_to_num(cols["sub_days_to_renewal"], nan=np.inf) <= self.window_days
+        return t, due
+
+    def probability(self, X: pd.DataFrame | np.ndarray,
+                    names: list[str] | None = None) -> np.ndarray:
+        """P(churn in the window) per row (see the class docstring)."""
+        t, due = self.renewal_periods(feature_columns(X, SBG_COLUMNS, names))
+        at_renewal = self.alpha / (self.alpha + self.beta + t)
+        return np.where(due, at_renewal, self.between_renewals)
+
+    def margins(self, X: pd.DataFrame | np.ndarray, horizon_days: float,
+                names: list[str] | None = None) -> dict[str, np.ndarray]:
+        """The ``churn`` base margin, logit of :meth:`probability` (``horizon_days`` is the
+        window the prior was fitted for; it has no CLV margins: a contract's CLV is
+        :class:`ContractClvModel`)."""
+        p = clip_probability(self.probability(X, names))
+        churn = np.log(p / (1.0 - p))
+        return {"churn": churn, "buy": -churn, "spend": np.zeros(len(churn))}
+
+
+#: A prior the boosters can start from.
+Prior = BtydPrior | SbgPrior
+
+
+def prior_from_dict(data: Mapping[str, Any]) -> Prior:
+    return SbgPrior.from_dict(data) if data.get("family") == "sbg" else BtydPrior.from_dict(
+        dict(data))
+
+
 def masked_frame(X: pd.DataFrame, masked: tuple[str, ...] | list[str]) -> pd.DataFrame:
     """``X`` with the ``masked`` columns set to missing: the trees never split on them."""
     cols = [c for c in masked if c in X.columns]
@@ -243,7 +324,8 @@ def dmatrix(X: pd.DataFrame, masked: tuple[str, ...] | list[str] = (),
 class ChurnModel:
     """XGBoost churn classifier [CG16] plus its calibrator.
 
-    ``info`` (saved with the bundle) may hold ``prior`` (a :class:`BtydPrior` as a dict) and
+    ``info`` (saved with the bundle) may hold ``prior`` (a :class:`BtydPrior` or, for a
+    contractual label, an :class:`SbgPrior`, as a dict) and
     ``prior_horizon_days``: the booster then adds its trees to the prior's churn log-odds
     (``base_margin``); and ``masked``: feature columns the booster never sees (set to missing).
     """
@@ -254,9 +336,9 @@ class ChurnModel:
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def prior(self) -> BtydPrior | None:
+    def prior(self) -> Prior | None:
         data = self.info.get("prior")
-        return BtydPrior.from_dict(data) if data else None
+        return prior_from_dict(data) if data else None
 
     @property
     def masked(self) -> list[str]:
@@ -297,8 +379,25 @@ class ChurnModel:
 # CLV hurdle model
 
 
+class _ClvProduct:
+    """CLV = scale × P(buy) × E[spend | buy], never negative: what both CLV models predict
+    from their :meth:`components`."""
+
+    scale: float
+
+    def components(self, X: pd.DataFrame,
+                   margins: tuple[np.ndarray, np.ndarray] | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def predict(self, X: pd.DataFrame,
+                margins: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        p_buy, spend = self.components(X, margins)
+        return np.maximum(self.scale * p_buy * spend, 0.0)
+
+
 @dataclass
-class ClvModel:
+class ClvModel(_ClvProduct):
     """Hurdle model of spend in the CLV horizon [Cra71]: P(buy) * E[spend | buy].
 
     E[spend | buy] = exp(f(x)) · smear, with f an XGBoost regression of log spend on buyers and
@@ -314,9 +413,13 @@ class ClvModel:
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def prior(self) -> BtydPrior | None:
+    def boosters(self) -> tuple[xgb.Booster, ...]:
+        return (self.buy, self.spend)
+
+    @property
+    def prior(self) -> Prior | None:
         data = self.info.get("prior")
-        return BtydPrior.from_dict(data) if data else None
+        return prior_from_dict(data) if data else None
 
     def margins(self, X: pd.DataFrame | np.ndarray, names: list[str] | None = None
                 ) -> tuple[np.ndarray, np.ndarray] | None:
@@ -339,11 +442,6 @@ class ClvModel:
         spend = np.exp(np.asarray(self.spend.predict(d_spend), dtype=float)) * self.smear
         return p_buy, spend
 
-    def predict(self, X: pd.DataFrame,
-                margins: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
-        p_buy, spend = self.components(X, margins)
-        return np.maximum(self.scale * p_buy * spend, 0.0)
-
     def components_encoded(self, X: np.ndarray, names: list[str]
                            ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`components` for an encoded float matrix with columns ``names`` (see
@@ -357,3 +455,128 @@ class ClvModel:
             X, base_margin=None if m is None else m[1]), dtype=float)) * self.smear
         return p_buy, spend
 
+
+
+# ---------------------------------------------------------------------------------------------
+# CLV of a subscription: the retention curve times the fee
+
+
+#: The feature columns a :class:`ContractClvModel` reads; ``sub_term_months`` and
+#: ``sub_discount`` are used where the spec has them (contract features).
+CONTRACT_CLV_COLUMNS = ("sub_active", "sub_mrr", "sub_tenure_days", "sub_term_days",
+                        "sub_days_to_renewal")
+CONTRACT_CLV_OPTIONAL = ("sub_term_months", "sub_discount")
+#: Days per month, to turn a term length in days into months where term_months is unknown.
+DAYS_PER_MONTH = 365.25 / 12.0
+
+
+@dataclass
+class ContractClvModel(_ClvProduct):
+    """Expected invoiced revenue of a subscription in the CLV horizon, from the sBG retention
+    curve and the fee (a contractual setting: revenue follows the contract, not a purchase
+    process).
+
+    An account subscribed at the cutoff, with t renewals made (:func:`sbg.renewals_made`),
+    its next renewal in d days and terms of L days, faces K = ⌊(H − d) / L⌋ + 1 renewals in a
+    horizon of H days (0 if d > H). It pays the fee at the k-th of them if it renews there,
+    with probability S(t+k)/S(t) under the shifted-beta-geometric model ([FH07] eq. 6;
+    :meth:`SBGModel.conditional_survival`), and has not cancelled between renewals, with
+    probability exp(−h·(d + (k−1)L)) for a constant daily hazard h. So
+
+        CLV = scale · fee · Σ_{k=1..K} S(t+k)/S(t) · exp(−h·(d + (k−1)L)),
+
+    fee = MRR × term months × (1 − discount) (what the account is invoiced per term; term
+    months from the term length where not recorded). This is [FH10]'s expected residual value
+    truncated at the horizon and undiscounted, like the hurdle model's target. The components
+    keep the hurdle model's meaning: P(buy) = P(at least one invoice) = P(renewing at the
+    first renewal), E[spend | buy] = CLV / P(buy) before ``scale``. ``scale`` (actual total
+    ÷ predicted total, measured out of sample in training) calibrates the total. No CLV for
+    an account without an active subscription: it is 0.
+
+    [FH07] Fader & Hardie (2007), "How to project customer retention", J. Interactive
+    Marketing 21(1). [FH10] Fader & Hardie (2010), "Customer-Base Valuation in a Contractual
+    Setting: The Perils of Ignoring Heterogeneity", Marketing Science 29(1).
+    """
+
+    alpha: float
+    beta: float
+    #: Cancellations between renewals, per day.
+    daily_hazard: float
+    horizon_days: int
+    scale: float = 1.0
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "contract", "alpha": self.alpha, "beta": self.beta,
+                "daily_hazard": self.daily_hazard, "horizon_days": self.horizon_days,
+                "scale": self.scale, "info": self.info}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ContractClvModel:
+        return cls(alpha=float(d["alpha"]), beta=float(d["beta"]),
+                   daily_hazard=float(d["daily_hazard"]), horizon_days=int(d["horizon_days"]),
+                   scale=float(d["scale"]), info=dict(d.get("info", {})))
+
+    @property
+    def boosters(self) -> tuple[xgb.Booster, ...]:
+        return ()
+
+    def components_from(self, cols: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(P(buy), E[spend | buy] before ``scale``) from the columns of
+        :data:`CONTRACT_CLV_COLUMNS` (+ the optional ones) as float arrays."""
+        from churnguard.model.sbg import SBGModel, renewals_made
+
+        active = np.nan_to_num(cols["sub_active"], nan=0.0) > 0
+        term_days = cols["sub_term_days"]
+        months = cols.get("sub_term_months")
+        if months is None:
+            months = np.full(term_days.shape, np.nan)
+        months = np.where(np.isfinite(months) & (months > 0), months,
+                          np.maximum(np.round(term_days / DAYS_PER_MONTH), 1.0))
+        discount = cols.get("sub_discount")
+        off = (np.zeros(term_days.shape) if discount is None
+               else np.clip(np.nan_to_num(discount, nan=0.0), 0.0, 1.0))
+        fee = np.nan_to_num(cols["sub_mrr"], nan=0.0).clip(0.0) * months * (1.0 - off)
+        fee = np.where(active & np.isfinite(fee), fee, 0.0)
+        d = np.clip(np.nan_to_num(cols["sub_days_to_renewal"], nan=np.inf), 0.0, None)
+        step = np.maximum(np.nan_to_num(term_days, nan=DAYS_PER_MONTH), 28.0)
+        n_renewals = np.where(active & (d <= self.horizon_days),
+                              np.floor((self.horizon_days - d) / step) + 1.0, 0.0)
+        t = renewals_made(cols["sub_tenure_days"], term_days)
+        sbg = SBGModel(alpha=self.alpha, beta=self.beta)
+        expected = np.zeros(fee.shape)
+        first = np.zeros(fee.shape)
+        d0 = np.where(np.isfinite(d), d, 0.0)
+        for k in range(1, int(n_renewals.max(initial=0.0)) + 1):
+            paying = np.asarray(sbg.conditional_survival(t, float(k)), dtype=float) * np.exp(
+                -self.daily_hazard * (d0 + (k - 1) * step))
+            term = np.where(n_renewals >= k, paying, 0.0)
+            expected += term
+            if k == 1:
+                first = term
+        p_buy = np.clip(first, 0.0, 1.0)
+        spend = np.where(p_buy > 0, fee * expected / np.where(p_buy > 0, p_buy, 1.0), 0.0)
+        return p_buy, spend
+
+    def _columns(self, X: pd.DataFrame | np.ndarray, names: list[str] | None
+                 ) -> dict[str, np.ndarray]:
+        present = X.columns if isinstance(X, pd.DataFrame) else names or ()
+        optional = tuple(c for c in CONTRACT_CLV_OPTIONAL if c in present)
+        return feature_columns(X, (*CONTRACT_CLV_COLUMNS, *optional), names)
+
+    def components(self, X: pd.DataFrame,
+                   margins: tuple[np.ndarray, np.ndarray] | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """(P(buy), E[spend | buy] before ``scale``); ``margins`` must be None (no prior)."""
+        if margins is not None:
+            raise ValueError("a contract CLV model takes no BTYD margins")
+        return self.components_from(self._columns(X, None))
+
+    def components_encoded(self, X: np.ndarray, names: list[str]
+                           ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`components` for an encoded float matrix with columns ``names``."""
+        return self.components_from(self._columns(X, names))
+
+
+#: A bundle's CLV model: the hurdle model, or for a contractual label the contract model.
+AnyClvModel = ClvModel | ContractClvModel

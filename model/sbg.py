@@ -614,3 +614,12 @@ class SBGModel:
         retention = (self.beta + unique_t) / (self.alpha + self.beta + unique_t)
         value = (retention * np.exp(log_hyp))[inverse.ravel()].reshape(t.shape)
         return _wrap(value)
+
+
+def renewals_made(tenure_days: ArrayLike, term_days: ArrayLike) -> np.ndarray:
+    """An account's renewals made at a cutoff, for the sBG's ``t_survived``: whole terms of
+    its subscription tenure, floor(tenure ÷ term length), 0 where either is unknown. Terms
+    shorter than 28 days count as monthly (a first partial term, a data error)."""
+    tenure = np.asarray(tenure_days, dtype=float)
+    term = np.maximum(np.asarray(term_days, dtype=float), 28.0)
+    return np.floor(np.nan_to_num(tenure / term, nan=0.0)).clip(0)

@@ -142,9 +142,9 @@ def make_fake_bundle(spec: Any, features: Any, *, as_of: date = FAKE_AS_OF, seed
     from churnguard.model.encode import model_matrix
     from churnguard.model.policy import load_catalog
     from churnguard.model.predictors import Calibrator, ChurnModel, ClvModel
+    from churnguard.training.data import category_levels
 
-    levels = {f.name: list(spec.attribute_categories.get(f.name, ()))
-              for f in spec.features() if f.kind == "category"}
+    levels = category_levels(spec, features)
     X = model_matrix(features, spec, levels)
     y = fake_labels(X, seed)
     base = {"max_depth": depth, "eta": 0.3, "nthread": 1, "seed": seed}

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from churnguard.model.predictors import SBG_COLUMNS, SbgPrior, feature_columns
 from churnguard.model.sbg import SBGModel
 from churnguard.training import evaluate
 from churnguard.training.config import TrainConfig
@@ -33,35 +34,28 @@ SBG = "sBG"
 
 class SbgBaseline:
     """The shifted-beta-geometric model (Fader & Hardie 2007, "How to project customer
-    retention", J. Interactive Marketing 21(1)) as a churn baseline for a ``window_days`` label.
+    retention", J. Interactive Marketing 21(1)) as a churn baseline for a ``window_days`` label:
+    :class:`~churnguard.model.predictors.SbgPrior` (how it predicts) fitted here.
 
-    An account's renewal periods survived at the cutoff are t = floor(subscription tenure ÷
-    term length) (features ``sub_tenure_days``, ``sub_term_days``). Under the sBG, an account
-    that has survived t renewals cancels at the next one with probability α / (α + β + t)
-    (1 − r(t + 1), eq. 8 of the paper; :meth:`SBGModel.churn_probability_next`). A training row
-    whose next renewal (``sub_days_to_renewal``) falls inside the label window is one such
-    renewal decision, observed after surviving t periods: α and β maximise the likelihood of
-    those decisions (the sBG likelihood of left-truncated histories). Rows without a renewal in
-    the window churn at the training rate of such rows (cancellations between renewals).
+    A training row whose next renewal (``sub_days_to_renewal``) falls inside the label window
+    is one renewal decision, observed after surviving t periods: α and β maximise the
+    likelihood of those decisions (the sBG likelihood of left-truncated histories, P(cancel) =
+    α / (α + β + t)). Rows without a renewal in the window churn at the training rate of such
+    rows (cancellations between renewals).
     """
 
     def __init__(self, window_days: int) -> None:
         self.window_days = window_days
         self.model: SBGModel | None = None
-        self.between_renewals = 0.0
-
-    def _periods(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        tenure = X["sub_tenure_days"].to_numpy(float)
-        term = np.maximum(X["sub_term_days"].to_numpy(float), 28.0)
-        t = np.floor(np.nan_to_num(tenure / term, nan=0.0)).clip(0)
-        due = X["sub_days_to_renewal"].to_numpy(float) <= self.window_days
-        return t, due
+        self.prior: SbgPrior | None = None
 
     def fit(self, X: pd.DataFrame, y: np.ndarray) -> SbgBaseline:
         from scipy.optimize import minimize
         from scipy.special import expit
 
-        t, due = self._periods(X)
+        unfitted = SbgPrior(alpha=1.0, beta=1.0, between_renewals=0.0,
+                            window_days=self.window_days)
+        t, due = unfitted.renewal_periods(feature_columns(X, SBG_COLUMNS))
         y = np.asarray(y, dtype=float)
         if not due.any() or y[due].min() == y[due].max():
             raise ValueError("sBG: the training snapshots have no renewal decisions with both "
@@ -80,14 +74,19 @@ class SbgBaseline:
         a, b = np.exp(res.x)
         self.model = SBGModel(alpha=float(a), beta=float(b), log_likelihood=-float(res.fun))
         rest = ~due & np.isfinite(y)
-        self.between_renewals = float(y[rest].mean()) if rest.any() else float(expit(-6))
+        between = float(y[rest].mean()) if rest.any() else float(expit(-6))
+        self.prior = SbgPrior(alpha=float(a), beta=float(b), between_renewals=between,
+                              window_days=self.window_days)
         return self
 
+    @property
+    def between_renewals(self) -> float:
+        assert self.prior is not None, "fit first"
+        return self.prior.between_renewals
+
     def predict(self, X: pd.DataFrame) -> np.ndarray:
-        assert self.model is not None, "fit first"
-        t, due = self._periods(X)
-        at_renewal = np.asarray(self.model.churn_probability_next(t), dtype=float)
-        return np.where(due, at_renewal, self.between_renewals)
+        assert self.prior is not None, "fit first"
+        return self.prior.probability(X)
 
 
 @dataclass

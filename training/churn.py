@@ -141,6 +141,10 @@ def fit_churn_model(
            "(same trees and calibrator), so it has no out-of-sample test score of its own."
            if config.refit else "."),
     ]
+    if not shipped.booster.get_score(importance_type="gain"):
+        notes.append("The churn model has no split: too few churners for the candidates' leaf "
+                     "minimums, so it predicts one probability for everyone (more history or "
+                     "customers, or a longer --horizon-days, give it churners to learn from).")
     return ChurnFit(model=shipped, chosen=chosen, tried=tried, n_trees=base.best_iteration + 1,
                     test_pred=p_test, test_metrics=test, metrics=metrics,
                     reliability=evaluate.reliability_table(y[te], p_test),

@@ -1,4 +1,5 @@
-"""Step 3 of training: fit the CLV hurdle model, P(buy) × E[spend | buy].
+"""Step 3 of training: fit the CLV model — the hurdle model P(buy) × E[spend | buy], or for a
+contractual label the contract model (:func:`fit_contract_clv_model`).
 
 Every candidate (:func:`churnguard.training.priors.candidates`) is fitted on the CLV training
 snapshots with early stopping on the validation snapshot; the one with the lowest cross-fitted
@@ -6,6 +7,11 @@ validation MAE (the total scale fitted on the other half) is kept and evaluated 
 snapshot. With ``refit`` the shipped boosters are refitted on train + validation + test with
 the early-stopped tree counts, and the total scale is the one measured on the test snapshot,
 out of sample (by the model fitted without it), the latest such measurement.
+
+A subscription's revenue follows its contract, not a purchase process: for a contractual label
+the CLV is the fee times the sBG retention curve over the renewals in the horizon
+(:class:`~churnguard.model.predictors.ContractClvModel`), its total scale pooled over the
+training and validation snapshots (every snapshot for the shipped model).
 """
 
 from __future__ import annotations
@@ -17,8 +23,9 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from churnguard.model.predictors import ClvModel
+from churnguard.model.predictors import AnyClvModel, ContractClvModel
 from churnguard.training import evaluate
+from churnguard.training.baselines import SbgBaseline
 from churnguard.training.config import TrainConfig
 from churnguard.training.data import SplitRows, TrainingData
 from churnguard.training.models import fit_clv, refit_clv
@@ -33,7 +40,7 @@ class ClvTried:
 
     candidate: Candidate
     mae: float
-    model: ClvModel
+    model: AnyClvModel
 
 
 @dataclass
@@ -41,7 +48,7 @@ class ClvFit:
     """The CLV step's result."""
 
     #: The shipped model (refitted on every split with ``refit``).
-    model: ClvModel
+    model: AnyClvModel
     chosen: ClvTried
     tried: list[ClvTried]
     #: Test-snapshot predictions of the evaluated model and their metrics.
@@ -81,9 +88,7 @@ def fit_clv_model(
     def margins(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return priors.margin("buy", h, mask), priors.margin("spend", h, mask)
 
-    # Contractual: a subscription is invoiced per term (an annual account once a year), so the
-    # time since the last invoice does not lower the spend to expect: no constraint on it.
-    mono: dict[str, int] | None = {} if config.label == "contractual" else None
+    mono: dict[str, int] | None = None
     tried = []
     for cand in candidates:
         mg_tr = margins(tr) if cand.use_prior else None
@@ -124,3 +129,67 @@ def fit_clv_model(
                   metrics=metrics,
                   deciles=evaluate.decile_calibration(spend[te], pred),
                   notes=notes)
+
+
+def _total_scale(actual: np.ndarray, pred: np.ndarray, fallback: float) -> float:
+    den = float(pred.sum())
+    return float(actual.sum()) / den if den > 0 else fallback
+
+
+def fit_contract_clv_model(
+    data: TrainingData, churn_rows: SplitRows, rows: SplitRows, config: TrainConfig, *,
+    test_cutoff: date,
+) -> ClvFit:
+    """The contract CLV model (:class:`ContractClvModel`): the sBG's α and β and the daily
+    hazard between renewals from the churn label's training snapshots (the renewal decisions
+    :class:`~churnguard.training.baselines.SbgBaseline` fits), the total scale from the CLV
+    training and validation snapshots; evaluated on the CLV test snapshot. With ``refit`` the
+    shipped model's α, β and hazard come from every churn snapshot and its scale from every
+    CLV snapshot."""
+    X, spend, h = data.X, data.future_spend, config.clv_horizon_days
+    window = config.horizon_days + config.grace_days
+    churned = data.churned
+
+    def retention(mask: np.ndarray) -> ContractClvModel:
+        sbg = SbgBaseline(window).fit(X[mask], churned[mask])
+        assert sbg.model is not None
+        hazard = -float(np.log1p(-min(sbg.between_renewals, 1.0 - 1e-9))) / window
+        return ContractClvModel(alpha=sbg.model.alpha, beta=sbg.model.beta,
+                                daily_hazard=hazard, horizon_days=h,
+                                info={"kind": "sbg_contract", "window_days": window})
+
+    log.info("fitting the contract CLV model (sBG retention x fee) on %s renewal-window rows",
+             f"{churn_rows.train.sum():,}")
+    tr, va, te = rows.train, rows.valid, rows.test
+    model = retention(churn_rows.train)
+    # The scale is pooled over the training and validation snapshots: a single snapshot's
+    # total swings with a few large accounts' renewals, and the model has three parameters
+    # besides it, fitted on other rows (the churn label's renewal decisions).
+    fit_scale = tr | va
+    model.scale = _total_scale(spend[fit_scale], model.predict(X[fit_scale]), 1.0)
+    mae = float(np.abs(model.predict(X[va]) - spend[va]).mean()) if va.any() else float("nan")
+    cand = Candidate("sbg_contract", False, (), config.boost)
+    chosen = ClvTried(cand, mae, model)
+    pred = model.predict(X[te])
+    shipped = model
+    if config.refit:
+        labelled = churn_rows.all & np.isfinite(churned)
+        shipped = retention(labelled)
+        every = rows.all
+        shipped.scale = _total_scale(spend[every], shipped.predict(X[every]), model.scale)
+    test = evaluate.clv_metrics(spend[te], pred)
+    metrics = {"valid_clv_mae_sbg_contract": mae,
+               **evaluate.run_metrics("test_clv_", test)}
+    notes = [
+        f"CLV model: contract (fee x sBG retention over the renewals in {h} days; "
+        f"alpha {model.alpha:.3f}, beta {model.beta:.3f}, cancellations between renewals "
+        f"{model.daily_hazard * 30:.4f} a month), total scale {model.scale:.3f} from the "
+        "training and validation snapshots.",
+        f"CLV total on the test snapshot ({test_cutoff}): predicted {test['total_pred']:,.0f} "
+        f"vs actual {test['total_actual']:,.0f} ({test['total_error']:+.1%})"
+        + (f"; the shipped model's sBG is refitted on every churn snapshot, its total scale "
+           f"({shipped.scale:.3f}) on every CLV snapshot." if config.refit else "."),
+    ]
+    return ClvFit(model=shipped, chosen=chosen, tried=[chosen], test_pred=pred,
+                  test_metrics=test, metrics=metrics,
+                  deciles=evaluate.decile_calibration(spend[te], pred), notes=notes)

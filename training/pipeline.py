@@ -6,7 +6,7 @@
 2. **fit churn** (:mod:`~churnguard.training.churn`): candidates with early stopping,
    calibration chosen by cross-fitted validation log loss, refits;
 3. **fit CLV** (:mod:`~churnguard.training.clv`): hurdle-model candidates, cross-fitted MAE,
-   refit, total scale;
+   refit, total scale; for a contractual label the fee times the sBG retention curve;
 4. **baselines** (:mod:`~churnguard.training.baselines`): logistic regression, BG/NBD +
    Gamma-Gamma;
 5. **evaluate**: every step measures its models on the test snapshots with
@@ -35,15 +35,15 @@ from churnguard.model.bundle import ScoringBundle
 from churnguard.model.registry import Tracking
 from churnguard.training.baselines import fit_baselines
 from churnguard.training.churn import fit_churn_model
-from churnguard.training.clv import fit_clv_model
+from churnguard.training.clv import fit_clv_model, fit_contract_clv_model
 from churnguard.training.config import TrainConfig
 from churnguard.training.data import data_fingerprint, data_window, training_data
 from churnguard.training.fitted import Fitted
 from churnguard.training.priors import (
     Candidate,
-    SnapshotPriors,
     candidates,
     fit_snapshot_priors,
+    sbg_snapshot_priors,
 )
 from churnguard.training.register import gate_against_champion, log_and_register
 from churnguard.training.split import PlanError, SplitPlan, plan_targets
@@ -105,9 +105,10 @@ def fit_models(
     churn_rows, clv_rows = data.split_rows(churn_plan), data.split_rows(clv_plan)
     if config.label == "contractual":
         # BG/NBD describes purchases at will; a subscription's invoices follow its terms, so
-        # the purchase-process prior means nothing here (and does not fit: no dropout signal).
-        priors = SnapshotPriors(data, {}, None)
-        log.info("contractual label: no BG/NBD prior (invoices follow the terms)")
+        # the churn model boosts from the sBG's renewal calendar instead.
+        priors = sbg_snapshot_priors(data, churn_rows.train, churn_rows.all,
+                                     config.horizon_days + grace)
+        log.info("contractual label: the sBG prior (renewal decisions), no BG/NBD prior")
     else:
         priors = fit_snapshot_priors(source, spec, data, as_of, seed=config.seed)
     tried = candidates(config.boost, priors)
@@ -119,7 +120,11 @@ def fit_models(
 
     # 2.-4. fit churn, fit CLV, baselines (each evaluated on its test snapshot)
     churn = fit_churn_model(data, churn_rows, priors, tried, config)
-    clv = fit_clv_model(data, clv_rows, priors, tried, config, test_cutoff=clv_plan.test)
+    if config.label == "contractual":
+        clv = fit_contract_clv_model(data, churn_rows, clv_rows, replace(config, grace_days=grace),
+                                     test_cutoff=clv_plan.test)
+    else:
+        clv = fit_clv_model(data, clv_rows, priors, tried, config, test_cutoff=clv_plan.test)
     base = fit_baselines(data, churn_rows, clv_rows, config)
 
     # 5. collect

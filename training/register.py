@@ -30,6 +30,7 @@ import pandas as pd
 
 from churnguard.features.build import build_features
 from churnguard.features.sources import Source
+from churnguard.model.predictors import ClvModel
 from churnguard.model.registry import Tracking, load_bundle
 from churnguard.model.score import score_matrix
 from churnguard.training import evaluate
@@ -194,8 +195,11 @@ def run_params(source: Source, fitted: Fitted) -> dict[str, Any]:
         "clv_horizon_days": config.clv_horizon_days, "refit": config.refit,
         "seed": config.seed, "calibration": churn.calibrator.method,
         "churn_trees": fitted.churn_trees,
-        "clv_buy_trees": clv.info["buy_trees"], "clv_spend_trees": clv.info["spend_trees"],
-        "clv_scale": round(clv.scale, 6), "clv_smear": round(clv.smear, 6),
+        **({"clv_buy_trees": clv.info["buy_trees"], "clv_spend_trees": clv.info["spend_trees"],
+            "clv_smear": round(clv.smear, 6)} if isinstance(clv, ClvModel) else
+           {"clv_sbg_alpha": round(clv.alpha, 6), "clv_sbg_beta": round(clv.beta, 6),
+            "clv_daily_hazard": clv.daily_hazard}),
+        "clv_model": clv.info.get("kind"), "clv_scale": round(clv.scale, 6),
         "churn_test_cutoff": churn_plan.test.isoformat(),
         "churn_valid_cutoff": churn_plan.valid.isoformat(),
         "churn_train_cutoffs": _cutoff_range(churn_plan),
@@ -330,9 +334,12 @@ def _log_report(out: Path, fitted: Fitted, *, context: dict[str, object]) -> Non
     spend = fitted.grid.loc[fitted.clv_test_rows, "future_spend"].to_numpy(float)
     churn_imgs = report.churn_plots(y, fitted.churn_preds, plots)
     clv_imgs = report.clv_plots(spend, fitted.clv_preds, plots)
-    imp_imgs = [report.importance_plot(gain_importance(fitted.bundle.churn.booster), plots,
-                                       fitted.spec.descriptions(),
-                                       title="Churn model: feature importance (gain)")]
+    gains = gain_importance(fitted.bundle.churn.booster)
+    # A booster without a split (too few churners for the leaf minimum) predicts one number:
+    # it has no importance to plot, and the notes say so.
+    imp_imgs = [report.importance_plot(gains, plots, fitted.spec.descriptions(),
+                                       title="Churn model: feature importance (gain)")
+                ] if gains else []
     sections = report.standard_sections(churn=fitted.churn_table, clv=fitted.clv_table,
                                         churn_images=churn_imgs, clv_images=clv_imgs,
                                         importance_images=imp_imgs)

@@ -43,6 +43,7 @@ def test_contractual_model_trains_serves_and_plans(tmp_path: Path,
     out = _ok(["train", "--data", str(data), *TRAIN])
     assert "churn (contractual)" in " ".join(out.split())
     assert "sBG" in out  # the contractual baseline beside logistic regression
+    assert "contract CLV model" in " ".join(out.split())  # fee x retention, not purchases
     v = _versions()
     assert v["1"]["churn_label"] == "contractual, 30 days + 14 grace"
     assert "champion" in v["1"]["aliases"]
@@ -60,6 +61,14 @@ def test_contractual_model_trains_serves_and_plans(tmp_path: Path,
 
     bad = runner.invoke(app, ["train", "--data", str(tmp_path / "nothing"), "--contractual"])
     assert bad.exit_code == 2
+
+    # The batch job scores the contractual champion: stages of contracts, CLV from the fee.
+    scores_file = tmp_path / "scores.parquet"
+    _ok(["score", "--data", str(data), "--as-of", "2026-01-01", "--out", str(scores_file)])
+    batch = pd.read_parquet(scores_file)
+    assert set(batch["lifecycle_stage"]) <= CONTRACT_STAGES
+    assert (batch["clv"] >= 0).all() and (batch["clv"] > 0).any()
+    assert batch["churn_probability"].between(0, 1).all()
 
     # Serve the contractual champion on a snapshot as of the data's end.
     snapshot = embedded_store / "features.parquet"

@@ -141,7 +141,7 @@ def test_bundle_round_trips_through_files(any_bundle: tuple[ScoringBundle, pd.Da
     assert loaded.policy_obj().to_dict() == bundle.policy_obj().to_dict()
     assert loaded.metadata == json.loads(json.dumps(bundle.metadata, default=str))
     # The scoring path relies on every booster reading the spec's columns in order.
-    for booster in (loaded.churn.booster, loaded.clv.buy, loaded.clv.spend):
+    for booster in loaded.boosters():
         assert list(booster.feature_names or []) == bundle.feature_names
     with pytest.raises(BundleError, match="not a churnguard bundle"):
         ScoringBundle.load(tmp_path)
