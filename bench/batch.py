@@ -85,7 +85,7 @@ def main() -> None:
     X = np.concatenate([bundle.encode_arrow(b) for b in
                         pq.ParquetFile(feats_file).iter_batches(batch_size=args.chunk_size)])
     t = time.perf_counter()
-    for booster in (bundle.churn.booster, bundle.clv.buy, bundle.clv.spend):
+    for booster in bundle.boosters():
         booster.inplace_predict(X)
     sec = time.perf_counter() - t
     results["floor"] = {"rows": n, "seconds": sec, "per_s": n / sec}
