@@ -668,6 +668,10 @@ def score_cmd(
         "--spark-master", help="Spark master for --engine spark (default: the one spark-submit "
         "set, else local[*]).")] = None,
     allow_unknown_customers: AllowUnknownOpt = False,
+    prediction_log: Annotated[bool | None, typer.Option(
+        "--prediction-log/--no-prediction-log",
+        help="Record the run in the prediction log (default: CHURNGUARD_PREDICTION_LOG, on); "
+        "a re-run of the same model version and as-of date replaces its rows.")] = None,
 ) -> None:
     """Batch-score every customer as of a date with the champion (or --model) bundle.
 
@@ -694,6 +698,7 @@ def score_cmd(
         parse_destination,
         run_batch,
     )
+    from churnguard.serving.predlog import BatchLogSink, model_name_of
 
     settings = _settings()
     cutoff = _parse_date(as_of, "--as-of")
@@ -713,10 +718,14 @@ def score_cmd(
     with _Steps("scoring customers") as steps, _score_engine(
             engine, data, settings, spark_master, allow_unknown_customers) as batch_engine:
         bundle, version = _load_model(uri, settings)
+        logged = settings.prediction_log if prediction_log is None else prediction_log
+        log_sink = BatchLogSink(settings.prediction_log_path, as_of=cutoff,
+                                model_name=model_name_of(uri, settings.model_name),
+                                model_version=version) if logged else None
         try:
             job = BatchJob(bundle, cutoff, version, chunk_size=chunk_size, drivers=drivers)
             summary = run_batch(job, batch_engine, dest, progress=steps.update,
-                                checkpoint=checkpoint)
+                                checkpoint=checkpoint, prediction_log=log_sink)
         except (BatchInputError, ValueError) as exc:
             raise _fail(str(exc)) from None
     rate = summary.n_scored / summary.seconds if summary.seconds else 0.0
@@ -726,6 +735,9 @@ def score_cmd(
               f"engine {engine})", highlight=False)
     for reason, n in summary.skipped.items():
         out.print(f"skipped {n:,}: {reason}", highlight=False)
+    if log_sink is not None:
+        out.print(f"prediction log: {log_sink.rows:,} rows in {log_sink.target}",
+                  highlight=False)
 
 
 @contextlib.contextmanager

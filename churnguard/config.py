@@ -124,10 +124,33 @@ class Settings(BaseSettings):
         default=4 * 1024 * 1024, ge=1024, description="Largest request body accepted (413)."
     )
     log_level: str = Field(default="info", description="Log level of the API.")
+    prediction_log: bool = Field(
+        default=True,
+        description="Record what `churnguard score` and the API score in the prediction log "
+        "(README, \"Prediction log\").",
+    )
+    prediction_log_dir: Path | None = Field(
+        default=None,
+        description="Where the prediction log is written (Parquet, partitioned by date); "
+        "default <data_dir>/prediction_log.",
+    )
+    prediction_log_queue_rows: int = Field(
+        default=100_000, ge=1, le=10_000_000,
+        description="Most scored rows the API holds for the prediction log before it drops "
+        "them (counted in /metrics); requests never wait for the log.",
+    )
+    prediction_log_flush_seconds: float = Field(
+        default=2.0, gt=0, le=3600,
+        description="How often the API writes its queued prediction-log rows.",
+    )
 
     @property
     def snapshot_path(self) -> Path:
         return self.feature_snapshot or self.data_dir / "features.parquet"
+
+    @property
+    def prediction_log_path(self) -> Path:
+        return self.prediction_log_dir or self.data_dir / "prediction_log"
 
     @model_validator(mode="before")
     @classmethod

@@ -19,6 +19,7 @@ from churnguard.serving import docs, errors
 from churnguard.serving.metrics import Metrics
 from churnguard.serving.middleware import ServiceMiddleware
 from churnguard.serving.model import LoadedModel, ModelHolder, mlflow_loader, mlflow_resolver
+from churnguard.serving.predlog import ApiPredictionLog
 from churnguard.serving.routers import campaigns, meta, scores
 from churnguard.serving.schemas import ErrorResponse
 from churnguard.serving.security import key_digests, require_api_key
@@ -74,6 +75,13 @@ def create_app(settings: Settings | None = None, *, holder: ModelHolder | None =
         h._on_change = changed
         h._on_failure = metrics.reload_failures.inc
         app.state.holder, app.state.store = h, s
+        if settings.prediction_log and app.state.prediction_log is None:
+            app.state.prediction_log = ApiPredictionLog(
+                settings.prediction_log_path, model_name=settings.model_name,
+                max_rows=settings.prediction_log_queue_rows,
+                flush_seconds=settings.prediction_log_flush_seconds,
+                on_written=metrics.prediction_log_rows.inc,
+                on_dropped=metrics.prediction_log_dropped.inc)
         if not settings.api_keys:
             log.warning("no API keys configured (CHURNGUARD_API_KEYS): the scoring API is open "
                         "to anyone who can reach it")
@@ -99,6 +107,9 @@ def create_app(settings: Settings | None = None, *, holder: ModelHolder | None =
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             await s.close()
+            plog, app.state.prediction_log = app.state.prediction_log, None
+            if plog is not None:
+                await asyncio.to_thread(plog.close)
 
     app = docs.offline_app(  # FastAPI, with /docs and /redoc that need no CDN
         title="churnguard",
@@ -115,6 +126,7 @@ def create_app(settings: Settings | None = None, *, holder: ModelHolder | None =
     app.state.metrics = metrics
     app.state.holder = holder
     app.state.store = store
+    app.state.prediction_log = None
     app.state.api_keys = key_digests(settings.api_keys)
     errors.install(app)
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)],

@@ -58,6 +58,7 @@ from churnguard.features.io import AtomicPath, _pid_alive
 from churnguard.features.sources import DataIssue, Source
 from churnguard.model.bundle import ScoringBundle
 from churnguard.model.score import FullScores, score_matrix
+from churnguard.serving.predlog import BatchLogSink
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame
@@ -741,10 +742,11 @@ class SparkEngine:
 
 
 def run_batch(job: BatchJob, engine: Engine, dest: Destination, *,
-              progress: Progress | None = None, checkpoint: Checkpoint = _noop
-              ) -> BatchSummary:
+              progress: Progress | None = None, checkpoint: Checkpoint = _noop,
+              prediction_log: BatchLogSink | None = None) -> BatchSummary:
     """Score every customer signed up before ``job.as_of`` on ``engine`` and write the scores
-    to ``dest``.
+    to ``dest``, and with ``prediction_log`` the run's rows of the prediction log (committed
+    after the scores; rolled back with them).
 
     The destination is checked (and a database connection opened) before any feature is built;
     contract violations raise :class:`~churnguard.features.sources.DataContractError` before
@@ -754,6 +756,8 @@ def run_batch(job: BatchJob, engine: Engine, dest: Destination, *,
     summary = BatchSummary(str(dest), job.as_of, job.model_version, engine.name)
     sink = sink_for(dest, as_of=job.as_of, model_version=job.model_version)
     sink.prepare()
+    if prediction_log is not None:
+        prediction_log.prepare()
     try:
         total, tables = engine.scored_chunks(job)
         later = engine.not_yet_signed_up(job.as_of)
@@ -762,6 +766,8 @@ def run_batch(job: BatchJob, engine: Engine, dest: Destination, *,
             progress(0, total)
         for table in tables:
             sink.write(table)
+            if prediction_log is not None:
+                prediction_log.write(table)
             summary.n_scored += table.num_rows
             summary.n_chunks += 1
             if progress:
@@ -770,8 +776,12 @@ def run_batch(job: BatchJob, engine: Engine, dest: Destination, *,
         if summary.n_scored != total:
             raise RuntimeError(f"scored {summary.n_scored} of {total} customers")
         sink.commit(checkpoint)
+        if prediction_log is not None:
+            prediction_log.commit()
     except BaseException:
         sink.abort()
+        if prediction_log is not None:
+            prediction_log.abort()
         raise
     finally:
         engine.close()

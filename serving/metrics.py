@@ -54,6 +54,13 @@ class Metrics:
         self.snapshot_rows = Gauge("churnguard_feature_snapshot_rows", "Customers in the "
                                    "feature snapshot.", registry=r,
                                    multiprocess_mode="liveall")
+        self.prediction_log_rows = Counter(
+            "churnguard_prediction_log_rows_total", "Scored rows written to the prediction "
+            "log.", registry=r)
+        self.prediction_log_dropped = Counter(
+            "churnguard_prediction_log_dropped_rows_total", "Scored rows the prediction log "
+            "dropped (queue full or write failed); the responses were not affected.",
+            registry=r)
         # Label children looked up once: ``labels()`` validates and locks on every call.
         self._risk_tier: dict[str, Any] = {}
         self._http: dict[tuple[str, str, int], tuple[Any, Any]] = {}

@@ -14,6 +14,7 @@ from churnguard.model.score import FullScores, score_matrix
 from churnguard.serving.errors import ApiError
 from churnguard.serving.metrics import Metrics
 from churnguard.serving.model import LoadedModel
+from churnguard.serving.predlog import ApiPredictionLog
 from churnguard.serving.schemas import CustomerIn
 from churnguard.serving.store import FeatureStore, StoreError
 
@@ -133,9 +134,12 @@ async def score(X: np.ndarray, model: LoadedModel, *, drivers: bool = True) -> F
 
 
 def records(full: FullScores, ids: list[str], model: LoadedModel, metrics: Metrics,
-            warnings: list[list[dict[str, Any]]] | None = None) -> list[dict[str, Any]]:
-    """The API's score of each row of ``full`` (README, "Scoring API")."""
-    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+            warnings: list[list[dict[str, Any]]] | None = None,
+            prediction_log: ApiPredictionLog | None = None) -> list[dict[str, Any]]:
+    """The API's score of each row of ``full`` (README, "Scoring API"), queued for the
+    ``prediction_log`` too."""
+    at = datetime.now(UTC)
+    now = at.isoformat().replace("+00:00", "Z")
     version = model.version
     b = model.bundle
     out = [{"customer_id": cid, **full.row(i),
@@ -143,5 +147,10 @@ def records(full: FullScores, ids: list[str], model: LoadedModel, metrics: Metri
             "horizon_days": b.horizon_days, "clv_horizon_days": b.clv_horizon_days,
             "model_version": version, "scored_at": now}
            for i, cid in enumerate(ids)]
-    metrics.scored(full.churn_probability, [r["risk_tier"] for r in out])
+    tiers = [r["risk_tier"] for r in out]
+    metrics.scored(full.churn_probability, tiers)
+    if prediction_log is not None:
+        prediction_log.submit(ids, version, full.churn_probability, full.clv, tiers,
+                              [r["actions"][0]["action_id"] if r["actions"] else None
+                               for r in out], scored_at=at)
     return out

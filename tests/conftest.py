@@ -229,6 +229,17 @@ def fake_bundle_dir(fake_bundle: Any, tmp_path_factory: pytest.TempPathFactory) 
     return out
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _prediction_log_outside_the_checkout(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Scoring logs what it scores (README, "Prediction log"), by default under the data dir,
+    which is ./data for a test that sets none: the session's log goes to a temporary folder
+    instead (subprocesses inherit it). Tests of the log set their own."""
+    import os
+
+    os.environ.setdefault("CHURNGUARD_PREDICTION_LOG_DIR",
+                          str(tmp_path_factory.mktemp("prediction-log")))
+
+
 @pytest.fixture()
 def embedded_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh data dir for the embedded MLflow store; MLflow env settings cleared."""

@@ -80,6 +80,13 @@ async def plan(body: PlanRequest, request: Request, model: ModelDep, store: Stor
                                 "expected_value": round(float(ev[r, j]), 4),
                                 "churn_probability": float(full.churn_probability[r]),
                                 "clv": float(full.clv[r]), "reason": reason})
+        plog = request.app.state.prediction_log
+        if plog is not None:
+            chosen = [policy.actions[int(j)].id if j >= 0 and policy.actions[int(j)].id
+                      != NO_ACTION else None for j in result.choice]
+            plog.submit([customers[i].customer_id for i in planned], model.version,
+                        full.churn_probability, full.clv, list(full.assessment.risk_tier),
+                        chosen, channel="plan")
         # float(): the planner's sums may be numpy scalars (json_response would cope; the
         # rounding below should not depend on it).
         spend, retained = float(result.spend), float(result.retained_value)

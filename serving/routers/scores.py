@@ -47,7 +47,8 @@ async def post_scores(body: ScoresRequest, request: Request, model: ModelDep) ->
         full = await scoring.score(rows.X, model)
         scores = scoring.records(full, [customers[i].customer_id for i in rows.positions],
                                  model, state.metrics,
-                                 [rows.warnings.get(i, []) for i in rows.positions])
+                                 [rows.warnings.get(i, []) for i in rows.positions],
+                                 state.prediction_log)
     return json_response({"request_id": request_id(request), "model_version": model.version,
                           "scores": scores,
                           "errors": scoring.customer_errors(customers, rows.unknown, store)})
@@ -67,4 +68,5 @@ async def get_customer_score(
     if rows.unknown:
         raise scoring.unknown_error([customer_id], [["path", "customer_id"]], store)
     full = await scoring.score(rows.X, model)
-    return json_response(scoring.records(full, [customer_id], model, state.metrics)[0])
+    return json_response(scoring.records(full, [customer_id], model, state.metrics,
+                                         prediction_log=state.prediction_log)[0])

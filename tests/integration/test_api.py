@@ -484,3 +484,42 @@ def test_broken_new_champion_keeps_old_one_serving(live_server: tuple[str, Path]
     assert "churnguard_model_reload_failures_total 1.0" in httpx.get(f"{base}/metrics").text
     promote(data_dir, "1")  # rolling the alias back clears the problem
     _wait_for(lambda: httpx.get(f"{base}/readyz").json()["status"] == "ok")
+
+
+def test_every_api_score_and_plan_is_in_the_prediction_log(api_store: Path, snapshot: Path,
+                                                           tmp_path: Path) -> None:
+    """Scores (POST and GET) and campaign plans are logged with the response's numbers,
+    written in the background and on shutdown; /metrics counts the rows."""
+    from churnguard.serving.app import create_app
+    from churnguard.serving.predlog import read_prediction_log
+
+    log_dir = tmp_path / "log"
+    wanted = ids(snapshot, 12)
+    with TestClient(create_app(settings_for(api_store, prediction_log_dir=log_dir,
+                                            prediction_log_flush_seconds=0.05)),
+                    headers={"X-API-Key": API_KEY}) as c:
+        got = c.post("/v1/scores", json={"customers": [{"customer_id": x}
+                                                        for x in wanted[:10]]}).json()
+        one = c.get(f"/v1/customers/{wanted[10]}/score").json()
+        plan = c.post("/v1/campaigns/plan", json={
+            "customers": [{"customer_id": x} for x in wanted], "budget": 20}).json()
+        for _ in range(200):  # the background writer, not the request, writes the rows
+            if read_prediction_log(log_dir).num_rows >= 11:
+                break
+            time.sleep(0.05)
+        metrics = c.get("/metrics").text
+    rows = read_prediction_log(log_dir).to_pandas()
+    scores = rows[rows["channel"] == "api"].set_index("customer_id")
+    assert sorted(scores.index) == sorted(wanted[:11])
+    for s in [*got["scores"], one]:
+        r = scores.loc[s["customer_id"]]
+        assert r["churn_probability"] == s["churn_probability"] and r["clv"] == s["clv"]
+        assert r["risk_tier"] == s["risk_tier"] and r["model_version"] == "1"
+        top = s["actions"][0]["action_id"] if s["actions"] else None
+        assert (r["top_action"] if isinstance(r["top_action"], str) else None) == top
+    planned = rows[rows["channel"] == "plan"].set_index("customer_id")
+    assert sorted(planned.index) == sorted(wanted)
+    assigned = {a["customer_id"]: a["action_id"] for a in plan["assignments"]}
+    assert {k: v for k, v in planned["top_action"].items() if isinstance(v, str)} == assigned
+    assert "churnguard_prediction_log_rows_total" in metrics
+    assert "churnguard_prediction_log_dropped_rows_total 0.0" in metrics

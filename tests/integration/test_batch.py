@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -547,3 +548,38 @@ def test_stale_spark_staging_of_dead_processes_is_removed(tmp_path: Path) -> Non
     assert removed == [tmp_path / names["stale"]]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         v for k, v in names.items() if k != "stale")
+
+
+def test_score_logs_what_it_scored_once_per_model_version_and_date(
+        small_demo_dir: Path, model_uri: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each scored customer is one prediction-log row with the output's numbers; a re-run of
+    the same version and as-of date replaces its rows; --no-prediction-log writes none."""
+    from churnguard.serving.predlog import read_prediction_log
+
+    log_dir = tmp_path / "log"
+    monkeypatch.setenv("CHURNGUARD_PREDICTION_LOG_DIR", str(log_dir))
+    out = tmp_path / "scores.parquet"
+    args = ["score", "--data", str(small_demo_dir), "--as-of", AS_OF.isoformat(), "--out",
+            str(out), "--model", model_uri, "--no-drivers", "--chunk-size", "300"]
+    for _ in range(2):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        assert "prediction log:" in result.output
+    scores = pd.read_parquet(out).set_index("customer_id")
+    logged = read_prediction_log(log_dir).to_pandas()
+    assert len(logged) == len(scores) and logged["customer_id"].is_unique
+    logged = logged.set_index("customer_id").loc[scores.index]
+    np.testing.assert_array_equal(logged["churn_probability"], scores["churn_probability"])
+    np.testing.assert_array_equal(logged["clv"], scores["clv"])
+    assert (logged["risk_tier"] == scores["risk_tier"]).all()
+    assert logged["top_action"].fillna("-").equals(scores["recommended_action"].fillna("-"))
+    assert set(logged["channel"]) == {"batch"} and set(logged["date"]) == {AS_OF.isoformat()}
+    assert (logged["scored_as_of"] == AS_OF).all()
+    assert set(logged["model_version"]) == set(scores["model_version"])
+
+    quiet = tmp_path / "quiet"
+    monkeypatch.setenv("CHURNGUARD_PREDICTION_LOG_DIR", str(quiet))
+    result = runner.invoke(app, [*args, "--no-prediction-log"])
+    assert result.exit_code == 0, result.output
+    assert not quiet.exists()
