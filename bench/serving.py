@@ -14,7 +14,10 @@ number of workers and loads it with ``wrk`` (bounded runs):
   ``POST /invocations`` with the same row as ``dataframe_records``;
 - ``minimal``: a FastAPI endpoint that only parses the same payload into a preallocated numpy
   row and runs the churn booster's ``inplace_predict`` (no calibration, CLV, drivers, actions);
-- ``churnguard batch``: 100 customers per request (customers/s).
+- ``churnguard batch``: 100 customers per request (customers/s);
+- ``churnguard-nolog``: ``churnguard serve`` with the prediction log switched off
+  (``CHURNGUARD_PREDICTION_LOG=false``), to measure what logging costs in the same run; after
+  the ``churnguard`` rows, every scored customer must be in the log or counted as dropped.
 
 Writes ``<out-dir>/serving.json`` and ``<out-dir>/serving.md``.
 """
@@ -49,6 +52,8 @@ P50_1_MAX_MS = 2.0  # 1 connection
 P99_1_MAX_MS = 10.0
 P99_32_VS_MINIMAL_MAX = 2.0
 BATCH_CUSTOMERS_PER_S_MIN = 20_000
+#: The prediction log may cost at most 10 % of the single-customer p50 (README, "Prediction log").
+LOG_P50_MAX_RATIO = 1.10
 
 MINIMAL_APP = '''
 import os, sys, numpy as np, xgboost as xgb
@@ -313,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     servers = {
         "churnguard": ([str(BIN / "churnguard"), "serve", "--workers", str(args.workers)],
                        "/readyz", "/v1/scores"),
+        "churnguard-nolog": ([str(BIN / "churnguard"), "serve", "--workers",
+                              str(args.workers)], "/readyz", "/v1/scores"),
         "minimal": ([sys.executable, str(tmp / "minimal_app.py")], None,
                     "/predict"),
         "mlflow": ([str(BIN / "mlflow"), "models", "serve", "-m", f"models:/churnguard/{version}",
@@ -321,18 +328,21 @@ def main(argv: list[str] | None = None) -> int:
     }
     plan = {"churnguard": [("inline", c) for c in args.connections]
             + [("by_id", c) for c in args.connections] + [("batch100", args.batch_connections)],
+            "churnguard-nolog": [("inline", c) for c in args.connections],
             "minimal": [("inline", c) for c in args.connections],
             "mlflow": [("mlflow", c) for c in args.connections]}
     for name in args.servers:
         argv_, health, path = servers[name]
         port = free_port()
-        if name == "churnguard":
+        if name.startswith("churnguard"):
             argv_ = [*argv_, "--port", str(port)]
         elif name == "minimal":
             argv_ = [*argv_, str(port), str(args.workers)]
         else:
             argv_ = [*argv_, "--port", str(port)]
-        server_env = {**env, "CG_MINIMAL_BUNDLE": str(bundle_dir)}
+        server_env = {**env, "CG_MINIMAL_BUNDLE": str(bundle_dir),
+                      "CHURNGUARD_PREDICTION_LOG_DIR": str(tmp / "prediction_log"),
+                      "CHURNGUARD_PREDICTION_LOG": str(name != "churnguard-nolog").lower()}
         if name == "mlflow":
             server_env = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{store.resolve()}/mlflow.db"}
         proc = start(argv_, server_env, log)
@@ -370,12 +380,14 @@ def main(argv: list[str] | None = None) -> int:
                 with log.open("a") as fh:
                     fh.write(r.pop("raw"))
                 results["runs"].append(r)
+            if name == "churnguard":
+                results["prediction_log"] = logged_vs_scored(base, tmp / "prediction_log")
         except Exception as exc:  # record why a server could not be measured
             results["notes"].append(f"{name}: not measured ({type(exc).__name__}: {exc})")
             print(results["notes"][-1], flush=True)
         finally:
             stop(proc)
-    results["checks"] = checks(results["runs"])
+    results["checks"] = checks(results["runs"], results.get("prediction_log"))
     results["config"] = {**vars(args), "model_version": version,
                          "python": platform.python_version(), "machine": platform.machine(),
                          "cpus": os.cpu_count(), "when": datetime.now().isoformat(),
@@ -388,6 +400,29 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _metric(text: str, name: str) -> float:
+    return sum(float(line.split()[-1]) for line in text.splitlines()
+               if line.startswith(name) and not line.startswith("#"))
+
+
+def logged_vs_scored(base: str, log_dir: Path) -> dict[str, Any]:
+    """After the load: customers scored vs rows the prediction log wrote or dropped (from
+    /metrics, once the background writer has flushed) and the rows on disk."""
+    import pyarrow.dataset as ds
+
+    time.sleep(4.0)  # two flush intervals of the default 2 s
+    with urllib.request.urlopen(base + "/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    files = [str(p) for p in log_dir.glob("date=*/*.parquet")]
+    on_disk = ds.dataset(files, format="parquet").count_rows() if files else 0
+    out = {"scored": _metric(text, "churnguard_scores_total"),
+           "logged": _metric(text, "churnguard_prediction_log_rows_total"),
+           "dropped": _metric(text, "churnguard_prediction_log_dropped_rows_total"),
+           "rows_on_disk": on_disk}
+    print(f"prediction log: {out}", flush=True)
+    return out
+
+
 def _get(runs: list[dict[str, Any]], server: str, payload: str, conns: int) -> dict[str, Any]:
     for r in runs:
         if r["server"] == server and r["payload"] == payload and r["connections"] == conns:
@@ -395,8 +430,11 @@ def _get(runs: list[dict[str, Any]], server: str, payload: str, conns: int) -> d
     return {}
 
 
-def checks(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def checks(runs: list[dict[str, Any]], plog: dict[str, Any] | None = None
+           ) -> list[dict[str, Any]]:
     a32, a1 = _get(runs, "churnguard", "inline", 32), _get(runs, "churnguard", "inline", 1)
+    n1 = _get(runs, "churnguard-nolog", "inline", 1)
+    n32 = _get(runs, "churnguard-nolog", "inline", 32)
     b32, c32 = _get(runs, "mlflow", "mlflow", 32), _get(runs, "minimal", "inline", 32)
     batch = next((r for r in runs if r["payload"] == "batch100"), {})
     out = []
@@ -420,6 +458,19 @@ def checks(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             a1["p50_ms"] <= P50_1_MAX_MS)
         add("churnguard p99 ms (1 conn)", a1["p99_ms"], f"<= {P99_1_MAX_MS}",
             a1["p99_ms"] <= P99_1_MAX_MS)
+    if a1 and n1:
+        v = a1["p50_ms"] / n1["p50_ms"]
+        add("p50, prediction log on / off (1 conn)", v, f"<= {LOG_P50_MAX_RATIO}",
+            v <= LOG_P50_MAX_RATIO)
+    if a32 and n32:
+        add("req/s, prediction log on / off (32 conn)", a32["rps"] / n32["rps"], "report",
+            None)
+        add("failed requests with the prediction log (32 conn)", a32["non_2xx"], "0",
+            a32["non_2xx"] == 0)
+    if plog:
+        missing = plog["scored"] - plog["logged"] - plog["dropped"]
+        add("scored customers neither logged nor counted as dropped", missing, "0",
+            missing == 0 and plog["rows_on_disk"] == plog["logged"])
     if batch:
         add("churnguard customers/s (100-customer batches)", batch["customers_per_s"],
             f">= {BATCH_CUSTOMERS_PER_S_MIN:,}",
@@ -448,8 +499,8 @@ def markdown(results: dict[str, Any]) -> str:
                      f"{r['non_2xx']} |")
     lines += ["", "| check | value | target | result |", "|---|---:|---|---|"]
     for c in results["checks"]:
-        lines.append(f"| {c['check']} | {c['value']:,.2f} | {c['target']} | "
-                     f"{'pass' if c['pass'] else 'FAIL'} |")
+        verdict = {True: "pass", False: "FAIL", None: ""}[c["pass"]]
+        lines.append(f"| {c['check']} | {c['value']:,.2f} | {c['target']} | {verdict} |")
     for note in results["notes"]:
         lines.append(f"\nNote: {note}")
     return "\n".join(lines) + "\n"
@@ -471,8 +522,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seconds", type=int, default=10, help="wrk duration per row.")
     p.add_argument("--connections", type=int, nargs="+", default=[1, 32])
     p.add_argument("--batch-connections", type=int, default=8)
-    p.add_argument("--servers", nargs="+", default=["churnguard", "minimal", "mlflow"],
-                   choices=["churnguard", "minimal", "mlflow"])
+    p.add_argument("--servers", nargs="+",
+                   default=["churnguard", "churnguard-nolog", "minimal", "mlflow"],
+                   choices=["churnguard", "churnguard-nolog", "minimal", "mlflow"])
     return p.parse_args(argv)
 
 
