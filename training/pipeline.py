@@ -32,7 +32,9 @@ import pandas as pd
 from churnguard.features.build import infer_spec
 from churnguard.features.sources import Source
 from churnguard.model.bundle import ScoringBundle
+from churnguard.model.profile import reference_profile
 from churnguard.model.registry import Tracking
+from churnguard.model.score import score_matrix
 from churnguard.training.baselines import fit_baselines
 from churnguard.training.churn import fit_churn_model
 from churnguard.training.clv import fit_clv_model, fit_contract_clv_model
@@ -138,6 +140,14 @@ def fit_models(
                   "spec_fingerprint": spec.fingerprint(), "feature_set_version": spec.version,
                   "calibration": churn.chosen.calibration.calibrator.method,
                   "refit": config.refit, "trained_at": pd.Timestamp.now(tz="UTC").isoformat()})
+    # The reference the monitoring of this version compares later data with: the churn test
+    # snapshot's features and the shipped bundle's outputs on them (model/profile.py).
+    reference = data.grid.loc[churn_rows.test]
+    outputs = score_matrix(bundle, bundle.encode(reference), drivers=False)
+    bundle.metadata["reference_profile"] = reference_profile(
+        reference, {f.name: f.kind for f in spec.features()}, data.levels,
+        churn_probability=outputs.churn_probability, clv=outputs.clv,
+        snapshot=churn_plan.test.isoformat())
     return Fitted(
         as_of=as_of, config=config, churn_plan=churn_plan, clv_plan=clv_plan, spec=spec,
         grid=data.grid, bundle=bundle, metrics={**churn.metrics, **clv.metrics, **base.metrics},

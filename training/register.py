@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 
 #: The JSON artifacts of a run, in the order they are logged.
 JSON_ARTIFACTS = ("feature_spec.json", "cutoffs.json", "data_fingerprint.json", "metrics.json",
-                  "evaluation_tables.json", "action_effects.json")
+                  "evaluation_tables.json", "action_effects.json", "reference_profile.json")
 
 
 @dataclass(frozen=True)
@@ -230,6 +230,8 @@ def _write_json_artifacts(out: Path, fitted: Fitted, effects: UpliftReport) -> N
         "metrics.json": json.dumps(fitted.metrics, indent=2),
         "evaluation_tables.json": json.dumps(fitted.extra, indent=2, default=str),
         "action_effects.json": json.dumps(effects.to_dict(), indent=2),
+        "reference_profile.json": json.dumps(
+            fitted.bundle.metadata.get("reference_profile"), indent=2),
     }
     for name in JSON_ARTIFACTS:
         (out / name).write_text(texts[name])
