@@ -784,6 +784,69 @@ def _load_model(uri: str, settings: Settings) -> tuple[Any, str]:
         raise _fail(f"cannot load model {uri}: {exc}", code=1) from None
 
 
+#: ``churnguard monitor``'s exit code for an ``alert`` verdict (2 stays bad input).
+EXIT_ALERT = 3
+
+
+@app.command("monitor")
+def monitor_cmd(
+    data: DataOpt,
+    as_of: Annotated[str, typer.Option("--as-of", help="Monitor with the rows before this "
+                                       "date: the customers as of it, and every logged batch "
+                                       "run whose label window has closed by it.")],
+    model: Annotated[str | None, typer.Option(
+        "--model", help="Model URI (default: models:/<model name>@<alias> from settings).")
+    ] = None,
+    out_dir: Annotated[Path, typer.Option(
+        "--out", help="Folder for monitor.json.")] = Path("monitor"),
+    allow_unknown_customers: AllowUnknownOpt = False,
+) -> None:
+    """Drift, estimated and realized performance of the served model, and a verdict.
+
+    Exit code 0 for ok and warn, 3 for alert (2: bad input), so a scheduler can run
+    churnguard train on an alert. Writes DIR/monitor.json (README, "Monitoring").
+
+    Example:
+
+      churnguard monitor --data data/demo --as-of 2026-02-01 --out monitor/
+    """
+    from churnguard.serving.monitor import Thresholds, monitor, write_report
+
+    settings = _settings()
+    cutoff = _parse_date(as_of, "--as-of")
+    assert cutoff
+    uri = model or f"models:/{settings.model_name}@{settings.model_alias}"
+    thresholds = Thresholds(
+        psi_warn=settings.monitor_psi_warn, psi_alert=settings.monitor_psi_alert,
+        null_rate_change_warn=settings.monitor_null_rate_change_warn,
+        auc_drop_alert=settings.monitor_auc_drop_alert, ece_alert=settings.monitor_ece_alert)
+    with _Steps("monitoring") as _, _open(
+            data, settings, allow_unknown_customers=allow_unknown_customers) as source:
+        bundle, version = _load_model(uri, settings)
+        try:
+            report = monitor(source, bundle, version, as_of=cutoff,
+                             log_root=settings.prediction_log_path, thresholds=thresholds)
+        except ValueError as exc:
+            raise _fail(str(exc)) from None
+    path = write_report(report, out_dir)
+    est = report["estimated"]
+    out.print(f"{report['verdict']}: v{version} as of {cutoff}, {report['customers']:,} "
+              f"customers; score PSI {report['score']['psi']:.3f}, estimated churn rate "
+              f"{est['churn_rate']:.1%}, estimated ROC AUC "
+              f"{est['roc_auc'] if est['roc_auc'] is None else round(est['roc_auc'], 3)}; "
+              f"{len(report['realized'])} scored run(s) with closed label windows",
+              highlight=False)
+    for r in report["realized"]:
+        out.print(f"  scored {r['scored_as_of']} (v{r['model_version']}, {r['n']:,}): ROC AUC "
+                  f"{r['roc_auc']:.3f}, log loss {r['log_loss']:.4f}, ECE {r['ece']:.3f}",
+                  highlight=False)
+    for why in report["reasons"][:20]:
+        out.print(f"  {why}", highlight=False)
+    out.print(f"wrote {path}", highlight=False)
+    if report["verdict"] == "alert":
+        raise typer.Exit(EXIT_ALERT)
+
+
 @app.command("serve")
 def serve_cmd(
     host: Annotated[str | None, typer.Option("--host", help="Address to listen on "

@@ -144,6 +144,21 @@ class Settings(BaseSettings):
         description="How often the API writes its queued prediction-log rows.",
     )
 
+    monitor_psi_warn: float = Field(
+        default=0.1, gt=0, description="`churnguard monitor`: a feature, score or CLV PSI at "
+        "or above this warns.")
+    monitor_psi_alert: float = Field(
+        default=0.25, gt=0, description="`churnguard monitor`: a PSI at or above this alerts.")
+    monitor_null_rate_change_warn: float = Field(
+        default=0.05, gt=0, le=1, description="`churnguard monitor`: a feature's null rate "
+        "moving this far from the reference warns.")
+    monitor_auc_drop_alert: float = Field(
+        default=0.05, gt=0, le=1, description="`churnguard monitor`: a realized ROC AUC this "
+        "far below the test ROC AUC at training alerts.")
+    monitor_ece_alert: float = Field(
+        default=0.05, gt=0, le=1, description="`churnguard monitor`: a realized expected "
+        "calibration error at or above this alerts.")
+
     @property
     def snapshot_path(self) -> Path:
         return self.feature_snapshot or self.data_dir / "features.parquet"

@@ -139,7 +139,8 @@ def fit_models(
                   "clv_plan": clv_plan.to_dict(), "data_fingerprint": fingerprint["fingerprint"],
                   "spec_fingerprint": spec.fingerprint(), "feature_set_version": spec.version,
                   "calibration": churn.chosen.calibration.calibrator.method,
-                  "refit": config.refit, "trained_at": pd.Timestamp.now(tz="UTC").isoformat()})
+                  "refit": config.refit, "trained_at": pd.Timestamp.now(tz="UTC").isoformat(),
+                  "test_roc_auc": churn.test_metrics["roc_auc"]})
     # The reference the monitoring of this version compares later data with: the churn test
     # snapshot's features and the shipped bundle's outputs on them (model/profile.py).
     reference = data.grid.loc[churn_rows.test]
