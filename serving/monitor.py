@@ -3,7 +3,8 @@
 At an as-of date, from the source and the prediction log:
 
 - **drift**: every feature's PSI and null rate against the bundle's reference profile
-  (:mod:`churnguard.model.profile`), and the PSI of the churn probabilities and CLVs the
+  (:mod:`churnguard.model.profile`; features with one value for every reference customer, the
+  calendar's, are listed as ``not_compared``), and the PSI of the churn probabilities and CLVs the
   bundle gives the current customers;
 - **estimated performance** before any label exists, from the calibrated probabilities
   (confidence-based performance estimation): if the model is calibrated, a customer with
@@ -61,6 +62,13 @@ def _status(psi: float, null_change: float, t: Thresholds) -> Verdict:
     if psi >= t.psi_warn or null_change >= t.null_rate_change_warn:
         return "warn"
     return "ok"
+
+
+def _point_mass(entry: dict[str, Any]) -> bool:
+    """A reference with one non-null value and no nulls."""
+    shares = (list(entry["shares"].values()) if entry["kind"] == "categorical"
+              else entry["shares"])
+    return bool(shares) and max(shares) >= 1.0 - 1e-12 and float(entry["null_rate"]) == 0.0
 
 
 def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
@@ -160,7 +168,13 @@ def monitor(source: Source, bundle: ScoringBundle, model_version: str, *, as_of:
     current = build_features(source, bundle.spec, as_of).to_pandas()
     full = score_matrix(bundle, bundle.encode(current), drivers=False)
     features = []
+    constant: list[str] = []
     for name, entry in reference["features"].items():
+        if _point_mass(entry):
+            # The same value for every reference customer (a calendar feature such as the
+            # season): any other date moves all of it, which says nothing about the data.
+            constant.append(name)
+            continue
         col = current[name] if name in current else pd.Series([None] * len(current))
         null_rate = float(col.isna().mean()) if len(col) else 0.0
         psi = population_stability_index(entry, col)
@@ -199,7 +213,7 @@ def monitor(source: Source, bundle: ScoringBundle, model_version: str, *, as_of:
                      f"{float(test_auc):.3f} at training")
     return {"verdict": verdict, "reasons": reasons, "as_of": as_of.isoformat(),
             "model_version": model_version, "reference_snapshot": reference["snapshot"],
-            "customers": len(current), "features": features,
+            "customers": len(current), "features": features, "not_compared": constant,
             "score": {"psi": score_psi}, "clv": {"psi": clv_psi},
             "estimated": estimated_performance(full.churn_probability),
             "realized": realized,

@@ -71,6 +71,9 @@ def test_no_drift_on_the_reference_snapshot(small_demo_dir: Path, profiled_model
     assert {"name", "psi", "null_rate", "reference_null_rate", "status"} == set(
         report["features"][0])
     assert 0 < report["estimated"]["churn_rate"] < 1
+    # The calendar is one value per snapshot: not a drift signal.
+    assert "season_sin" in report["not_compared"]
+    assert "season_sin" not in {f["name"] for f in report["features"]}
     # An older population (fewer, younger customers) drifts in its ages.
     _, old = _monitor(small_demo_dir, profiled_model, date(2024, 1, 1), tmp_path / "old")
     top = old["features"][0]
