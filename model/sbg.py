@@ -25,7 +25,6 @@ the share still alive at the end of period t (n_t / n_0 in the paper's table).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,7 +35,7 @@ from scipy.special import betaln, digamma, xlogy
 # One exception type for "the fit did not reach an interior optimum" across the BTYD and sBG
 # baselines; the Gauss 2F1(1, b; c; z) evaluator is the one the Pareto/NBD likelihood relies on,
 # accurate where scipy's hyp2f1 is not (see ``SBGModel.derl``).
-from churnguard.model.btyd import ConvergenceError, _log_hyp2f1_unit_a
+from churnguard.model.btyd import ConvergenceError, _broadcast, _log_hyp2f1_unit_a
 
 __all__ = [
     "ConvergenceError",
@@ -112,14 +111,6 @@ def _check_discount(discount_rate: float) -> float:
             and discount_rate >= 0):
         raise ValueError(f"discount_rate must be a finite number >= 0, got {discount_rate!r}")
     return float(discount_rate)
-
-
-def _broadcast(names: Sequence[str], arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
-    try:
-        return list(np.broadcast_arrays(*arrays))
-    except ValueError as exc:
-        shapes = ", ".join(f"{n}{a.shape}" for n, a in zip(names, arrays, strict=True))
-        raise ValueError(f"input shapes do not broadcast: {shapes}") from exc
 
 
 def _wrap(result: np.ndarray) -> Result:
