@@ -433,9 +433,13 @@ class RedisStore:
                 log.error("%s", problem.detail)
             self._problems["unavailable"] = problem
             return False
+        return changed
+
+    def _answers(self) -> None:
+        """Redis answered: clear "unavailable" at once, not at the end of a refresh, since a
+        republish after a restart serves lookups before it finishes."""
         if self._problems.pop("unavailable", None) is not None:
             log.info("online store %s answers again", self._safe_url())
-        return changed
 
     def _current(self) -> SnapshotInfo | None:
         raw = self._sync.get(self.prefix + "current")
@@ -454,6 +458,7 @@ class RedisStore:
     def _refresh(self) -> bool:
         key = _file_key(self.path)
         current = self._current()
+        self._answers()
         cols = self._published_columns(current.fingerprint) if current is not None else None
         if current is not None and cols is None:
             log.warning("the feature snapshot %s named current in %s is gone (Redis restarted "
@@ -580,6 +585,7 @@ class RedisStore:
             log.error("feature lookup failed: %s", self._problems["lookup"].detail)
             raise StoreError(f"online store {self._safe_url()} unavailable: {exc}") from None
         self._problems.pop("lookup", None)
+        self._answers()
         missing = [i for i, r in enumerate(raw) if r is None]
         if missing:
             return _no_rows(bundle), missing
