@@ -304,7 +304,7 @@ def evaluate_protocol(master: pd.DataFrame, data: Path, proto: Protocol, work: P
                       log: Path, skip_cli: bool = False, seeds: int = 1) -> dict[str, Any]:
     """Every metric of churnguard (seed 0, the default) and of each anchor; with ``seeds`` > 1,
     also churnguard's metrics for ``--seed`` 1 .. seeds - 1 (``seed_runs``)."""
-    from churnguard.training import evaluate
+    from churnguard.model import evaluate
 
     t = truth(master, proto.as_of, proto.horizon_days)
     y, spend = t["churned"].to_numpy(), t["spend"].to_numpy()

@@ -73,9 +73,9 @@ def main() -> None:
     from churnguard.features.build import build_features, label_sql
     from churnguard.features.demo_data import contractual_oracle, generate_demo_data
     from churnguard.features.sources import open_source
+    from churnguard.model import evaluate
     from churnguard.model.encode import model_matrix
     from churnguard.model.score import score_matrix
-    from churnguard.training import evaluate
     from churnguard.training.baselines import SbgBaseline
     from churnguard.training.models import BoostConfig, LogisticBaseline
     from churnguard.training.pipeline import TrainConfig, fit_models

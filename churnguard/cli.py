@@ -554,7 +554,7 @@ def train_cmd(
         return fmt.format(m[key]) if key in m else "-"
 
     # Two tables, so that each fits an 80-column log. "AUC active": among the customers with a
-    # purchase in the year before the test cutoff (training/evaluate.py, active_churn_metrics);
+    # purchase in the year before the test cutoff (model/evaluate.py, active_churn_metrics);
     # long-lapsed customers are easy to rank and raise the plain ROC AUC.
     churn_table = Table("model", "ROC AUC", "AUC active", "log loss", "ECE", "lift@10",
                         title=f"churn ({config.label}), test snapshot {result.churn_plan.test}")

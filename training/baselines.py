@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from churnguard.model import evaluate
 from churnguard.model.predictors import SBG_COLUMNS, SbgPrior, feature_columns
 from churnguard.model.sbg import SBGModel
-from churnguard.training import evaluate
 from churnguard.training.config import TrainConfig
 from churnguard.training.data import SplitRows, TrainingData
 from churnguard.training.models import BtydBaseline, LogisticBaseline

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from churnguard.model import evaluate
 from churnguard.model.predictors import ChurnModel
-from churnguard.training import evaluate
 from churnguard.training.config import TrainConfig
 from churnguard.training.data import SplitRows, TrainingData
 from churnguard.training.models import (

@@ -23,8 +23,8 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
+from churnguard.model import evaluate
 from churnguard.model.predictors import AnyClvModel, ContractClvModel
-from churnguard.training import evaluate
 from churnguard.training.baselines import SbgBaseline
 from churnguard.training.config import TrainConfig
 from churnguard.training.data import SplitRows, TrainingData

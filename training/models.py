@@ -38,6 +38,7 @@ import xgboost as xgb
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
+from churnguard.model.evaluate import log_loss
 from churnguard.model.predictors import (
     PRIOR_COLUMNS,
     BtydPrior,
@@ -51,7 +52,6 @@ from churnguard.model.predictors import (
     prior_columns,
     rfm_arrays,
 )
-from churnguard.training.evaluate import log_loss
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@
 4. **baselines** (:mod:`~churnguard.training.baselines`): logistic regression, BG/NBD +
    Gamma-Gamma;
 5. **evaluate**: every step measures its models on the test snapshots with
-   :mod:`~churnguard.training.evaluate`; :func:`fit_models` collects the results (:class:`Fitted`);
+   :mod:`~churnguard.model.evaluate`; :func:`fit_models` collects the results (:class:`Fitted`);
 6. **register** (:mod:`~churnguard.training.register`): promotion gate against the champion on
    the same snapshots, MLflow run, registered pyfunc version, aliases and tags.
 

@@ -30,10 +30,10 @@ import pandas as pd
 
 from churnguard.features.build import build_features
 from churnguard.features.sources import Source
+from churnguard.model import evaluate
 from churnguard.model.predictors import ClvModel
 from churnguard.model.registry import Tracking, load_bundle
 from churnguard.model.score import score_matrix
-from churnguard.training import evaluate
 from churnguard.training.baselines import BTYD_CHURN, LOGREG
 from churnguard.training.fitted import Fitted
 from churnguard.training.registry import (
@@ -170,7 +170,7 @@ _CHURN_PREFIXES = {"churnguard": "test_churn_", LOGREG: "test_baseline_logreg_ch
 
 def add_active_metrics(fitted: Fitted) -> None:
     """Churn ranking among the customers active at the churn test cutoff
-    (:func:`churnguard.training.evaluate.active_churn_metrics`), for churnguard and each
+    (:func:`churnguard.model.evaluate.active_churn_metrics`), for churnguard and each
     baseline: into ``fitted.churn_table`` (the report) and ``fitted.metrics`` (e.g.
     ``test_churn_roc_auc_active_365d``, ``churnguard train``'s table)."""
     test = fitted.grid.loc[fitted.test_rows]

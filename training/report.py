@@ -10,7 +10,7 @@ Every plotting function accepts either one array of predictions or a mapping
 
 The plots follow the usual references: ROC [Faw06], precision-recall [DG06], reliability
 diagram [NC05, GPSW17], cumulative gains / lift [LL98], CLV decile chart [WLM19] (full
-citations in :mod:`churnguard.training.evaluate`).
+citations in :mod:`churnguard.model.evaluate`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from churnguard.training.evaluate import (
+from churnguard.model.evaluate import (
     ACTIVE_DAYS,
     TOP_FRACTION,
     _binary_inputs,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from churnguard.training.evaluate import (
+from churnguard.model.evaluate import (
     active_at_cutoff,
     active_churn_metrics,
     capture_at,

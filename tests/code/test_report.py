@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from churnguard.training.evaluate import churn_metrics, clv_metrics
+from churnguard.model.evaluate import churn_metrics, clv_metrics
 from churnguard.training.report import (
     MetricsTable,
     Section,
@@ -145,7 +145,7 @@ def test_capture_and_lift_guides_give_random_and_the_best_possible() -> None:
 
 def test_churn_table_shows_roc_auc_among_active_customers_next_to_roc_auc(
         churn_data: tuple) -> None:
-    from churnguard.training.evaluate import active_churn_metrics
+    from churnguard.model.evaluate import active_churn_metrics
 
     y, p, _ = churn_data
     recency = np.where(np.arange(y.size) % 4 == 0, 500.0, 30.0)

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from churnguard.model.evaluate import log_loss
 from churnguard.model.predictors import Calibrator
-from churnguard.training.evaluate import log_loss
 from churnguard.training.models import (
     BoostConfig,
     BtydBaseline,

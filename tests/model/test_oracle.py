@@ -10,7 +10,7 @@ import pytest
 from churnguard.features.build import label_sql
 from churnguard.features.demo_data import generate_demo_data, oracle_churn_probability
 from churnguard.features.sources import open_source
-from churnguard.training import evaluate
+from churnguard.model import evaluate
 from churnguard.training.pipeline import TrainConfig, fit_models
 from tests.scoring import score_source
 
