@@ -2,6 +2,8 @@
 
 At an as-of date, from the source and the prediction log:
 
+- **feeds**: whether every table and event type still arrives (:func:`feed_health`): a feed
+  that stopped is named as a broken feed, not only seen through the features it zeroes;
 - **drift**: every feature's PSI and null rate against the bundle's reference profile
   (:mod:`churnguard.model.profile`; features with one value for every reference customer, the
   calendar's, are listed as ``not_compared``), and the PSI of the churn probabilities and CLVs the
@@ -12,9 +14,12 @@ At an as-of date, from the source and the prediction log:
   log loss the mean binary entropy, and the ROC AUC is distributed as the AUC of labels drawn
   from p (Monte Carlo, 5-95 % band);
 - **realized performance** of every logged batch run (prediction log, ``channel = batch``)
-  whose churn label window has closed by the as-of date: ROC AUC, PR AUC, log loss and expected
-  calibration error against the labels the data now holds (the bundle's label definition), and
-  the CLV total error once the CLV window has closed too;
+  whose churn label window has closed by the as-of date: ROC AUC, PR AUC, log loss, expected
+  calibration error and the reliability curve against the labels the data now holds (the
+  bundle's label definition), the CLV total error and Gini once the CLV window has closed too,
+  overall and per value tier and lifecycle stage, beside what was estimated from the run's own
+  probabilities; and per campaign action contacted in the window, the churn of the treated
+  against the hold-out;
 - **a verdict**: ``ok``, ``warn`` or ``alert`` by the settings' thresholds.
 """
 
@@ -32,6 +37,7 @@ import pandas as pd
 from churnguard.features.build import LabelMode, build_features, label_sql
 from churnguard.features.io import atomic_output
 from churnguard.features.sources import Source
+from churnguard.model import evaluate
 from churnguard.model.bundle import ScoringBundle
 from churnguard.model.profile import population_stability_index
 from churnguard.model.score import score_matrix
@@ -71,43 +77,29 @@ def _point_mass(entry: dict[str, Any]) -> bool:
     return bool(shares) and max(shares) >= 1.0 - 1e-12 and float(entry["null_rate"]) == 0.0
 
 
-def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
-    """ROC AUC by ranks (ties averaged); NaN with one class only."""
-    from scipy.stats import rankdata
-
-    y = np.asarray(y, dtype=bool)
+def _rank_auc(ranks: np.ndarray, y: np.ndarray) -> float:
+    """ROC AUC from the scores' ranks (ties averaged, Mann-Whitney); NaN with one class. The
+    ranks are computed once and reused by every draw of :func:`estimated_performance`."""
     n1 = int(y.sum())
     n0 = y.size - n1
     if n1 == 0 or n0 == 0:
         return float("nan")
-    r = rankdata(p)
-    return float((r[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
-
-
-def log_loss(y: np.ndarray, p: np.ndarray) -> float:
-    q = np.clip(np.asarray(p, dtype=float), 1e-15, 1 - 1e-15)
-    y = np.asarray(y, dtype=float)
-    return float(-np.mean(y * np.log(q) + (1 - y) * np.log1p(-q)))
-
-
-def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = ECE_BINS) -> float:
-    """Σ_b (n_b / n) |mean(y_b) − mean(p_b)| over equal-width probability bins."""
-    idx = np.minimum((np.asarray(p) * bins).astype(int), bins - 1)
-    total = 0.0
-    for b in range(bins):
-        m = idx == b
-        if m.any():
-            total += m.mean() * abs(float(np.mean(y[m])) - float(np.mean(p[m])))
-    return total
+    return float((ranks[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
 def estimated_performance(p: np.ndarray, *, seed: int = 0,
                           draws: int = ESTIMATE_DRAWS) -> dict[str, Any]:
     """Expected churn rate, ROC AUC (mean and 5-95 % band over labels drawn from ``p``) and
     log loss (the mean binary entropy) of calibrated probabilities ``p``."""
+    from scipy.stats import rankdata
+
     p = np.clip(np.asarray(p, dtype=float), 1e-15, 1 - 1e-15)
+    if p.size == 0:
+        return {"churn_rate": None, "roc_auc": None, "roc_auc_band": None, "log_loss": None,
+                "n": 0}
     rng = np.random.default_rng(seed)
-    aucs = np.array([roc_auc(rng.random(p.size) < p, p) for _ in range(draws)])
+    ranks = rankdata(p)
+    aucs = np.array([_rank_auc(ranks, rng.random(p.size) < p) for _ in range(draws)])
     aucs = aucs[np.isfinite(aucs)]
     entropy = -(p * np.log(p) + (1 - p) * np.log1p(-p))
     return {"churn_rate": float(p.mean()),
@@ -117,10 +109,102 @@ def estimated_performance(p: np.ndarray, *, seed: int = 0,
             "log_loss": float(entropy.mean()), "n": int(p.size)}
 
 
+def _nan() -> float:
+    return float("nan")
+
+
+def realized_metrics(y: np.ndarray, p: np.ndarray, clv: np.ndarray | None = None,
+                     spend: np.ndarray | None = None) -> dict[str, Any]:
+    """The realized numbers of one group of scored customers: churn metrics from the labels
+    ``y`` (NaN where a class is missing) and, with the CLV window closed (``spend`` given), the
+    CLV total error and normalized Gini (:mod:`churnguard.model.evaluate`, the functions the
+    training report uses)."""
+    y = np.asarray(y, dtype=float)
+    p = np.asarray(p, dtype=float)
+    out: dict[str, Any] = {"n": int(y.size), "churn_rate": float(y.mean()) if y.size else None,
+                           "roc_auc": _nan(), "pr_auc": _nan(),
+                           "log_loss": evaluate.log_loss(y, p) if y.size else _nan(),
+                           "ece": (evaluate.expected_calibration_error(y, p, ECE_BINS)
+                                   if y.size else _nan()),
+                           "clv_total_error": None, "clv_gini": None}
+    if 0 < y.sum() < y.size:
+        m = evaluate.churn_metrics(y, p, n_bins=ECE_BINS)
+        out["roc_auc"], out["pr_auc"] = m["roc_auc"], m["pr_auc"]
+    if spend is not None and clv is not None and y.size:
+        actual = float(np.sum(spend))
+        out["clv_total_error"] = (float(np.sum(clv)) - actual) / actual if actual > 0 else None
+        if np.ptp(spend) > 0:
+            out["clv_gini"] = evaluate.normalized_gini(spend, clv)
+    return out
+
+
+def reliability(y: np.ndarray, p: np.ndarray) -> list[dict[str, Any]]:
+    """The reliability curve behind ``ece``: one entry per non-empty probability bin."""
+    if len(y) == 0:
+        return []
+    table = evaluate.reliability_table(y, p, ECE_BINS)
+    table = table[table["count"] > 0]
+    return [{"bin_low": float(lo), "bin_high": float(hi), "n": int(n),
+             "mean_predicted": float(mp), "observed_rate": float(obs)}
+            for lo, hi, n, mp, obs in zip(table["lower"], table["upper"], table["count"],
+                                          table["mean_predicted"], table["observed_rate"],
+                                          strict=True)]
+
+
+def _by_group(joined: pd.DataFrame, column: str, clv_closed: bool) -> list[dict[str, Any]]:
+    if column not in joined or joined[column].isna().all():
+        return []  # logged before churnguard recorded it
+    out = []
+    for name, g in joined.groupby(joined[column].fillna("unknown"), sort=True):
+        spend = g["future_spend"].to_numpy(dtype=float) if clv_closed else None
+        out.append({"group": str(name), **realized_metrics(
+            g["churned"].to_numpy(dtype=float), g["churn_probability"].to_numpy(dtype=float),
+            g["clv"].to_numpy(dtype=float), spend)})
+    return out
+
+
+def _campaign_outcomes(source: Source, joined: pd.DataFrame, t0: date, horizon_days: int
+                       ) -> list[dict[str, Any]]:
+    """Per action contacted in the label window [t0, t0 + horizon): the realized churn of the
+    scored customers it treated against its hold-out (``treated`` false), and of those among
+    them whose logged top action it was."""
+    if not source.has("campaigns") or joined.empty:
+        return []
+    end = t0 + timedelta(days=horizon_days)
+    contacts = source.con.sql(f"""
+        SELECT customer_id, action_id, bool_or(treated) AS treated FROM campaigns
+        WHERE ts >= TIMESTAMP '{t0.isoformat()}' AND ts < TIMESTAMP '{end.isoformat()}'
+        GROUP BY customer_id, action_id""").to_df()
+    if contacts.empty:
+        return []
+    merged = contacts.merge(joined[["customer_id", "churned", "top_action"]], on="customer_id")
+    out = []
+    for action, g in merged.groupby("action_id", sort=True):
+        treated, held = g[g["treated"]], g[~g["treated"]]
+        rec = g[g["top_action"] == action]
+        rec_t, rec_h = rec[rec["treated"]], rec[~rec["treated"]]
+
+        def rate(frame: pd.DataFrame) -> float | None:
+            return float(frame["churned"].mean()) if len(frame) else None
+
+        row: dict[str, Any] = {
+            "action_id": str(action), "n_treated": len(treated), "n_holdout": len(held),
+            "churn_rate_treated": rate(treated), "churn_rate_holdout": rate(held),
+            "recommended": {"n_treated": len(rec_t), "n_holdout": len(rec_h),
+                            "churn_rate_treated": rate(rec_t),
+                            "churn_rate_holdout": rate(rec_h)}}
+        a, b = row["churn_rate_treated"], row["churn_rate_holdout"]
+        row["churn_reduction"] = b - a if a is not None and b is not None else None
+        out.append(row)
+    return out
+
+
 def realized_performance(source: Source, bundle: ScoringBundle, log_root: Path,
                          as_of: date) -> list[dict[str, Any]]:
     """One entry per logged batch run (as-of date, model version) whose churn label window
-    ends by ``as_of``, oldest first."""
+    ends by ``as_of``, oldest first: its realized metrics overall, per value tier and per
+    lifecycle stage, its reliability curve, what was estimated from its own probabilities
+    before the labels existed, and its campaigns' treated-against-hold-out churn."""
     logged = read_prediction_log(log_root).to_pandas()
     logged = logged[logged["channel"] == "batch"]
     if logged.empty:
@@ -136,25 +220,75 @@ def realized_performance(source: Source, bundle: ScoringBundle, log_root: Path,
         mode: LabelMode = "contractual" if label == "contractual" else "noncontractual"
         labels = source.con.sql(label_sql(t0, h, hc, mode, grace_days=grace)).to_df()
         joined = run.merge(labels, on="customer_id", how="inner")
+        clv_closed = t0 + timedelta(days=hc) <= as_of and "future_spend" in joined
         y = joined["churned"].to_numpy(dtype=float)
         p = joined["churn_probability"].to_numpy(dtype=float)
+        est = estimated_performance(run["churn_probability"].to_numpy(dtype=float))
         entry: dict[str, Any] = {
-            "scored_as_of": t0.isoformat(), "model_version": str(version), "n": len(y),
-            "n_logged": len(run), "churn_rate": float(y.mean()) if len(y) else None,
-            "roc_auc": roc_auc(y, p), "pr_auc": _pr_auc(y, p), "log_loss": log_loss(y, p),
-            "ece": expected_calibration_error(y, p), "clv_total_error": None}
-        if t0 + timedelta(days=hc) <= as_of and "future_spend" in joined:
-            actual = float(joined["future_spend"].sum())
-            predicted = float(joined["clv"].sum())
-            entry["clv_total_error"] = (predicted - actual) / actual if actual > 0 else None
+            "scored_as_of": t0.isoformat(), "model_version": str(version), "n_logged": len(run),
+            **realized_metrics(y, p, joined["clv"].to_numpy(dtype=float),
+                               joined["future_spend"].to_numpy(dtype=float)
+                               if clv_closed else None),
+            "estimated": {k: est[k] for k in ("churn_rate", "roc_auc", "roc_auc_band",
+                                              "log_loss")},
+            "reliability": reliability(y, p),
+            "by_value_tier": _by_group(joined, "value_tier", clv_closed),
+            "by_lifecycle_stage": _by_group(joined, "lifecycle_stage", clv_closed),
+            "campaigns": _campaign_outcomes(source, joined, t0, h)}
         out.append(entry)
     return out
 
 
-def _pr_auc(y: np.ndarray, p: np.ndarray) -> float:
-    from sklearn.metrics import average_precision_score
+#: Feed health: the recent window and the reference window before the reference snapshot.
+FEED_RECENT_DAYS = 14
+FEED_REFERENCE_DAYS = 56
+#: Expected rows in the recent window below which a feed is too sparse to judge.
+FEED_MIN_EXPECTED = 20
+#: A feed with fewer than this share of its expected recent rows is ``thin`` (warn).
+FEED_THIN_SHARE = 0.25
 
-    return float(average_precision_score(y, p)) if 0 < y.sum() < y.size else float("nan")
+
+def feed_health(source: Source, reference_day: date, as_of: date) -> list[dict[str, Any]]:
+    """Is every feed still arriving? Per table (transactions, campaigns) and per event type:
+    the rows in the :data:`FEED_RECENT_DAYS` before ``as_of`` against what the
+    :data:`FEED_REFERENCE_DAYS` before the reference snapshot predict. ``broken``: none where at
+    least :data:`FEED_MIN_EXPECTED` were expected (a feed that stopped arriving); ``thin``:
+    under :data:`FEED_THIN_SHARE` of the expected; ``new``: rows where none were before."""
+    ref_start = reference_day - timedelta(days=FEED_REFERENCE_DAYS)
+    rec_start = as_of - timedelta(days=FEED_RECENT_DAYS)
+
+    def ts(d: date) -> str:
+        return f"TIMESTAMP '{d.isoformat()}'"
+
+    counts = f"""count(*) FILTER (WHERE ts >= {ts(ref_start)} AND ts < {ts(reference_day)})
+                   AS n_reference,
+                 count(*) FILTER (WHERE ts >= {ts(rec_start)}) AS n_recent,
+                 max(ts) AS last_seen"""
+    parts = [f"SELECT '{t}' AS tbl, NULL::VARCHAR AS kind, {counts} FROM {t} "
+             f"WHERE ts < {ts(as_of)}" for t in ("transactions", "campaigns") if source.has(t)]
+    if source.has("events"):
+        parts.append(f"SELECT 'events' AS tbl, event_type AS kind, {counts} FROM events "
+                     f"WHERE ts < {ts(as_of)} GROUP BY event_type")
+    if not parts:
+        return []
+    rows = source.con.sql(" UNION ALL ".join(parts)).fetchall()
+    out = []
+    for table, kind, n_ref, n_recent, last_seen in sorted(rows, key=lambda r: (r[0], r[1] or "")):
+        expected = n_ref / FEED_REFERENCE_DAYS * FEED_RECENT_DAYS
+        if n_ref == 0:
+            status = "new" if n_recent else "ok"
+        elif expected >= FEED_MIN_EXPECTED and n_recent == 0:
+            status = "broken"
+        elif expected >= FEED_MIN_EXPECTED and n_recent < FEED_THIN_SHARE * expected:
+            status = "thin"
+        else:
+            status = "ok"
+        out.append({"table": table, "event_type": kind,
+                    "feed": f"{table}.{kind}" if kind else table,
+                    "expected_recent_rows": round(expected, 1), "recent_rows": int(n_recent),
+                    "last_seen": last_seen.isoformat() if last_seen is not None else None,
+                    "status": status})
+    return out
 
 
 def monitor(source: Source, bundle: ScoringBundle, model_version: str, *, as_of: date,
@@ -187,6 +321,7 @@ def monitor(source: Source, bundle: ScoringBundle, model_version: str, *, as_of:
                                            full.churn_probability)
     clv_psi = population_stability_index(reference["clv"], full.clv)
     realized = realized_performance(source, bundle, log_root, as_of)
+    feeds = feed_health(source, date.fromisoformat(str(reference["snapshot"])[:10]), as_of)
     test_auc = bundle.metadata.get("test_roc_auc")
     reasons: list[str] = []
     verdict: Verdict = "ok"
@@ -197,6 +332,16 @@ def monitor(source: Source, bundle: ScoringBundle, model_version: str, *, as_of:
         if _ORDER[level] > _ORDER[verdict]:
             verdict = level
 
+    for feed in feeds:
+        if feed["status"] == "broken":
+            raise_to("alert", f"broken feed: {feed['feed']} stopped arriving (none in the "
+                     f"{FEED_RECENT_DAYS} days before {as_of}, about "
+                     f"{feed['expected_recent_rows']:.0f} expected; last row "
+                     f"{feed['last_seen'] or 'never'})")
+        elif feed["status"] == "thin":
+            raise_to("warn", f"thin feed: {feed['feed']} sent {feed['recent_rows']} rows in "
+                     f"the {FEED_RECENT_DAYS} days before {as_of}, about "
+                     f"{feed['expected_recent_rows']:.0f} expected")
     for f in features:
         if f["status"] != "ok":
             raise_to(f["status"], f"{f['name']} PSI {f['psi']:.3f}, null rate "
@@ -205,7 +350,7 @@ def monitor(source: Source, bundle: ScoringBundle, model_version: str, *, as_of:
         if psi >= t.psi_warn:
             raise_to("alert" if psi >= t.psi_alert else "warn", f"{what} PSI {psi:.3f}")
     for r in realized:
-        if r["ece"] is not None and r["ece"] >= t.ece_alert:
+        if np.isfinite(r["ece"]) and r["ece"] >= t.ece_alert:
             raise_to("alert", f"scored {r['scored_as_of']}: calibration error {r['ece']:.3f}")
         if test_auc is not None and np.isfinite(r["roc_auc"]) and (
                 float(test_auc) - r["roc_auc"] >= t.auc_drop_alert):
@@ -213,7 +358,8 @@ def monitor(source: Source, bundle: ScoringBundle, model_version: str, *, as_of:
                      f"{float(test_auc):.3f} at training")
     return {"verdict": verdict, "reasons": reasons, "as_of": as_of.isoformat(),
             "model_version": model_version, "reference_snapshot": reference["snapshot"],
-            "customers": len(current), "features": features, "not_compared": constant,
+            "customers": len(current), "feeds": feeds, "features": features,
+            "not_compared": constant,
             "score": {"psi": score_psi}, "clv": {"psi": clv_psi},
             "estimated": estimated_performance(full.churn_probability),
             "realized": realized,

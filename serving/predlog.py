@@ -56,6 +56,8 @@ LOG_SCHEMA = pa.schema([
     ("risk_tier", pa.string()),
     ("top_action", pa.string()),
     ("holdout", pa.bool_()),
+    ("value_tier", pa.string()),
+    ("lifecycle_stage", pa.string()),
 ])
 
 
@@ -92,6 +94,8 @@ def log_rows(scores: pa.Table, *, model_name: str, channel: str) -> pa.Table:
         pc.cast(scores.column("risk_tier"), pa.string()),
         pc.cast(scores.column("recommended_action"), pa.string()),
         pa.nulls(n, pa.bool_()),
+        pc.cast(scores.column("value_tier"), pa.string()),
+        pc.cast(scores.column("lifecycle_stage"), pa.string()),
     ], schema=LOG_SCHEMA)
 
 
@@ -161,7 +165,9 @@ class ApiPredictionLog:
 
     def submit(self, ids: Sequence[str], model_version: str, churn_probability: np.ndarray,
                clv: np.ndarray, risk_tier: Sequence[str], top_action: Sequence[str | None],
-               *, channel: str = "api", scored_at: datetime | None = None) -> bool:
+               *, value_tier: Sequence[str] | None = None,
+               lifecycle_stage: Sequence[str] | None = None, channel: str = "api",
+               scored_at: datetime | None = None) -> bool:
         """Queue one request's scored customers (``channel``: ``api`` for scores, ``plan`` for
         a campaign plan, whose ``top_action`` is the assigned action); False (and counted as
         dropped) if the queue is full."""
@@ -186,6 +192,10 @@ class ApiPredictionLog:
             pa.array(risk_tier, pa.string()),
             pa.array(top_action, pa.string()),
             pa.nulls(n, pa.bool_()),
+            pa.array(value_tier, pa.string()) if value_tier is not None
+            else pa.nulls(n, pa.string()),
+            pa.array(lifecycle_stage, pa.string()) if lifecycle_stage is not None
+            else pa.nulls(n, pa.string()),
         ], schema=LOG_SCHEMA)
         self._queue.put(table)
         return True

@@ -152,5 +152,8 @@ def records(full: FullScores, ids: list[str], model: LoadedModel, metrics: Metri
     if prediction_log is not None:
         prediction_log.submit(ids, version, full.churn_probability, full.clv, tiers,
                               [r["actions"][0]["action_id"] if r["actions"] else None
-                               for r in out], scored_at=at)
+                               for r in out],
+                              value_tier=[r["value_tier"] for r in out],
+                              lifecycle_stage=[r["lifecycle_stage"] for r in out],
+                              scored_at=at)
     return out

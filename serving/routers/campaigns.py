@@ -86,7 +86,8 @@ async def plan(body: PlanRequest, request: Request, model: ModelDep, store: Stor
                       != NO_ACTION else None for j in result.choice]
             plog.submit([customers[i].customer_id for i in planned], model.version,
                         full.churn_probability, full.clv, list(full.assessment.risk_tier),
-                        chosen, channel="plan")
+                        chosen, value_tier=list(full.assessment.value_tier),
+                        lifecycle_stage=list(full.assessment.lifecycle_stage), channel="plan")
         # float(): the planner's sums may be numpy scalars (json_response would cope; the
         # rounding below should not depend on it).
         spend, retained = float(result.spend), float(result.retained_value)

@@ -1,20 +1,30 @@
-"""The monitor's numbers on tiny inputs: rank AUC, calibration error, the confidence-based
-estimate and the status thresholds."""
+"""The monitor's numbers on tiny inputs: the rank AUC of the estimate, realized metrics per
+group, the reliability curve, the confidence-based estimate, feed health and the status
+thresholds."""
 
 from __future__ import annotations
+
+from datetime import date, datetime
 
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from churnguard.model.evaluate import log_loss
 from churnguard.serving.monitor import (
     Thresholds,
+    _rank_auc,
     _status,
     estimated_performance,
-    expected_calibration_error,
-    log_loss,
-    roc_auc,
+    realized_metrics,
+    reliability,
 )
+
+
+def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
+    from scipy.stats import rankdata
+
+    return _rank_auc(rankdata(p), np.asarray(y, dtype=bool))
 
 
 def test_rank_auc_matches_sklearn_with_ties() -> None:
@@ -25,11 +35,27 @@ def test_rank_auc_matches_sklearn_with_ties() -> None:
     assert np.isnan(roc_auc(np.zeros(3), np.array([0.1, 0.2, 0.3])))
 
 
-def test_calibration_error_by_hand() -> None:
+def test_realized_metrics_and_reliability_by_hand() -> None:
     p = np.array([0.05, 0.05, 0.95, 0.95])
     y = np.array([0.0, 1.0, 1.0, 1.0])
+    m = realized_metrics(y, p, clv=np.array([1.0, 2.0, 3.0, 4.0]),
+                         spend=np.array([0.0, 1.0, 4.0, 5.0]))
     # bin 0: mean y 0.5 vs p 0.05; bin 9: 1.0 vs 0.95; each half the rows
-    assert expected_calibration_error(y, p) == pytest.approx(0.5 * 0.45 + 0.5 * 0.05)
+    assert m["ece"] == pytest.approx(0.5 * 0.45 + 0.5 * 0.05)
+    assert m["roc_auc"] == pytest.approx(roc_auc_score(y, p))
+    assert m["clv_total_error"] == pytest.approx((10.0 - 10.0) / 10.0)
+    assert m["clv_gini"] == pytest.approx(1.0)  # CLV orders spend perfectly
+    curve = reliability(y, p)
+    assert [(c["n"], c["observed_rate"]) for c in curve] == [(2, 0.5), (2, 1.0)]
+    assert sum(c["n"] / 4 * abs(c["observed_rate"] - c["mean_predicted"])
+               for c in curve) == pytest.approx(m["ece"])
+
+
+def test_realized_metrics_with_one_class_are_not_made_up() -> None:
+    m = realized_metrics(np.zeros(3), np.array([0.1, 0.2, 0.3]))
+    assert np.isnan(m["roc_auc"]) and np.isnan(m["pr_auc"])
+    assert m["clv_total_error"] is None and m["clv_gini"] is None
+    assert m["log_loss"] == pytest.approx(log_loss(np.zeros(3), np.array([0.1, 0.2, 0.3])))
 
 
 def test_estimate_of_a_calibrated_model_brackets_what_happens() -> None:
@@ -52,3 +78,34 @@ def test_status_thresholds() -> None:
     assert _status(0.12, 0.0, t) == "warn"
     assert _status(0.05, 0.2, t) == "warn"  # a feed half gone shows in its null rate
     assert _status(0.3, 0.0, t) == "alert"
+
+
+def test_feed_health_names_a_feed_that_stopped() -> None:
+    import pandas as pd
+
+    from churnguard.features.sources import open_source
+    from churnguard.serving.monitor import FEED_MIN_EXPECTED, feed_health
+
+    days = pd.date_range("2025-01-01", "2025-06-30", freq="D")
+    customers = pd.DataFrame({"customer_id": ["a", "b"],
+                              "signup_date": pd.to_datetime(["2024-12-01"] * 2).date})
+    # Two visits a day throughout; three email opens a day until May; one rare complaint.
+    visits = pd.DataFrame({"customer_id": "a", "ts": days.repeat(2), "event_type": "web_visit"})
+    opens = pd.DataFrame({"customer_id": "b", "ts": days[days < "2025-05-01"].repeat(3),
+                          "event_type": "email_open"})
+    rare = pd.DataFrame({"customer_id": ["a"], "ts": [days[10]], "event_type": ["complaint"]})
+    txn = pd.DataFrame({"customer_id": "a", "ts": days[::3], "amount": 10.0})
+    tables = {"customers": customers, "transactions": txn,
+              "events": pd.concat([visits, opens, rare], ignore_index=True)}
+    with open_source(tables, reference_time=datetime(2025, 7, 1)) as src:
+        feeds = {f["feed"]: f for f in feed_health(src, date(2025, 3, 1), date(2025, 6, 1))}
+        same_day = {f["feed"]: f["status"] for f in feed_health(src, date(2025, 3, 1),
+                                                                date(2025, 3, 1))}
+    assert feeds["events.email_open"]["status"] == "broken"
+    assert feeds["events.email_open"]["last_seen"].startswith("2025-04-30")
+    assert feeds["events.email_open"]["expected_recent_rows"] == pytest.approx(42.0)
+    assert feeds["events.email_open"]["recent_rows"] == 0 < FEED_MIN_EXPECTED
+    assert feeds["events.web_visit"]["status"] == "ok"
+    assert feeds["events.complaint"]["status"] == "ok"  # too rare to judge
+    assert feeds["transactions"]["status"] == "ok"
+    assert set(same_day.values()) == {"ok"}

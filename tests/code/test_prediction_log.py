@@ -32,6 +32,8 @@ def chunk(ids: list[str], version: str = "3", p: float = 0.2) -> pa.Table:
         "clv": [10.0 * (i + 1) for i in range(n)],
         "risk_tier": ["low"] * n,
         "recommended_action": pa.array(["care_email"] + [None] * (n - 1), pa.string()),
+        "value_tier": ["high"] * n,
+        "lifecycle_stage": ["active"] * n,
     })
 
 
@@ -54,6 +56,20 @@ def test_a_batch_run_logs_every_scored_row(tmp_path: Path) -> None:
     assert first["model_version"] == "3" and first["scored_as_of"] == AS_OF
     assert first["top_action"] == "care_email" and t[1]["top_action"] is None
     assert first["holdout"] is None and first["date"] == "2025-07-01"
+    assert first["value_tier"] == "high" and first["lifecycle_stage"] == "active"
+
+
+def test_a_log_written_before_the_tier_columns_still_reads(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from churnguard.serving.predlog import LOG_SCHEMA
+
+    sink = run(tmp_path, [chunk(["a"])])
+    old = pq.read_table(sink.target).drop_columns(["value_tier", "lifecycle_stage"])
+    pq.write_table(old, sink.target)
+    [row] = read_prediction_log(tmp_path).to_pylist()
+    assert row["customer_id"] == "a" and row["value_tier"] is None
+    assert set(LOG_SCHEMA.names) <= set(row)
 
 
 def test_a_rerun_replaces_its_rows_and_another_version_adds_its_own(tmp_path: Path) -> None:

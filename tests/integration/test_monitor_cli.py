@@ -84,9 +84,10 @@ def test_no_drift_on_the_reference_snapshot(small_demo_dir: Path, profiled_model
 def test_realized_performance_equals_the_labels_and_survives_a_rerun(
         small_demo_dir: Path, profiled_model: str, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
     from churnguard.features.build import label_sql
     from churnguard.features.sources import open_source
-    from churnguard.serving.monitor import expected_calibration_error, log_loss, roc_auc
 
     monkeypatch.setenv("CHURNGUARD_PREDICTION_LOG_DIR", str(tmp_path / "log"))
     scores = tmp_path / "scores.parquet"
@@ -106,12 +107,24 @@ def test_realized_performance_equals_the_labels_and_survives_a_rerun(
     y = joined["churned"].to_numpy(float)
     p = joined["churn_probability"].to_numpy(float)
     assert run["scored_as_of"] == T0.isoformat() and run["n"] == len(joined)
-    assert run["roc_auc"] == pytest.approx(roc_auc(y, p), abs=1e-9)
-    assert run["log_loss"] == pytest.approx(log_loss(y, p), abs=1e-9)
-    assert run["ece"] == pytest.approx(expected_calibration_error(y, p), abs=1e-9)
-    from sklearn.metrics import roc_auc_score
-
+    q = np.clip(p, np.finfo(float).eps, 1 - np.finfo(float).eps)
     assert run["roc_auc"] == pytest.approx(roc_auc_score(y, p), abs=1e-9)
+    assert run["pr_auc"] == pytest.approx(average_precision_score(y, p), abs=1e-9)
+    assert run["log_loss"] == pytest.approx(
+        -np.mean(y * np.log(q) + (1 - y) * np.log1p(-q)), abs=1e-9)
+    bins = np.minimum(np.ceil(p * 10).astype(int) - 1, 9).clip(0)  # right-closed bins
+    ece = sum((bins == b).mean() * abs(y[bins == b].mean() - p[bins == b].mean())
+              for b in range(10) if (bins == b).any())
+    assert run["ece"] == pytest.approx(ece, abs=1e-9)
+    # Per value tier and lifecycle stage, the groups add up to the run.
+    for key in ("by_value_tier", "by_lifecycle_stage"):
+        assert run[key] and sum(g["n"] for g in run[key]) == run["n"]
+    tiers = joined.groupby("value_tier")
+    for g in run["by_value_tier"]:
+        part = tiers.get_group(g["group"])
+        assert g["churn_rate"] == pytest.approx(part["churned"].mean(), abs=1e-12)
+    assert 0 < run["estimated"]["churn_rate"] < 1
+    assert sum(c["n"] for c in run["reliability"]) == run["n"]
     assert run["clv_total_error"] is None  # the 120-day CLV window is still open
 
     assert runner.invoke(app, score).exit_code == 0  # the same batch again
