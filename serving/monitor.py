@@ -239,9 +239,10 @@ def realized_performance(source: Source, bundle: ScoringBundle, log_root: Path,
     return out
 
 
-#: Feed health: the recent window and the reference window before the reference snapshot.
+#: Feed health: the shortest recent window, and the reference window before the reference
+#: snapshot that sets each feed's expected rate and cadence.
 FEED_RECENT_DAYS = 14
-FEED_REFERENCE_DAYS = 56
+FEED_REFERENCE_DAYS = 91
 #: Expected rows in the recent window below which a feed is too sparse to judge.
 FEED_MIN_EXPECTED = 20
 #: A feed with fewer than this share of its expected recent rows is ``thin`` (warn).
@@ -250,31 +251,50 @@ FEED_THIN_SHARE = 0.25
 
 def feed_health(source: Source, reference_day: date, as_of: date) -> list[dict[str, Any]]:
     """Is every feed still arriving? Per table (transactions, campaigns) and per event type:
-    the rows in the :data:`FEED_RECENT_DAYS` before ``as_of`` against what the
-    :data:`FEED_REFERENCE_DAYS` before the reference snapshot predict. ``broken``: none where at
-    least :data:`FEED_MIN_EXPECTED` were expected (a feed that stopped arriving); ``thin``:
-    under :data:`FEED_THIN_SHARE` of the expected; ``new``: rows where none were before."""
+    the rows in a recent window before ``as_of`` against what the :data:`FEED_REFERENCE_DAYS`
+    before the reference snapshot predict. The recent window is :data:`FEED_RECENT_DAYS`, or
+    twice the longest silence the feed had in the reference window if that is longer (a monthly
+    campaign is not late after two weeks). ``broken``: no rows where at least
+    :data:`FEED_MIN_EXPECTED` were expected (the feed stopped arriving); ``thin``: under
+    :data:`FEED_THIN_SHARE` of the expected; ``new``: rows where the reference had none."""
     ref_start = reference_day - timedelta(days=FEED_REFERENCE_DAYS)
-    rec_start = as_of - timedelta(days=FEED_RECENT_DAYS)
+    first = min(ref_start, as_of - timedelta(days=2 * FEED_REFERENCE_DAYS))
 
     def ts(d: date) -> str:
         return f"TIMESTAMP '{d.isoformat()}'"
 
-    counts = f"""count(*) FILTER (WHERE ts >= {ts(ref_start)} AND ts < {ts(reference_day)})
-                   AS n_reference,
-                 count(*) FILTER (WHERE ts >= {ts(rec_start)}) AS n_recent,
-                 max(ts) AS last_seen"""
-    parts = [f"SELECT '{t}' AS tbl, NULL::VARCHAR AS kind, {counts} FROM {t} "
-             f"WHERE ts < {ts(as_of)}" for t in ("transactions", "campaigns") if source.has(t)]
+    tables = [t for t in ("transactions", "campaigns") if source.has(t)]
+    daily = [f"SELECT '{t}' AS tbl, NULL::VARCHAR AS kind, ts FROM {t}" for t in tables]
     if source.has("events"):
-        parts.append(f"SELECT 'events' AS tbl, event_type AS kind, {counts} FROM events "
-                     f"WHERE ts < {ts(as_of)} GROUP BY event_type")
-    if not parts:
+        daily.append("SELECT 'events' AS tbl, event_type AS kind, ts FROM events")
+    if not daily:
         return []
-    rows = source.con.sql(" UNION ALL ".join(parts)).fetchall()
+    rows = source.con.sql(f"""
+        SELECT tbl, kind, min(ts) AS first_seen, max(ts) AS last_seen,
+               count(*) FILTER (WHERE ts >= {ts(ref_start)} AND ts < {ts(reference_day)})
+                   AS n_reference
+        FROM ({" UNION ALL ".join(daily)}) AS f WHERE ts < {ts(as_of)}
+        GROUP BY tbl, kind""").fetchall()
+    per_day = source.con.sql(f"""
+        SELECT tbl, kind, CAST(ts AS DATE) AS day, count(*) AS n
+        FROM ({" UNION ALL ".join(daily)}) AS f
+        WHERE ts >= {ts(first)} AND ts < {ts(as_of)} GROUP BY ALL""").to_df()
     out = []
-    for table, kind, n_ref, n_recent, last_seen in sorted(rows, key=lambda r: (r[0], r[1] or "")):
-        expected = n_ref / FEED_REFERENCE_DAYS * FEED_RECENT_DAYS
+    per_day["day"] = pd.to_datetime(per_day["day"])
+    for table, kind, first_seen, last_seen, n_ref in sorted(rows,
+                                                             key=lambda r: (r[0], r[1] or "")):
+        # A feed younger than the reference window: its rate over the days it existed.
+        span = max(1, min(FEED_REFERENCE_DAYS, (reference_day - first_seen.date()).days))
+        mine = per_day[(per_day["tbl"] == table) & (
+            per_day["kind"].isna() if kind is None else per_day["kind"] == kind)]
+        ref_days = np.sort(mine.loc[(mine["day"] >= pd.Timestamp(ref_start))
+                                    & (mine["day"] < pd.Timestamp(reference_day)), "day"])
+        gaps = np.diff(ref_days).astype("timedelta64[D]").astype(int)
+        silence = int(gaps.max()) if gaps.size else span
+        window = min(max(FEED_RECENT_DAYS, 2 * silence), 2 * FEED_REFERENCE_DAYS)
+        since = pd.Timestamp(as_of - timedelta(days=window))
+        n_recent = int(mine.loc[mine["day"] >= since, "n"].sum())
+        expected = n_ref / span * window
         if n_ref == 0:
             status = "new" if n_recent else "ok"
         elif expected >= FEED_MIN_EXPECTED and n_recent == 0:
@@ -284,8 +304,8 @@ def feed_health(source: Source, reference_day: date, as_of: date) -> list[dict[s
         else:
             status = "ok"
         out.append({"table": table, "event_type": kind,
-                    "feed": f"{table}.{kind}" if kind else table,
-                    "expected_recent_rows": round(expected, 1), "recent_rows": int(n_recent),
+                    "feed": f"{table}.{kind}" if kind else table, "window_days": window,
+                    "expected_recent_rows": round(expected, 1), "recent_rows": n_recent,
                     "last_seen": last_seen.isoformat() if last_seen is not None else None,
                     "status": status})
     return out
@@ -335,12 +355,12 @@ def monitor(source: Source, bundle: ScoringBundle, model_version: str, *, as_of:
     for feed in feeds:
         if feed["status"] == "broken":
             raise_to("alert", f"broken feed: {feed['feed']} stopped arriving (none in the "
-                     f"{FEED_RECENT_DAYS} days before {as_of}, about "
+                     f"{feed['window_days']} days before {as_of}, about "
                      f"{feed['expected_recent_rows']:.0f} expected; last row "
                      f"{feed['last_seen'] or 'never'})")
         elif feed["status"] == "thin":
             raise_to("warn", f"thin feed: {feed['feed']} sent {feed['recent_rows']} rows in "
-                     f"the {FEED_RECENT_DAYS} days before {as_of}, about "
+                     f"the {feed['window_days']} days before {as_of}, about "
                      f"{feed['expected_recent_rows']:.0f} expected")
     for f in features:
         if f["status"] != "ok":

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from churnguard.features.build import infer_spec
+from churnguard.features.build import build_features, infer_spec
 from churnguard.features.sources import Source
 from churnguard.model.bundle import ScoringBundle
 from churnguard.model.profile import reference_profile
@@ -141,14 +141,16 @@ def fit_models(
                   "calibration": churn.chosen.calibration.calibrator.method,
                   "refit": config.refit, "trained_at": pd.Timestamp.now(tz="UTC").isoformat(),
                   "test_roc_auc": churn.test_metrics["roc_auc"]})
-    # The reference the monitoring of this version compares later data with: the churn test
-    # snapshot's features and the shipped bundle's outputs on them (model/profile.py).
-    reference = data.grid.loc[churn_rows.test]
+    # The reference the monitoring of this version compares later data with: the customers as
+    # of the training date and the shipped bundle's outputs on them (model/profile.py). Not the
+    # test snapshot: it is a label window (and grace period) older, so ages, tenures and the
+    # season drift from it by construction and every monitor run would start with a warning.
+    reference = build_features(source, spec, as_of).to_pandas()
     outputs = score_matrix(bundle, bundle.encode(reference), drivers=False)
     bundle.metadata["reference_profile"] = reference_profile(
         reference, {f.name: f.kind for f in spec.features()}, data.levels,
         churn_probability=outputs.churn_probability, clv=outputs.clv,
-        snapshot=churn_plan.test.isoformat())
+        snapshot=as_of.isoformat())
     return Fitted(
         as_of=as_of, config=config, churn_plan=churn_plan, clv_plan=clv_plan, spec=spec,
         grid=data.grid, bundle=bundle, metrics={**churn.metrics, **clv.metrics, **base.metrics},

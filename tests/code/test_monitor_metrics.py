@@ -87,15 +87,20 @@ def test_feed_health_names_a_feed_that_stopped() -> None:
     from churnguard.serving.monitor import FEED_MIN_EXPECTED, feed_health
 
     days = pd.date_range("2025-01-01", "2025-06-30", freq="D")
-    customers = pd.DataFrame({"customer_id": ["a", "b"],
-                              "signup_date": pd.to_datetime(["2024-12-01"] * 2).date})
+    ids = ["a", "b", *(f"c{i}" for i in range(60))]
+    customers = pd.DataFrame({"customer_id": ids,
+                              "signup_date": pd.to_datetime(["2024-12-01"] * len(ids)).date})
     # Two visits a day throughout; three email opens a day until May; one rare complaint.
     visits = pd.DataFrame({"customer_id": "a", "ts": days.repeat(2), "event_type": "web_visit"})
     opens = pd.DataFrame({"customer_id": "b", "ts": days[days < "2025-05-01"].repeat(3),
                           "event_type": "email_open"})
     rare = pd.DataFrame({"customer_id": ["a"], "ts": [days[10]], "event_type": ["complaint"]})
     txn = pd.DataFrame({"customer_id": "a", "ts": days[::3], "amount": 10.0})
-    tables = {"customers": customers, "transactions": txn,
+    # A monthly campaign of 60 contacts: three weeks without one is its normal cadence.
+    firsts = days[days.day == 1]
+    campaigns = pd.DataFrame({"customer_id": ids[2:] * len(firsts), "ts": firsts.repeat(60),
+                              "action_id": "care_email", "treated": True})
+    tables = {"customers": customers, "transactions": txn, "campaigns": campaigns,
               "events": pd.concat([visits, opens, rare], ignore_index=True)}
     with open_source(tables, reference_time=datetime(2025, 7, 1)) as src:
         feeds = {f["feed"]: f for f in feed_health(src, date(2025, 3, 1), date(2025, 6, 1))}
@@ -104,8 +109,14 @@ def test_feed_health_names_a_feed_that_stopped() -> None:
     assert feeds["events.email_open"]["status"] == "broken"
     assert feeds["events.email_open"]["last_seen"].startswith("2025-04-30")
     assert feeds["events.email_open"]["expected_recent_rows"] == pytest.approx(42.0)
+    assert feeds["events.email_open"]["window_days"] == 14
     assert feeds["events.email_open"]["recent_rows"] == 0 < FEED_MIN_EXPECTED
     assert feeds["events.web_visit"]["status"] == "ok"
     assert feeds["events.complaint"]["status"] == "ok"  # too rare to judge
     assert feeds["transactions"]["status"] == "ok"
+    assert feeds["campaigns"]["status"] == "ok" and feeds["campaigns"]["window_days"] >= 56
     assert set(same_day.values()) == {"ok"}
+    with open_source({**tables, "campaigns": campaigns[campaigns["ts"] < "2025-03-15"]},
+                     reference_time=datetime(2025, 7, 1)) as src:
+        late = {f["feed"]: f for f in feed_health(src, date(2025, 3, 1), date(2025, 6, 1))}
+    assert late["campaigns"]["status"] == "broken"  # April, May and June's never came
