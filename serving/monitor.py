@@ -26,6 +26,7 @@ At an as-of date, from the source and the prediction log:
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -311,16 +312,34 @@ def feed_health(source: Source, reference_day: date, as_of: date) -> list[dict[s
     return out
 
 
+#: The steps :func:`monitor` reports to its ``progress`` callback.
+MONITOR_STEPS = ("features", "scores", "drift", "feeds", "realized")
+
+
 def monitor(source: Source, bundle: ScoringBundle, model_version: str, *, as_of: date,
-            log_root: Path, thresholds: Thresholds | None = None) -> dict[str, Any]:
-    """The monitoring report of ``bundle`` at ``as_of`` (the keys of ``monitor.json``)."""
+            log_root: Path, thresholds: Thresholds | None = None,
+            features_as_of: pd.DataFrame | None = None,
+            progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """The monitoring report of ``bundle`` at ``as_of`` (the keys of ``monitor.json``).
+
+    ``features_as_of``: the bundle's features of the customers as of ``as_of`` when another
+    engine built them (``--engine spark``); by default they are built here, in DuckDB.
+    ``progress(done, total)`` is called after each of :data:`MONITOR_STEPS`."""
     t = thresholds or Thresholds()
     reference = bundle.metadata.get("reference_profile")
     if not reference:
         raise ValueError("this model version has no reference profile (trained before "
                          "churnguard stored one): retrain it to monitor it")
-    current = build_features(source, bundle.spec, as_of).to_pandas()
+
+    def step(name: str) -> None:
+        if progress is not None:
+            progress(MONITOR_STEPS.index(name) + 1, len(MONITOR_STEPS))
+
+    current = (features_as_of if features_as_of is not None
+               else build_features(source, bundle.spec, as_of).to_pandas())
+    step("features")
     full = score_matrix(bundle, bundle.encode(current), drivers=False)
+    step("scores")
     features = []
     constant: list[str] = []
     for name, entry in reference["features"].items():
@@ -340,8 +359,11 @@ def monitor(source: Source, bundle: ScoringBundle, model_version: str, *, as_of:
     score_psi = population_stability_index(reference["churn_probability"],
                                            full.churn_probability)
     clv_psi = population_stability_index(reference["clv"], full.clv)
-    realized = realized_performance(source, bundle, log_root, as_of)
+    step("drift")
     feeds = feed_health(source, date.fromisoformat(str(reference["snapshot"])[:10]), as_of)
+    step("feeds")
+    realized = realized_performance(source, bundle, log_root, as_of)
+    step("realized")
     test_auc = bundle.metadata.get("test_roc_auc")
     reasons: list[str] = []
     verdict: Verdict = "ok"
