@@ -120,3 +120,21 @@ def test_feed_health_names_a_feed_that_stopped() -> None:
                      reference_time=datetime(2025, 7, 1)) as src:
         late = {f["feed"]: f for f in feed_health(src, date(2025, 3, 1), date(2025, 6, 1))}
     assert late["campaigns"]["status"] == "broken"  # April, May and June's never came
+
+
+def test_outputs_are_compared_at_the_reference_calendar() -> None:
+    import pandas as pd
+
+    from churnguard.model.profile import categorical_entry, numeric_entry
+    from churnguard.serving.monitor import _at_reference_calendar
+
+    entries = {"season_sin": numeric_entry(np.full(50, 0.5)),
+               "quarter": categorical_entry(["q1"] * 50, ["q1", "q2"]),
+               "spend": numeric_entry(np.arange(50.0))}
+    current = pd.DataFrame({"season_sin": [-0.9, -0.9], "quarter": ["q2", "q2"],
+                            "spend": [3.0, 4.0]})
+    pinned = _at_reference_calendar(current, entries, ["season_sin", "quarter"])
+    assert pinned["season_sin"].tolist() == [0.5, 0.5]
+    assert pinned["quarter"].tolist() == ["q1", "q1"]
+    assert pinned["spend"].tolist() == [3.0, 4.0] and current["season_sin"].iloc[0] == -0.9
+    assert _at_reference_calendar(current, entries, []) is current
