@@ -43,6 +43,9 @@ MAX_RELIABILITY_RUNS = 6
 _DPI = 110
 _COLORS = {"ok": "#2e7d32", "warn": "#ef6c00", "alert": "#c62828"}
 _LEVEL = {"ok": 0, "warn": 1, "alert": 2}
+#: The colour class of a feature's or a feed's status.
+_STATUS_CLASS = {"ok": "ok", "new": "ok", "warn": "warn", "thin": "warn", "alert": "alert",
+                 "broken": "alert"}
 
 _CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;
@@ -278,7 +281,17 @@ def _td(text: str, cls: str = "num") -> str:
 
 def _status(status: Any) -> str:
     s = str(status)
-    return f'<td class="status-{_e(s) if s in _COLORS else "other"}">{_e(s)}</td>'
+    return f'<td class="status-{_STATUS_CLASS.get(s, "other")}">{_e(s)}</td>'
+
+
+def _feeds_table(feeds: Sequence[Mapping[str, Any]]) -> str:
+    rows = [[f"<td>{_e(f.get('feed'))}</td>", _td(_f(f.get("window_days"), "{:,.0f}")),
+             _td(_f(f.get("recent_rows"), "{:,.0f}")),
+             _td(_f(f.get("expected_recent_rows"), "{:,.1f}")),
+             f"<td>{_e(f.get('last_seen') or '–')}</td>", _status(f.get("status"))]
+            for f in feeds]
+    return _table(["feed", "window (days)", "rows in the window", "rows expected",
+                   "last row", "status"], rows)
 
 
 def _features_table(features: Sequence[Mapping[str, Any]]) -> str:
@@ -302,13 +315,18 @@ def _distribution_table(title: str, d: Mapping[str, Any]) -> str:
 def _realized_table(realized: Sequence[Mapping[str, Any]]) -> str:
     rows = [[f"<td>{_e(r.get('scored_as_of'))}</td>", f"<td>{_e(r.get('model_version'))}</td>",
              _td(_f(r.get("n"), "{:,.0f}")), _td(_f(r.get("n_logged"), "{:,.0f}")),
-             _td(_f(r.get("churn_rate"), "{:.1%}")), _td(_f(r.get("roc_auc"))),
+             _td(_f(r.get("churn_rate"), "{:.1%}")),
+             _td(_f((r.get("estimated") or {}).get("churn_rate"), "{:.1%}")),
+             _td(_f(r.get("roc_auc"))), _td(_f((r.get("estimated") or {}).get("roc_auc"))),
              _td(_f(r.get("pr_auc"))), _td(_f(r.get("log_loss"), "{:.4f}")),
-             _td(_f(r.get("ece"))), _td(_f(r.get("clv_total_error"), "{:+.1%}"))]
+             _td(_f(r.get("ece"))), _td(_f(r.get("clv_total_error"), "{:+.1%}")),
+             _td(_f(r.get("clv_gini")))]
             for r in realized]
     return _table(["scored as of", "model version", "customers labelled", "logged",
-                   "churn rate", "ROC AUC", "PR AUC", "log loss", "ECE", "CLV total error"],
-                  rows)
+                   "churn rate", "estimated then", "ROC AUC", "estimated then", "PR AUC",
+                   "log loss", "ECE", "CLV total error", "CLV Gini"], rows,
+                  "Realized against the labels; 'estimated then': what the run's own "
+                  "probabilities predicted when it was scored")
 
 
 def _kv_table(pairs: Sequence[tuple[str, str]]) -> str:
@@ -346,8 +364,14 @@ def html_page(report: Mapping[str, Any], *, generated_at: datetime | None = None
                    ("reference snapshot", _e(report.get("reference_snapshot"))),
                    ("customers", _f(report.get("customers"), "{:,.0f}")),
                    ("test ROC AUC at training", _f(report.get("test_roc_auc")))]),
-        "<h2>Feature drift</h2>",
     ]
+    if report.get("feeds"):
+        parts.append("<h2>Feeds</h2>")
+        parts.append("<p>A broken feed (no rows where rows were expected) zeroes the features "
+                     "it feeds and moves the scores for a reason that is not the customers: "
+                     "read this first.</p>")
+        parts.append(_feeds_table(report["feeds"]))
+    parts.append("<h2>Feature drift</h2>")
     if features:
         parts.append(_drift_figure(features, thresholds))
         parts.append(_features_table(features))
@@ -419,7 +443,8 @@ def latest_realized(report: Mapping[str, Any]) -> Mapping[str, Any] | None:
 def monitoring_metrics(report: Mapping[str, Any]) -> dict[str, float]:
     """The run metrics of a report (missing or NaN values left out): ``score_psi``,
     ``clv_psi``, ``max_feature_psi``, ``estimated_*``, ``verdict_level`` (0 ok, 1 warn,
-    2 alert), the feature counts by status, and ``realized_*`` of :func:`latest_realized`."""
+    2 alert), the feature and feed counts by status, and ``realized_*`` of
+    :func:`latest_realized`."""
     est = report.get("estimated") or {}
     band = est.get("roc_auc_band") or [None, None]
     features = report.get("features") or []
@@ -432,6 +457,8 @@ def monitoring_metrics(report: Mapping[str, Any]) -> dict[str, float]:
         "max_feature_psi": max(psis) if psis else None,
         "features_warn": sum(f.get("status") == "warn" for f in features),
         "features_alert": sum(f.get("status") == "alert" for f in features),
+        "feeds_broken": sum(f.get("status") == "broken" for f in report.get("feeds") or []),
+        "feeds_thin": sum(f.get("status") == "thin" for f in report.get("feeds") or []),
         "estimated_roc_auc": est.get("roc_auc"), "estimated_roc_auc_p05": band[0],
         "estimated_roc_auc_p95": band[1], "estimated_churn_rate": est.get("churn_rate"),
         "estimated_log_loss": est.get("log_loss"),
@@ -440,7 +467,7 @@ def monitoring_metrics(report: Mapping[str, Any]) -> dict[str, float]:
     last = latest_realized(report)
     if last is not None:
         for key in ("n", "churn_rate", "roc_auc", "pr_auc", "log_loss", "ece",
-                    "clv_total_error"):
+                    "clv_total_error", "clv_gini"):
             values[f"realized_{key}"] = last.get(key)
     return {k: v for k, v in ((k, _num(v)) for k, v in values.items()) if v is not None}
 

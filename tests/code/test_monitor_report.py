@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from churnguard.model.evaluate import expected_calibration_error
 from churnguard.model.profile import (
     PSI_FLOOR,
     categorical_entry,
@@ -19,7 +20,7 @@ from churnguard.model.profile import (
     numeric_entry,
     population_stability_index,
 )
-from churnguard.serving.monitor import distribution, expected_calibration_error, reliability
+from churnguard.serving.monitor import distribution, reliability
 from churnguard.serving.monitor_report import (
     html_page,
     latest_realized,
@@ -93,10 +94,18 @@ def _report(*, realized: bool = True) -> dict[str, Any]:
                          "roc_auc": 0.71 + 0.01 * k, "pr_auc": 0.4, "log_loss": 0.45,
                          "ece": expected_calibration_error(y, p_cur[:800]),
                          "clv_total_error": None if k else -0.05,
+                         "clv_gini": None if k else 0.6,
+                         "estimated": {"churn_rate": 0.2, "roc_auc": 0.72,
+                                       "roc_auc_band": [0.7, 0.74], "log_loss": 0.45},
                          "reliability": reliability(y, p_cur[:800])})
     return {
         "verdict": "warn", "reasons": [f"warn: {NASTY} PSI 0.140"], "as_of": "2025-06-01",
         "model_version": "4", "reference_snapshot": "2024-12-01", "customers": 2500,
+        "feeds": [
+            {"feed": "transactions", "window_days": 14, "recent_rows": 900,
+             "expected_recent_rows": 880.0, "last_seen": "2025-05-31", "status": "ok"},
+            {"feed": f"events.{NASTY}", "window_days": 14, "recent_rows": 0,
+             "expected_recent_rows": 120.0, "last_seen": "2025-04-02", "status": "broken"}],
         "features": [
             {"name": NASTY, "psi": 0.14, "null_rate": 0.0, "reference_null_rate": 0.0,
              "status": "warn"},
@@ -135,6 +144,7 @@ def test_the_page_stands_alone_with_escaped_names(tmp_path: Path) -> None:
     assert not re.search(r"https?://", page)
     assert not re.search(r"<(link|script|iframe)\b", page)
     assert "banner-warn" in page and "season_sin" in page
+    assert '<td class="status-alert">broken</td>' in page  # the feed table
     for needle in ("recency_days", "2025-03-01", "CLV total error", "psi_alert"):
         assert needle in page
 
@@ -162,11 +172,13 @@ def test_run_metrics_and_tags() -> None:
     assert metrics["score_psi"] == report["score"]["psi"]
     assert metrics["estimated_roc_auc"] == 0.72 and metrics["estimated_roc_auc_p05"] == 0.70
     assert metrics["features_alert"] == 1 and metrics["features_warn"] == 1
+    assert metrics["feeds_broken"] == 1 and metrics["feeds_thin"] == 0
     last = report["realized"][-1]
     assert latest_realized(report) is last
     assert metrics["realized_roc_auc"] == last["roc_auc"]
     assert metrics["realized_ece"] == last["ece"]
     assert "realized_clv_total_error" not in metrics  # None is not a metric
+    assert "realized_clv_gini" not in metrics
     assert all(math.isfinite(v) for v in metrics.values())
     tags = monitoring_tags(report, "churnguard")
     assert tags["churnguard.run_kind"] == "monitoring"
