@@ -798,19 +798,27 @@ def monitor_cmd(
         "--model", help="Model URI (default: models:/<model name>@<alias> from settings).")
     ] = None,
     out_dir: Annotated[Path, typer.Option(
-        "--out", help="Folder for monitor.json.")] = Path("monitor"),
+        "--out", help="Folder for monitor.json and monitor.html.")] = Path("monitor"),
     allow_unknown_customers: AllowUnknownOpt = False,
+    to_mlflow: Annotated[bool | None, typer.Option(
+        "--mlflow/--no-mlflow",
+        help="Log the report as a monitoring run in MLflow (experiment "
+        "CHURNGUARD_MONITOR_EXPERIMENT). Default: on when the model comes from the registry "
+        "(models:/, runs:/), a tracking URI is set or the embedded store exists; off for a "
+        "local model with no store (--mlflow then creates the embedded one).")] = None,
 ) -> None:
     """Drift, estimated and realized performance of the served model, and a verdict.
 
     Exit code 0 for ok and warn, 3 for alert (2: bad input), so a scheduler can run
-    churnguard train on an alert. Writes DIR/monitor.json (README, "Monitoring").
+    churnguard train on an alert. Writes DIR/monitor.json and DIR/monitor.html, and logs them
+    as an MLflow monitoring run (README, "Monitoring"); a failure to log only warns.
 
     Example:
 
       churnguard monitor --data data/demo --as-of 2026-02-01 --out monitor/
     """
     from churnguard.serving.monitor import Thresholds, monitor, write_report
+    from churnguard.serving.monitor_report import write_html
 
     settings = _settings()
     cutoff = _parse_date(as_of, "--as-of")
@@ -829,6 +837,7 @@ def monitor_cmd(
         except ValueError as exc:
             raise _fail(str(exc)) from None
     path = write_report(report, out_dir)
+    page = write_html(report, out_dir)
     est = report["estimated"]
     out.print(f"{report['verdict']}: v{version} as of {cutoff}, {report['customers']:,} "
               f"customers; score PSI {report['score']['psi']:.3f}, estimated churn rate "
@@ -842,9 +851,44 @@ def monitor_cmd(
                   highlight=False)
     for why in report["reasons"][:20]:
         out.print(f"  {why}", highlight=False)
-    out.print(f"wrote {path}", highlight=False)
+    out.print(f"wrote {path} and {page}", highlight=False)
+    _log_monitoring(report, [path, page], settings, uri, bundle.metadata, to_mlflow)
     if report["verdict"] == "alert":
         raise typer.Exit(EXIT_ALERT)
+
+
+def _log_monitoring(report: dict[str, Any], files: list[Path], settings: Settings, uri: str,
+                    metadata: dict[str, Any], wanted: bool | None) -> None:
+    """The monitoring run in MLflow (``--mlflow``; None: when a store is there to log to, see
+    ``monitor --help``). Never changes the exit code: a failure is a warning."""
+    from churnguard.serving.monitor_report import log_monitoring_run
+
+    if wanted is False:
+        return
+    from_registry = uri.startswith(("models:", "runs:"))
+    if wanted is None and not from_registry and _tracking(settings, create=False) is None:
+        log.info("monitoring run not logged to MLflow: local model and no tracking store "
+                 "(--mlflow creates the embedded one)")
+        return
+    name = (uri.removeprefix("models:/").split("@", 1)[0].split("/", 1)[0]
+            if uri.startswith("models:/") else settings.model_name)
+    extra = {"churnguard.model_uri": uri}
+    if metadata.get("run_id"):
+        extra["churnguard.training_run_id"] = str(metadata["run_id"])
+    tracking = None
+    try:
+        tracking = _tracking(settings)
+        run_id = log_monitoring_run(report, files, tracking,
+                                    experiment=settings.monitor_experiment, model_name=name,
+                                    extra_tags=extra)
+    except Exception as exc:  # MlflowException, OSError, a server that does not answer
+        where = tracking.uri if tracking is not None else "the tracking store"
+        err.print(f"[yellow]warning:[/] the monitoring run was not logged to MLflow at {where}"
+                  f" ({type(exc).__name__}: {exc}); {files[0].parent} has the report",
+                  highlight=False)
+        return
+    out.print(f"logged MLflow run {run_id} (experiment {settings.monitor_experiment})",
+              highlight=False)
 
 
 @app.command("serve")

@@ -158,6 +158,9 @@ class Settings(BaseSettings):
     monitor_ece_alert: float = Field(
         default=0.05, gt=0, le=1, description="`churnguard monitor`: a realized expected "
         "calibration error at or above this alerts.")
+    monitor_experiment: str = Field(
+        default="churnguard-monitoring", min_length=1, description="`churnguard monitor`: "
+        "MLflow experiment of the monitoring runs (tag churnguard.run_kind=monitoring).")
 
     @property
     def snapshot_path(self) -> Path:

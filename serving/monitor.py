@@ -40,7 +40,7 @@ from churnguard.features.io import atomic_output
 from churnguard.features.sources import Source
 from churnguard.model import evaluate
 from churnguard.model.bundle import ScoringBundle
-from churnguard.model.profile import OTHER, population_stability_index
+from churnguard.model.profile import OTHER, current_shares, population_stability_index
 from churnguard.model.score import score_matrix
 from churnguard.serving.predlog import read_prediction_log
 
@@ -86,6 +86,13 @@ def _rank_auc(ranks: np.ndarray, y: np.ndarray) -> float:
     if n1 == 0 or n0 == 0:
         return float("nan")
     return float((ranks[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def distribution(entry: dict[str, Any], values: np.ndarray | pd.Series) -> dict[str, Any]:
+    """A numeric profile ``entry``'s inner bin ``edges`` and its ``reference_shares`` beside
+    the ``current_shares`` of ``values`` in the same bins (what the PSI compares)."""
+    return {"edges": list(entry["edges"]), "reference_shares": list(entry["shares"]),
+            "current_shares": current_shares(entry, values).tolist()}
 
 
 def estimated_performance(p: np.ndarray, *, seed: int = 0,
@@ -428,8 +435,11 @@ def monitor(source: Source, bundle: ScoringBundle, model_version: str, *, as_of:
             "model_version": model_version, "reference_snapshot": reference["snapshot"],
             "customers": len(current), "feeds": feeds, "features": features,
             "not_compared": constant,
-            "score": {"psi": score_psi, "psi_with_calendar": score_psi_raw},
-            "clv": {"psi": clv_psi, "psi_with_calendar": clv_psi_raw},
+            "score": {"psi": score_psi, "psi_with_calendar": score_psi_raw,
+                      **distribution(reference["churn_probability"], at_ref.churn_probability)},
+            "clv": {"psi": clv_psi, "psi_with_calendar": clv_psi_raw,
+                    **distribution(reference["clv"], at_ref.clv)},
+            "test_roc_auc": None if test_auc is None else float(test_auc),
             "estimated": estimated_performance(full.churn_probability),
             "realized": realized,
             "thresholds": {k: getattr(t, k) for k in t.__dataclass_fields__}}

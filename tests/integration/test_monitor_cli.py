@@ -46,13 +46,21 @@ def profiled_model(fake_bundle: Any, fake_features: pd.DataFrame,
     return str(root / "pyfunc")
 
 
-def _monitor(data: Path, model: str, as_of: date, out: Path) -> tuple[int, dict[str, Any]]:
+def _monitor(data: Path, model: str, as_of: date, out: Path, *args: str
+             ) -> tuple[int, dict[str, Any]]:
+    code, report, _ = _monitor_output(data, model, as_of, out, *args)
+    return code, report
+
+
+def _monitor_output(data: Path, model: str, as_of: date, out: Path, *args: str
+                    ) -> tuple[int, dict[str, Any], str]:
     result = runner.invoke(app, ["monitor", "--data", str(data), "--as-of", as_of.isoformat(),
-                                 "--model", model, "--out", str(out)])
+                                 "--model", model, "--out", str(out), *args])
     assert result.exit_code in (0, EXIT_ALERT), result.output
     report = json.loads((out / "monitor.json").read_text())
     assert (result.exit_code == EXIT_ALERT) == (report["verdict"] == "alert"), result.output
-    return result.exit_code, report
+    assert (out / "monitor.html").is_file(), result.output
+    return result.exit_code, report, result.output
 
 
 def test_no_drift_on_the_reference_snapshot(small_demo_dir: Path, profiled_model: str,
@@ -82,12 +90,13 @@ def test_no_drift_on_the_reference_snapshot(small_demo_dir: Path, profiled_model
 
 
 def test_realized_performance_equals_the_labels_and_survives_a_rerun(
-        small_demo_dir: Path, profiled_model: str, tmp_path: Path,
+        small_demo_dir: Path, profiled_model: str, tmp_path: Path, embedded_store: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     from churnguard.features.build import label_sql
     from churnguard.features.sources import open_source
+    from churnguard.model.registry import Tracking
 
     monkeypatch.setenv("CHURNGUARD_PREDICTION_LOG_DIR", str(tmp_path / "log"))
     scores = tmp_path / "scores.parquet"
@@ -99,7 +108,7 @@ def test_realized_performance_equals_the_labels_and_survives_a_rerun(
     _, early = _monitor(small_demo_dir, profiled_model, T0 + timedelta(days=89),
                         tmp_path / "early")
     assert early["realized"] == []
-    _, report = _monitor(small_demo_dir, profiled_model, as_of, tmp_path / "m1")
+    _, report = _monitor(small_demo_dir, profiled_model, as_of, tmp_path / "m1", "--mlflow")
     [run] = report["realized"]
     with open_source(small_demo_dir) as source:
         labels = source.con.sql(label_sql(T0, 90, 120)).to_df()
@@ -126,8 +135,64 @@ def test_realized_performance_equals_the_labels_and_survives_a_rerun(
     assert 0 < run["estimated"]["churn_rate"] < 1
     assert sum(c["n"] for c in run["reliability"]) == run["n"]
     assert run["clv_total_error"] is None  # the 120-day CLV window is still open
+    # The reliability bins are the calibration error's; the MLflow run has the run's metrics.
+    assert run["ece"] == pytest.approx(sum(
+        b["n"] / run["n"] * abs(b["observed_rate"] - b["mean_predicted"])
+        for b in run["reliability"]), abs=1e-12)
+    client = Tracking.resolve(embedded_store).client()
+    [logged] = client.search_runs(
+        [client.get_experiment_by_name("churnguard-monitoring").experiment_id])
+    assert logged.data.metrics["realized_roc_auc"] == pytest.approx(run["roc_auc"])
+    assert logged.data.metrics["realized_ece"] == pytest.approx(run["ece"])
+    assert logged.data.tags["churnguard.realized_scored_as_of"] == T0.isoformat()
 
     assert runner.invoke(app, score).exit_code == 0  # the same batch again
     _, again = _monitor(small_demo_dir, profiled_model, as_of, tmp_path / "m2")
     assert again["realized"] == report["realized"]
     assert np.isfinite(run["pr_auc"])
+
+
+def test_monitor_writes_the_page_and_a_monitoring_run(
+        small_demo_dir: Path, profiled_model: str, fake_bundle: Any, tmp_path: Path,
+        embedded_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from churnguard.model.registry import Tracking
+
+    monkeypatch.setenv("CHURNGUARD_PREDICTION_LOG_DIR", str(tmp_path / "log"))
+    as_of = date.fromisoformat(fake_bundle.metadata["as_of"])
+    # A local model and no tracking store: the page, and no store created for it.
+    _, report = _monitor(small_demo_dir, profiled_model, as_of, tmp_path / "local")
+    page = (tmp_path / "local" / "monitor.html").read_text(encoding="utf-8")
+    assert "data:image/png;base64," in page and "verdict: ok" in page
+    assert len(report["score"]["current_shares"]) == len(report["score"]["edges"]) + 1
+    assert not (embedded_store / "mlflow.db").exists()
+
+    # --mlflow creates the embedded store and logs the run there.
+    code, report = _monitor(small_demo_dir, profiled_model, as_of, tmp_path / "m", "--mlflow")
+    client = Tracking.resolve(embedded_store).client()
+    exp = client.get_experiment_by_name("churnguard-monitoring")
+    [run] = client.search_runs([exp.experiment_id])
+    assert run.info.status == "FINISHED"
+    tags, metrics = run.data.tags, run.data.metrics
+    assert tags["churnguard.run_kind"] == "monitoring"
+    assert tags["churnguard.model_version"] == report["model_version"] == profiled_model
+    assert tags["churnguard.model_name"] == "churnguard"
+    assert tags["churnguard.verdict"] == report["verdict"] and tags["as_of"] == report["as_of"]
+    assert metrics["score_psi"] == pytest.approx(report["score"]["psi"])
+    assert metrics["max_feature_psi"] == pytest.approx(report["features"][0]["psi"])
+    assert metrics["estimated_roc_auc"] == pytest.approx(report["estimated"]["roc_auc"])
+    assert {"clv_psi", "estimated_churn_rate", "estimated_log_loss"} <= set(metrics)
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"monitor.json",
+                                                                         "monitor.html"}
+    # Now that the store exists, the default logs too; a failure to log only warns.
+    _monitor(small_demo_dir, profiled_model, as_of, tmp_path / "m2")
+    assert len(client.search_runs([exp.experiment_id])) == 2
+
+    def broken(*args: Any, **kwargs: Any) -> str:
+        raise RuntimeError("tracking server down")
+
+    monkeypatch.setattr("churnguard.serving.monitor_report.log_monitoring_run", broken)
+    again, _, output = _monitor_output(small_demo_dir, profiled_model, as_of, tmp_path / "m3")
+    assert again == code
+    assert "warning:" in output and "tracking server down" in output, output
+    _monitor(small_demo_dir, profiled_model, as_of, tmp_path / "m4", "--no-mlflow")
+    assert len(client.search_runs([exp.experiment_id])) == 2
