@@ -64,28 +64,47 @@ def categorical_entry(values: pd.Series | Sequence[Any], levels: Sequence[str]
             "null_rate": 1.0 - len(present) / n if n else 0.0, "n": n}
 
 
+def bin_counts(entry: Mapping[str, Any], values: np.ndarray | pd.Series | Sequence[Any]
+               ) -> np.ndarray:
+    """How many non-null ``values`` fall in each bin (or level) of a profile ``entry``: what a
+    sample adds up chunk by chunk (:func:`psi_from_counts`)."""
+    if entry["kind"] == "numeric":
+        x = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=float)
+        edges = np.asarray(entry["edges"], dtype=float)
+        return np.bincount(np.searchsorted(edges, x[np.isfinite(x)], side="left"),
+                           minlength=len(edges) + 1)
+    s = pd.Series(values, dtype=object)
+    counts = s[s.notna()].astype(str).value_counts()
+    levels = [lv for lv in entry["shares"] if lv != OTHER]
+    known = counts.index.isin(levels)
+    return np.array([int(counts.get(lv, 0)) if lv != OTHER else int(counts[~known].sum())
+                     for lv in entry["shares"]])
+
+
 def current_shares(entry: Mapping[str, Any], values: np.ndarray | pd.Series | Sequence[Any]
                    ) -> np.ndarray:
     """The shares of ``values`` in the bins (or levels) of a profile ``entry``."""
-    if entry["kind"] == "numeric":
-        x = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=float)
-        return _bin_shares(x[np.isfinite(x)], np.asarray(entry["edges"], dtype=float))
-    levels = [lv for lv in entry["shares"] if lv != OTHER]
-    cur = categorical_entry(pd.Series(values, dtype=object), levels)["shares"]
-    return np.array([cur[lv] for lv in entry["shares"]])
+    counts = bin_counts(entry, values)
+    return counts / max(int(counts.sum()), 1)
+
+
+def psi_from_counts(entry: Mapping[str, Any], counts: np.ndarray) -> float:
+    """PSI (module docstring) of a sample given by its :func:`bin_counts` against ``entry``; 0
+    for an entry with no non-null reference values."""
+    ref = np.asarray(list(entry["shares"].values()) if entry["kind"] == "categorical"
+                     else entry["shares"], dtype=float)
+    if ref.size == 0:
+        return 0.0
+    cur = np.asarray(counts, dtype=float) / max(float(np.sum(counts)), 1.0)
+    p, q = np.maximum(ref, PSI_FLOOR), np.maximum(cur, PSI_FLOOR)
+    return float(np.sum((q - p) * np.log(q / p)))
 
 
 def population_stability_index(entry: Mapping[str, Any],
                                values: np.ndarray | pd.Series | Sequence[Any]) -> float:
     """PSI of ``values`` against a profile ``entry`` (module docstring); 0 for an entry with
     no non-null reference values."""
-    ref = np.asarray(list(entry["shares"].values()) if entry["kind"] == "categorical"
-                     else entry["shares"], dtype=float)
-    if ref.size == 0:
-        return 0.0
-    cur = current_shares(entry, values)
-    p, q = np.maximum(ref, PSI_FLOOR), np.maximum(cur, PSI_FLOOR)
-    return float(np.sum((q - p) * np.log(q / p)))
+    return psi_from_counts(entry, bin_counts(entry, values))
 
 
 def reference_profile(features: pd.DataFrame, kinds: Mapping[str, str],

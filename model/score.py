@@ -100,6 +100,13 @@ def score_matrix(bundle: ScoringBundle, X: np.ndarray, *, drivers: bool = True) 
                       policy=policy)
 
 
+def predict_outputs(bundle: ScoringBundle, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Only the churn probability and the CLV of an encoded matrix: :func:`score_matrix`'s
+    numbers without the policy (tiers, actions), for work that needs no more (monitoring)."""
+    core = _core_checked(bundle, X)
+    return core["churn_probability"], core["clv"]
+
+
 #: Per encoder (one per loaded bundle): which features may be listed as drivers, and what a
 #: null value of each means — derived from the feature definitions once, not per call.
 _DRIVER_INFO: weakref.WeakKeyDictionary[RowEncoder, tuple[np.ndarray, dict[str, str]]] = (

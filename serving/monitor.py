@@ -26,7 +26,7 @@ At an as-of date, from the source and the prediction log:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -34,14 +34,21 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
-from churnguard.features.build import LabelMode, build_features, label_sql
+from churnguard.features.build import LabelMode, label_sql
 from churnguard.features.io import atomic_output
 from churnguard.features.sources import Source
 from churnguard.model import evaluate
 from churnguard.model.bundle import ScoringBundle
-from churnguard.model.profile import OTHER, current_shares, population_stability_index
-from churnguard.model.score import score_matrix
+from churnguard.model.profile import (
+    OTHER,
+    bin_counts,
+    current_shares,
+    population_stability_index,
+    psi_from_counts,
+)
+from churnguard.model.score import predict_outputs
 from churnguard.serving.predlog import read_prediction_log
 
 Verdict = Literal["ok", "warn", "alert"]
@@ -341,14 +348,66 @@ def _at_reference_calendar(current: pd.DataFrame, entries: dict[str, Any],
 MONITOR_STEPS = ("features", "scores", "drift", "feeds", "realized")
 
 
+class _Sample:
+    """What :func:`monitor` keeps of the customers as of its date, chunk by chunk: per
+    compared feature its bin counts and nulls, and the two outputs at both calendars."""
+
+    def __init__(self, entries: dict[str, Any], compared: list[str]) -> None:
+        self.entries, self.compared = entries, compared
+        self.counts = {n: np.zeros(_n_bins(entries[n]), dtype=np.int64) for n in compared}
+        self.nulls = dict.fromkeys(compared, 0)
+        self.rows = 0
+        self.outputs: dict[str, list[np.ndarray]] = {
+            k: [] for k in ("p", "clv", "p_ref", "clv_ref")}
+
+    def add(self, chunk: pd.DataFrame, bundle: ScoringBundle, constant: list[str]) -> None:
+        n = len(chunk)
+        self.rows += n
+        for name in self.compared:
+            col = chunk[name] if name in chunk else pd.Series([None] * n, dtype=object)
+            counts = bin_counts(self.entries[name], col)
+            self.counts[name] += counts
+            self.nulls[name] += n - int(counts.sum())
+        p, clv = predict_outputs(bundle, bundle.encode(chunk))
+        pinned = _at_reference_calendar(chunk, self.entries, constant)
+        p_ref, clv_ref = ((p, clv) if pinned is chunk
+                          else predict_outputs(bundle, bundle.encode(pinned)))
+        for key, value in (("p", p), ("clv", clv), ("p_ref", p_ref), ("clv_ref", clv_ref)):
+            self.outputs[key].append(np.asarray(value, dtype=float))
+
+    def output(self, key: str) -> np.ndarray:
+        parts = self.outputs[key]
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def _n_bins(entry: dict[str, Any]) -> int:
+    return len(entry["shares"]) if entry["kind"] == "categorical" else len(entry["edges"]) + 1
+
+
+def feature_chunks(source: Source, bundle: ScoringBundle, as_of: date) -> Iterator[pd.DataFrame]:
+    """The bundle's features of every customer as of ``as_of``, in chunks: built by the batch
+    job's DuckDB engine (hash partitions above its row budget), so memory stays flat."""
+    from churnguard.serving.batch import BatchJob, DuckDBEngine
+
+    class _Features(BatchJob):
+        def score(self, features: pa.Table | pa.RecordBatch) -> pa.Table:
+            return (pa.Table.from_batches([features]) if isinstance(features, pa.RecordBatch)
+                    else features)
+
+    _, chunks = DuckDBEngine(source).scored_chunks(
+        _Features(bundle=bundle, as_of=as_of, model_version="", drivers=False))
+    for table in chunks:
+        yield table.to_pandas()
+
+
 def monitor(source: Source, bundle: ScoringBundle, model_version: str, *, as_of: date,
             log_root: Path, thresholds: Thresholds | None = None,
-            features_as_of: pd.DataFrame | None = None,
+            features_as_of: Iterable[pd.DataFrame] | None = None,
             progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """The monitoring report of ``bundle`` at ``as_of`` (the keys of ``monitor.json``).
 
-    ``features_as_of``: the bundle's features of the customers as of ``as_of`` when another
-    engine built them (``--engine spark``); by default they are built here, in DuckDB.
+    ``features_as_of``: the bundle's features of the customers as of ``as_of``, in chunks,
+    when another engine built them (``--engine spark``); by default :func:`feature_chunks`.
     ``progress(done, total)`` is called after each of :data:`MONITOR_STEPS`."""
     t = thresholds or Thresholds()
     reference = bundle.metadata.get("reference_profile")
@@ -360,38 +419,35 @@ def monitor(source: Source, bundle: ScoringBundle, model_version: str, *, as_of:
         if progress is not None:
             progress(MONITOR_STEPS.index(name) + 1, len(MONITOR_STEPS))
 
-    current = (features_as_of if features_as_of is not None
-               else build_features(source, bundle.spec, as_of).to_pandas())
+    entries: dict[str, Any] = reference["features"]
+    # A feature with the same value for every reference customer (a calendar feature such as
+    # the season): any other date moves all of it, which says nothing about the data.
+    constant = [name for name, entry in entries.items() if _point_mass(entry)]
+    sample = _Sample(entries, [name for name in entries if name not in constant])
+    chunks = (features_as_of if features_as_of is not None
+              else feature_chunks(source, bundle, as_of))
+    for chunk in chunks:
+        # The outputs' drift is taken at the reference's calendar too: the season moves
+        # every CLV (a month later, PSI 0.16 on undrifted demo data) with nothing wrong.
+        sample.add(chunk, bundle, constant)
     step("features")
-    full = score_matrix(bundle, bundle.encode(current), drivers=False)
     step("scores")
-    features = []
-    constant: list[str] = []
-    for name, entry in reference["features"].items():
-        if _point_mass(entry):
-            # The same value for every reference customer (a calendar feature such as the
-            # season): any other date moves all of it, which says nothing about the data.
-            constant.append(name)
-            continue
-        col = current[name] if name in current else pd.Series([None] * len(current))
-        null_rate = float(col.isna().mean()) if len(col) else 0.0
-        psi = population_stability_index(entry, col)
+    features: list[dict[str, Any]] = []
+    for name in sample.compared:
+        entry = entries[name]
+        null_rate = sample.nulls[name] / sample.rows if sample.rows else 0.0
+        psi = psi_from_counts(entry, sample.counts[name])
         change = abs(null_rate - float(entry["null_rate"]))
         features.append({"name": name, "psi": psi, "null_rate": null_rate,
                          "reference_null_rate": float(entry["null_rate"]),
                          "status": _status(psi, change, t)})
     features.sort(key=lambda f: -f["psi"])
-    # The outputs' drift at the reference's calendar: the season moves every customer's CLV
-    # (a month later, PSI 0.16 on undrifted demo data) without anything wrong in the data.
-    pinned = _at_reference_calendar(current, reference["features"], constant)
-    at_ref = (full if pinned is current
-              else score_matrix(bundle, bundle.encode(pinned), drivers=False))
-    score_psi = population_stability_index(reference["churn_probability"],
-                                           at_ref.churn_probability)
-    clv_psi = population_stability_index(reference["clv"], at_ref.clv)
-    score_psi_raw = population_stability_index(reference["churn_probability"],
-                                               full.churn_probability)
-    clv_psi_raw = population_stability_index(reference["clv"], full.clv)
+    p, clv = sample.output("p"), sample.output("clv")
+    p_ref, clv_ref = sample.output("p_ref"), sample.output("clv_ref")
+    score_psi = population_stability_index(reference["churn_probability"], p_ref)
+    clv_psi = population_stability_index(reference["clv"], clv_ref)
+    score_psi_raw = population_stability_index(reference["churn_probability"], p)
+    clv_psi_raw = population_stability_index(reference["clv"], clv)
     step("drift")
     feeds = feed_health(source, date.fromisoformat(str(reference["snapshot"])[:10]), as_of)
     step("feeds")
@@ -433,14 +489,14 @@ def monitor(source: Source, bundle: ScoringBundle, model_version: str, *, as_of:
                      f"{float(test_auc):.3f} at training")
     return {"verdict": verdict, "reasons": reasons, "as_of": as_of.isoformat(),
             "model_version": model_version, "reference_snapshot": reference["snapshot"],
-            "customers": len(current), "feeds": feeds, "features": features,
+            "customers": sample.rows, "feeds": feeds, "features": features,
             "not_compared": constant,
             "score": {"psi": score_psi, "psi_with_calendar": score_psi_raw,
-                      **distribution(reference["churn_probability"], at_ref.churn_probability)},
+                      **distribution(reference["churn_probability"], p_ref)},
             "clv": {"psi": clv_psi, "psi_with_calendar": clv_psi_raw,
-                    **distribution(reference["clv"], at_ref.clv)},
+                    **distribution(reference["clv"], clv_ref)},
             "test_roc_auc": None if test_auc is None else float(test_auc),
-            "estimated": estimated_performance(full.churn_probability),
+            "estimated": estimated_performance(p),
             "realized": realized,
             "thresholds": {k: getattr(t, k) for k in t.__dataclass_fields__}}
 
