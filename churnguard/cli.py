@@ -10,6 +10,7 @@ import dataclasses
 import json
 import logging
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -806,6 +807,10 @@ def monitor_cmd(
         "CHURNGUARD_MONITOR_EXPERIMENT). Default: on when the model comes from the registry "
         "(models:/, runs:/), a tracking URI is set or the embedded store exists; off for a "
         "local model with no store (--mlflow then creates the embedded one).")] = None,
+    engine: Annotated[str, typer.Option(
+        "--engine", help="duckdb or spark: the engine that builds the customers' features "
+        "(the same feature SQL; Parquet sources). Feeds and labels are read by DuckDB.")
+    ] = "duckdb",
 ) -> None:
     """Drift, estimated and realized performance of the served model, and a verdict.
 
@@ -817,23 +822,30 @@ def monitor_cmd(
 
       churnguard monitor --data data/demo --as-of 2026-02-01 --out monitor/
     """
-    from churnguard.serving.monitor import Thresholds, monitor, write_report
+    from churnguard.serving.monitor import MONITOR_STEPS, Thresholds, monitor, write_report
     from churnguard.serving.monitor_report import write_html
 
     settings = _settings()
     cutoff = _parse_date(as_of, "--as-of")
     assert cutoff
+    if engine not in ("duckdb", "spark"):
+        raise _fail(f"unknown --engine {engine!r}; available: duckdb, spark")
     uri = model or f"models:/{settings.model_name}@{settings.model_alias}"
     thresholds = Thresholds(
         psi_warn=settings.monitor_psi_warn, psi_alert=settings.monitor_psi_alert,
         null_rate_change_warn=settings.monitor_null_rate_change_warn,
         auc_drop_alert=settings.monitor_auc_drop_alert, ece_alert=settings.monitor_ece_alert)
-    with _Steps("monitoring") as _, _open(
-            data, settings, allow_unknown_customers=allow_unknown_customers) as source:
+    with _Steps("monitoring", total=len(MONITOR_STEPS)) as steps, _open(
+            data, settings, allow_unknown_customers=allow_unknown_customers) as source, \
+            tempfile.TemporaryDirectory(prefix="churnguard-monitor-") as staging:
         bundle, version = _load_model(uri, settings)
+        chunks = (_spark_feature_chunks(data, bundle, cutoff, Path(staging),
+                                        allow_unknown_customers)
+                  if engine == "spark" else None)
         try:
             report = monitor(source, bundle, version, as_of=cutoff,
-                             log_root=settings.prediction_log_path, thresholds=thresholds)
+                             log_root=settings.prediction_log_path, thresholds=thresholds,
+                             features_as_of=chunks, progress=steps.update)
         except ValueError as exc:
             raise _fail(str(exc)) from None
     path = write_report(report, out_dir)
@@ -855,6 +867,26 @@ def monitor_cmd(
     _log_monitoring(report, [path, page], settings, uri, bundle.metadata, to_mlflow)
     if report["verdict"] == "alert":
         raise typer.Exit(EXIT_ALERT)
+
+
+def _spark_feature_chunks(data: str, bundle: Any, cutoff: date, staging: Path,
+                          allow_unknown_customers: bool) -> Iterator[Any]:
+    """The bundle's features as of ``cutoff`` built by Spark into ``staging``, read back in
+    chunks for ``monitor``."""
+    import pyarrow.parquet as pq
+
+    from churnguard.features.sources import DataContractError
+    from churnguard.features.spark import open_spark_source, spark_session, write_spark_features
+
+    path = staging / "features.parquet"
+    try:
+        src = open_spark_source(spark_session(), data,
+                                allow_unknown_customers=allow_unknown_customers)
+        write_spark_features(src, bundle.spec, cutoff, str(path))
+    except DataContractError as exc:
+        raise _fail(str(exc)) from None
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=100_000):
+        yield batch.to_pandas()
 
 
 def _log_monitoring(report: dict[str, Any], files: list[Path], settings: Settings, uri: str,

@@ -8,7 +8,7 @@ import stat
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -183,3 +183,47 @@ def test_score_cli_on_spark_writes_the_duckdb_scores_without_warnings(
                          .sort_values("customer_id").reset_index(drop=True) for e in outs)
     assert len(duck) > 0
     assert_same(duck, spark_frame)
+
+
+def test_monitor_on_spark_reports_what_duckdb_reports(
+        spark: Any, demo300: Path, fake_bundle: Any, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`churnguard monitor --engine spark`: Spark builds the customers' features, and the
+    drift and estimate are those of the DuckDB engine."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from churnguard.cli import app
+    from churnguard.features.build import build_features
+    from churnguard.features.sources import open_source
+    from churnguard.model.bundle import ScoringBundle
+    from churnguard.model.profile import reference_profile
+    from churnguard.model.score import score_matrix
+
+    bundle = ScoringBundle.load(fake_bundle.save(tmp_path / "copy"))
+    ref_day = AS_OF - timedelta(days=60)
+    with open_source(demo300) as src:
+        ref = build_features(src, bundle.spec, ref_day).to_pandas()
+    full = score_matrix(bundle, bundle.encode(ref), drivers=False)
+    bundle.metadata["reference_profile"] = reference_profile(
+        ref, {f.name: f.kind for f in bundle.spec.features()}, bundle.levels,
+        churn_probability=full.churn_probability, clv=full.clv, snapshot=ref_day.isoformat())
+    model = bundle.save(tmp_path / "profiled")
+    monkeypatch.setenv("CHURNGUARD_DATA_DIR", str(tmp_path / "data"))
+    reports = {}
+    for engine in ("duckdb", "spark"):
+        result = CliRunner().invoke(app, [
+            "monitor", "--data", str(demo300), "--as-of", AS_OF.isoformat(), "--model",
+            str(model), "--out", str(tmp_path / engine), "--engine", engine, "--no-mlflow"])
+        assert result.exit_code in (0, 3), result.output
+        reports[engine] = json.loads((tmp_path / engine / "monitor.json").read_text())
+    duck, on_spark = reports["duckdb"], reports["spark"]
+    assert on_spark["customers"] == duck["customers"] > 0
+    assert [f["name"] for f in on_spark["features"]] == [f["name"] for f in duck["features"]]
+    for a, b in zip(duck["features"], on_spark["features"], strict=True):
+        assert b["psi"] == pytest.approx(a["psi"], abs=1e-9), a["name"]
+        assert b["null_rate"] == pytest.approx(a["null_rate"], abs=1e-12), a["name"]
+    assert on_spark["score"]["psi"] == pytest.approx(duck["score"]["psi"], abs=1e-9)
+    assert on_spark["estimated"] == duck["estimated"]
+    assert on_spark["verdict"] == duck["verdict"]
