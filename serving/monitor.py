@@ -35,6 +35,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from churnguard.features.build import LabelMode, label_sql
 from churnguard.features.io import atomic_output
@@ -220,38 +221,65 @@ def realized_performance(source: Source, bundle: ScoringBundle, log_root: Path,
     ends by ``as_of``, oldest first: its realized metrics overall, per value tier and per
     lifecycle stage, its reliability curve, what was estimated from its own probabilities
     before the labels existed, and its campaigns' treated-against-hold-out churn."""
-    logged = read_prediction_log(log_root).to_pandas()
-    logged = logged[logged["channel"] == "batch"]
-    if logged.empty:
+    table = read_prediction_log(log_root)
+    # Only what the metrics need, joined with the labels in DuckDB: at a million logged
+    # customers, pandas merges of the whole log cost half a GiB.
+    logged = table.filter(pc.equal(table["channel"], "batch")).select(
+        ["customer_id", "scored_as_of", "model_version", "churn_probability", "clv",
+         "value_tier", "lifecycle_stage", "top_action"])
+    del table
+    if logged.num_rows == 0:
         return []
     label = str(bundle.metadata.get("label", "noncontractual"))
     grace = int(bundle.metadata.get("grace_days", 0))
     h, hc = bundle.horizon_days, bundle.clv_horizon_days
+    mode: LabelMode = "contractual" if label == "contractual" else "noncontractual"
+    con = source.con
+    con.register("_monitor_log", logged)
     out: list[dict[str, Any]] = []
-    for (scored, version), run in logged.groupby(["scored_as_of", "model_version"], sort=True):
-        t0 = pd.Timestamp(scored).date()
-        if t0 + timedelta(days=h + grace) > as_of:
-            continue  # the label window is still open
-        mode: LabelMode = "contractual" if label == "contractual" else "noncontractual"
-        labels = source.con.sql(label_sql(t0, h, hc, mode, grace_days=grace)).to_df()
-        joined = run.merge(labels, on="customer_id", how="inner")
-        clv_closed = t0 + timedelta(days=hc) <= as_of and "future_spend" in joined
-        y = joined["churned"].to_numpy(dtype=float)
-        p = joined["churn_probability"].to_numpy(dtype=float)
-        est = estimated_performance(run["churn_probability"].to_numpy(dtype=float))
-        entry: dict[str, Any] = {
-            "scored_as_of": t0.isoformat(), "model_version": str(version), "n_logged": len(run),
-            **realized_metrics(y, p, joined["clv"].to_numpy(dtype=float),
-                               joined["future_spend"].to_numpy(dtype=float)
-                               if clv_closed else None),
-            "estimated": {k: est[k] for k in ("churn_rate", "roc_auc", "roc_auc_band",
-                                              "log_loss")},
-            "reliability": reliability(y, p),
-            "by_value_tier": _by_group(joined, "value_tier", clv_closed),
-            "by_lifecycle_stage": _by_group(joined, "lifecycle_stage", clv_closed),
-            "campaigns": _campaign_outcomes(source, joined, t0, h)}
-        out.append(entry)
+    try:
+        runs = con.sql("SELECT DISTINCT scored_as_of, model_version FROM _monitor_log "
+                       "ORDER BY 1, 2").fetchall()
+        for scored, version in runs:
+            entry = _realized_run(source, scored, str(version), as_of, mode, h, hc, grace)
+            if entry is not None:
+                out.append(entry)
+    finally:
+        con.unregister("_monitor_log")
     return out
+
+
+def _realized_run(source: Source, scored: date, version: str, as_of: date, mode: LabelMode,
+                  h: int, hc: int, grace: int) -> dict[str, Any] | None:
+    t0 = pd.Timestamp(scored).date()
+    if t0 + timedelta(days=h + grace) > as_of:
+        return None  # the label window is still open
+    where = f"scored_as_of = DATE '{t0.isoformat()}' AND model_version = $version"
+    run_p = source.con.execute(
+        f"SELECT churn_probability FROM _monitor_log WHERE {where}",
+        {"version": version}).fetchnumpy()["churn_probability"]
+    joined = source.con.execute(
+        f"""SELECT l.customer_id, l.churn_probability, l.clv, l.value_tier, l.lifecycle_stage,
+                   l.top_action, lab.churned, lab.future_spend
+            FROM (SELECT * FROM _monitor_log WHERE {where}) AS l
+            JOIN ({label_sql(t0, h, hc, mode, grace_days=grace)}) AS lab USING (customer_id)""",
+        {"version": version}).df()
+    clv_closed = t0 + timedelta(days=hc) <= as_of and "future_spend" in joined
+    y = joined["churned"].to_numpy(dtype=float)
+    p = joined["churn_probability"].to_numpy(dtype=float)
+    est = estimated_performance(np.asarray(run_p, dtype=float))
+    entry: dict[str, Any] = {
+        "scored_as_of": t0.isoformat(), "model_version": version, "n_logged": len(run_p),
+        **realized_metrics(y, p, joined["clv"].to_numpy(dtype=float),
+                           joined["future_spend"].to_numpy(dtype=float)
+                           if clv_closed else None),
+        "estimated": {k: est[k] for k in ("churn_rate", "roc_auc", "roc_auc_band",
+                                          "log_loss")},
+        "reliability": reliability(y, p),
+        "by_value_tier": _by_group(joined, "value_tier", clv_closed),
+        "by_lifecycle_stage": _by_group(joined, "lifecycle_stage", clv_closed),
+        "campaigns": _campaign_outcomes(source, joined, t0, h)}
+    return entry
 
 
 #: Feed health: the shortest recent window, and the reference window before the reference
