@@ -161,6 +161,12 @@ class Settings(BaseSettings):
     monitor_experiment: str = Field(
         default="churnguard-monitoring", min_length=1, description="`churnguard monitor`: "
         "MLflow experiment of the monitoring runs (tag churnguard.run_kind=monitoring).")
+    monitor_state_path: Path | None = Field(
+        default=None,
+        description="Where `churnguard monitor` records its last verdict (a small JSON file) "
+        "and the API reads it for `GET /v1/model` (`monitoring`); default "
+        "<data_dir>/monitoring/last_verdict.json.",
+    )
 
     @property
     def snapshot_path(self) -> Path:
@@ -169,6 +175,10 @@ class Settings(BaseSettings):
     @property
     def prediction_log_path(self) -> Path:
         return self.prediction_log_dir or self.data_dir / "prediction_log"
+
+    @property
+    def monitor_state_file(self) -> Path:
+        return self.monitor_state_path or self.data_dir / "monitoring" / "last_verdict.json"
 
     @model_validator(mode="before")
     @classmethod

@@ -19,6 +19,7 @@ from churnguard.serving import docs, errors
 from churnguard.serving.metrics import Metrics
 from churnguard.serving.middleware import ServiceMiddleware
 from churnguard.serving.model import LoadedModel, ModelHolder, mlflow_loader, mlflow_resolver
+from churnguard.serving.monitor_state import VerdictReader
 from churnguard.serving.predlog import ApiPredictionLog
 from churnguard.serving.routers import campaigns, meta, scores
 from churnguard.serving.schemas import ErrorResponse
@@ -127,6 +128,7 @@ def create_app(settings: Settings | None = None, *, holder: ModelHolder | None =
     app.state.holder = holder
     app.state.store = store
     app.state.prediction_log = None
+    app.state.verdicts = VerdictReader(settings.monitor_state_file)
     app.state.api_keys = key_digests(settings.api_keys)
     errors.install(app)
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)],
