@@ -167,6 +167,16 @@ class Settings(BaseSettings):
         "and the API reads it for `GET /v1/model` (`monitoring`); default "
         "<data_dir>/monitoring/last_verdict.json.",
     )
+    monitor_live_window: int = Field(
+        default=10_000, ge=1, le=10_000_000,
+        description="The API's live score drift: PSI in /metrics (churnguard_score_psi) of the "
+        "churn probabilities of the last this many customers it scored, per worker.",
+    )
+    monitor_live_min_rows: int = Field(
+        default=500, ge=1, le=10_000_000,
+        description="The live score PSI is shown only once the window holds at least this "
+        "many scores of the served model (a smaller window: once it is full).",
+    )
 
     @property
     def snapshot_path(self) -> Path:

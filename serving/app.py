@@ -58,7 +58,8 @@ def create_app(settings: Settings | None = None, *, holder: ModelHolder | None =
     """The API. ``holder`` and ``store`` default to the MLflow registry and the store in
     ``settings`` (tests may pass their own)."""
     settings = settings or load_settings()
-    metrics = Metrics()
+    metrics = Metrics(live_window=settings.monitor_live_window,
+                      live_min_rows=settings.monitor_live_min_rows)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -68,6 +69,8 @@ def create_app(settings: Settings | None = None, *, holder: ModelHolder | None =
 
         def changed(model: LoadedModel | None) -> None:
             metrics.set_model(h.name, model.version if model else None)
+            metrics.serve_reference(model.version if model else None,
+                                    model.bundle.metadata if model else None)
             # Encode the snapshot for the new model now, and re-check that it fits.
             s.use_model(model.bundle if model else None, model.version if model else None)
             if s.info:

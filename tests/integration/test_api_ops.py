@@ -502,7 +502,7 @@ def test_model_info_floats_are_rounded(api_store: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# 10. Monitoring in the service: the last verdict in /v1/model
+# 10. Monitoring in the service: the last verdict in /v1/model, the live score PSI in /metrics
 
 
 @pytest.fixture(scope="module")
@@ -526,6 +526,64 @@ def profiled_store(fake_bundle: Any, fake_features: Any, snapshot: Path,
     register(data_dir, bundle_dir)
     shutil.copy(snapshot, data_dir / "features.parquet")
     return data_dir, bundle_dir
+
+
+def _gauges(text: str, name: str) -> dict[str, float]:
+    """``{labels: value}`` of the samples of ``name`` in a /metrics text."""
+    out = {}
+    for line in text.splitlines():
+        head, _, value = line.rpartition(" ")
+        if head == name or head.startswith(name + "{"):
+            out[head[len(name):]] = float(value)
+    return out
+
+
+def test_live_score_psi_in_metrics_and_reset_on_a_new_champion(
+        profiled_store: tuple[Path, Path], snapshot: Path, tmp_path: Path) -> None:
+    from churnguard.model.bundle import ScoringBundle
+    from churnguard.model.profile import population_stability_index
+    from churnguard.serving.app import create_app
+
+    data_dir, bundle_dir = profiled_store
+    entry = ScoringBundle.load(bundle_dir).metadata["reference_profile"]["churn_probability"]
+    every = ids(snapshot, 400)
+    s = settings_for(data_dir, monitor_live_window=300, monitor_live_min_rows=120,
+                     monitor_state_path=tmp_path / "none.json")
+    with TestClient(create_app(s), headers={"X-API-Key": API_KEY}) as c:
+        def psi_series() -> dict[str, float]:
+            return _gauges(c.get("/metrics").text, "churnguard_score_psi")
+
+        def rows() -> float:
+            return _gauges(c.get("/metrics").text,
+                           "churnguard_score_psi_window_rows")[""]
+
+        assert psi_series() == {} and rows() == 0
+        served: list[float] = []
+
+        def post(batch: list[str]) -> None:
+            r = c.post("/v1/scores", json={"customers": [{"customer_id": i} for i in batch]})
+            assert r.status_code == 200, r.text
+            served.extend(x["churn_probability"] for x in r.json()["scores"])
+
+        post(every[:100])
+        assert psi_series() == {} and rows() == 100  # below the minimum: no PSI yet
+        one = c.get(f"/v1/customers/{every[100]}/score")  # the single-customer route counts
+        served.append(one.json()["churn_probability"])
+        assert rows() == 101
+        for k in range(101, 400, 50):
+            post(every[k:k + 50])
+        window = served[-300:]
+        assert rows() == 300
+        series = psi_series()
+        assert list(series) == ['{model_version="1"}']
+        assert series['{model_version="1"}'] == pytest.approx(
+            population_stability_index(entry, window), rel=1e-9, abs=1e-12)
+        # A new champion: the window starts again, v1's series is gone.
+        promote(data_dir, register(data_dir, bundle_dir, champion=False))
+        _wait_for(lambda: c.get("/readyz").json()["model_version"] == "2", 60)
+        assert psi_series() == {} and rows() == 0
+        post(every[:150])
+        assert list(psi_series()) == ['{model_version="2"}']
 
 
 def test_model_info_shows_the_last_monitoring_verdict(
