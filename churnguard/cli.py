@@ -824,6 +824,7 @@ def monitor_cmd(
     """
     from churnguard.serving.monitor import MONITOR_STEPS, Thresholds, monitor, write_report
     from churnguard.serving.monitor_report import write_html
+    from churnguard.serving.monitor_state import record_verdict
 
     settings = _settings()
     cutoff = _parse_date(as_of, "--as-of")
@@ -850,6 +851,7 @@ def monitor_cmd(
             raise _fail(str(exc)) from None
     path = write_report(report, out_dir)
     page = write_html(report, out_dir)
+    record_verdict(report, settings.monitor_state_file, report_path=path.resolve())
     est = report["estimated"]
     out.print(f"{report['verdict']}: v{version} as of {cutoff}, {report['customers']:,} "
               f"customers; score PSI {report['score']['psi']:.3f}, estimated churn rate "

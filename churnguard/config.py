@@ -161,6 +161,22 @@ class Settings(BaseSettings):
     monitor_experiment: str = Field(
         default="churnguard-monitoring", min_length=1, description="`churnguard monitor`: "
         "MLflow experiment of the monitoring runs (tag churnguard.run_kind=monitoring).")
+    monitor_state_path: Path | None = Field(
+        default=None,
+        description="Where `churnguard monitor` records its last verdict (a small JSON file) "
+        "and the API reads it for `GET /v1/model` (`monitoring`); default "
+        "<data_dir>/monitoring/last_verdict.json.",
+    )
+    monitor_live_window: int = Field(
+        default=10_000, ge=1, le=10_000_000,
+        description="The API's live score drift: PSI in /metrics (churnguard_score_psi) of the "
+        "churn probabilities of the last this many customers it scored, per worker.",
+    )
+    monitor_live_min_rows: int = Field(
+        default=500, ge=1, le=10_000_000,
+        description="The live score PSI is shown only once the window holds at least this "
+        "many scores of the served model (a smaller window: once it is full).",
+    )
 
     @property
     def snapshot_path(self) -> Path:
@@ -169,6 +185,10 @@ class Settings(BaseSettings):
     @property
     def prediction_log_path(self) -> Path:
         return self.prediction_log_dir or self.data_dir / "prediction_log"
+
+    @property
+    def monitor_state_file(self) -> Path:
+        return self.monitor_state_path or self.data_dir / "monitoring" / "last_verdict.json"
 
     @model_validator(mode="before")
     @classmethod

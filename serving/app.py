@@ -19,6 +19,7 @@ from churnguard.serving import docs, errors
 from churnguard.serving.metrics import Metrics
 from churnguard.serving.middleware import ServiceMiddleware
 from churnguard.serving.model import LoadedModel, ModelHolder, mlflow_loader, mlflow_resolver
+from churnguard.serving.monitor_state import VerdictReader
 from churnguard.serving.predlog import ApiPredictionLog
 from churnguard.serving.routers import campaigns, meta, scores
 from churnguard.serving.schemas import ErrorResponse
@@ -57,7 +58,8 @@ def create_app(settings: Settings | None = None, *, holder: ModelHolder | None =
     """The API. ``holder`` and ``store`` default to the MLflow registry and the store in
     ``settings`` (tests may pass their own)."""
     settings = settings or load_settings()
-    metrics = Metrics()
+    metrics = Metrics(live_window=settings.monitor_live_window,
+                      live_min_rows=settings.monitor_live_min_rows)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -67,6 +69,8 @@ def create_app(settings: Settings | None = None, *, holder: ModelHolder | None =
 
         def changed(model: LoadedModel | None) -> None:
             metrics.set_model(h.name, model.version if model else None)
+            metrics.serve_reference(model.version if model else None,
+                                    model.bundle.metadata if model else None)
             # Encode the snapshot for the new model now, and re-check that it fits.
             s.use_model(model.bundle if model else None, model.version if model else None)
             if s.info:
@@ -127,6 +131,7 @@ def create_app(settings: Settings | None = None, *, holder: ModelHolder | None =
     app.state.holder = holder
     app.state.store = store
     app.state.prediction_log = None
+    app.state.verdicts = VerdictReader(settings.monitor_state_file)
     app.state.api_keys = key_digests(settings.api_keys)
     errors.install(app)
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)],

@@ -9,7 +9,10 @@ files under ``PROMETHEUS_MULTIPROC_DIR``, a fresh temporary directory unless set
 from __future__ import annotations
 
 import collections
+import math
 import os
+import threading
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -22,6 +25,8 @@ from prometheus_client import (
     multiprocess,
 )
 
+from churnguard.serving.live_drift import ScoreWindow, reference_entry
+
 #: prometheus_client's switch to multiprocess mode (read when prometheus_client is imported).
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -30,7 +35,10 @@ PROB_BUCKETS = tuple(i / 10 for i in range(1, 11))
 
 
 class Metrics:
-    def __init__(self) -> None:
+    """The API's metrics. ``live_window`` / ``live_min_rows``: the live score drift window
+    (serving/live_drift.py; CHURNGUARD_MONITOR_LIVE_WINDOW / _MIN_ROWS)."""
+
+    def __init__(self, live_window: int = 10_000, live_min_rows: int = 500) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
         r = self.registry
@@ -61,6 +69,18 @@ class Metrics:
             "churnguard_prediction_log_dropped_rows_total", "Scored rows the prediction log "
             "dropped (queue full or write failed); the responses were not affected.",
             registry=r)
+        self.score_psi = Gauge(
+            "churnguard_score_psi", "PSI of the churn probabilities of the last "
+            "CHURNGUARD_MONITOR_LIVE_WINDOW customers scored against the served model's "
+            "reference profile (absent until CHURNGUARD_MONITOR_LIVE_MIN_ROWS of them, or "
+            "without a reference profile).", ["model_version"], registry=r,
+            multiprocess_mode="liveall")
+        self.score_psi_rows = Gauge(
+            "churnguard_score_psi_window_rows", "Scores of the served model in the live score "
+            "PSI window.", registry=r, multiprocess_mode="liveall")
+        self.live = ScoreWindow(live_window, live_min_rows)
+        self._live_lock = threading.Lock()
+        self._psi_version: str | None = None
         # Label children looked up once: ``labels()`` validates and locks on every call.
         self._risk_tier: dict[str, Any] = {}
         self._http: dict[tuple[str, str, int], tuple[Any, Any]] = {}
@@ -77,12 +97,17 @@ class Metrics:
         children[0].inc()
         children[1].observe(seconds)
 
-    def scored(self, churn_probability: np.ndarray, risk_tiers: Any) -> None:
+    def scored(self, churn_probability: np.ndarray, risk_tiers: Any,
+               model_version: str | None = None) -> None:
         """Count a batch of scores: customers, risk tiers and the churn-probability histogram
-        (one increment per bucket instead of one ``observe`` per customer)."""
+        (one increment per bucket instead of one ``observe`` per customer), and add them to
+        the live score window of ``model_version``."""
         n = len(churn_probability)
         if n == 0:
             return
+        if self.live.add(churn_probability, model_version) and self.multiprocess:
+            # A scrape reads the workers' files: each worker keeps its own gauges current.
+            self.refresh_live()
         self.scores.inc(n)
         for tier, count in collections.Counter(str(t) for t in risk_tiers).items():
             child = self._risk_tier.get(tier)
@@ -105,7 +130,32 @@ class Metrics:
             self.model_info.labels(name=name, version=version).set(1)
         self.model_loaded.set(1 if version is not None else 0)
 
+    def serve_reference(self, version: str | None, metadata: Mapping[str, Any] | None) -> None:
+        """A new served model (or none): an empty live score window for ``version`` with the
+        reference entry of its bundle ``metadata``."""
+        self.live.reset(reference_entry(metadata) if metadata is not None else None, version)
+        self.refresh_live()
+
+    def refresh_live(self) -> None:
+        """Set the live score gauges from the window: ``churnguard_score_psi`` of the served
+        version, absent while there is no PSI (with --workers, where a series cannot be
+        removed, a previous version's series reads NaN instead)."""
+        with self._live_lock:
+            version, rows, psi = self.live.state()
+            self.score_psi_rows.set(rows)
+            shown = self._psi_version
+            if shown is not None and (psi is None or shown != version):
+                if self.multiprocess:
+                    self.score_psi.labels(shown).set(math.nan)
+                else:
+                    self.score_psi.remove(shown)
+                self._psi_version = None
+            if psi is not None and version is not None:
+                self.score_psi.labels(version).set(psi)
+                self._psi_version = version
+
     def render(self) -> bytes:
+        self.refresh_live()
         if self.multiprocess:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)

@@ -213,6 +213,31 @@ class ChurnLabel(BaseModel):
                             "ends within this many days is not churn.")
 
 
+class MonitoringVerdict(BaseModel):
+    """The last ``churnguard monitor`` verdict (README, "Monitoring"), as recorded in
+    CHURNGUARD_MONITOR_STATE_PATH."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "verdict": "warn", "as_of": "2026-02-01", "model_version": "3",
+        "checked_at": "2026-02-01T06:00:12.345678+00:00",
+        "reasons": ["feature days_since_last_purchase: PSI 0.14 (warn at 0.1)"],
+        "reasons_total": 1, "score_psi": 0.031, "for_served_model": True,
+        "report_path": "/srv/monitor/2026-02-01/monitor.json"}]})
+
+    verdict: Literal["ok", "warn", "alert"]
+    as_of: str | None = Field(description="The date the run monitored (its --as-of).")
+    model_version: str | None = Field(description="The model version the run monitored.")
+    checked_at: str | None = Field(description="When the run finished (UTC, ISO 8601).")
+    reasons: list[str] = Field(description="The first (at most 10) reasons for the verdict; "
+                               "all of them are in the run's monitor.json.")
+    reasons_total: int = Field(ge=0, description="How many reasons the run gave.")
+    score_psi: float | None = Field(description="PSI of the run's churn probabilities "
+                                    "against the model's reference profile.")
+    for_served_model: bool = Field(description="Whether the run was about the version being "
+                                   "served (`model_version` = this response's `version`).")
+    report_path: str | None = Field(default=None, description="The run's full monitor.json.")
+
+
 class ModelInfo(BaseModel):
     name: str
     alias: str
@@ -236,6 +261,9 @@ class ModelInfo(BaseModel):
     status: dict[str, Any] = Field(
         description="Readiness with the details of each problem (code, message, detail with "
         "paths, URLs and errors, since): what /readyz shows only as codes and messages.")
+    monitoring: MonitoringVerdict | None = Field(
+        default=None, description="The last `churnguard monitor` verdict, null when none was "
+        "recorded (or its file cannot be read).")
 
 
 class Health(BaseModel):

@@ -148,7 +148,7 @@ def records(full: FullScores, ids: list[str], model: LoadedModel, metrics: Metri
             "model_version": version, "scored_at": now}
            for i, cid in enumerate(ids)]
     tiers = [r["risk_tier"] for r in out]
-    metrics.scored(full.churn_probability, tiers)
+    metrics.scored(full.churn_probability, tiers, version)
     if prediction_log is not None:
         prediction_log.submit(ids, version, full.churn_probability, full.clv, tiers,
                               [r["actions"][0]["action_id"] if r["actions"] else None

@@ -238,6 +238,9 @@ def _prediction_log_outside_the_checkout(tmp_path_factory: pytest.TempPathFactor
 
     os.environ.setdefault("CHURNGUARD_PREDICTION_LOG_DIR",
                           str(tmp_path_factory.mktemp("prediction-log")))
+    # Likewise ``churnguard monitor``'s last verdict (README, "Monitoring").
+    os.environ.setdefault("CHURNGUARD_MONITOR_STATE_PATH",
+                          str(tmp_path_factory.mktemp("monitoring") / "last_verdict.json"))
 
 
 @pytest.fixture()

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import orjson
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.responses import PlainTextResponse, Response
 
 from churnguard.features.definitions import feature_catalog
 from churnguard.serving.deps import HolderDep, MetricsDep, ModelDep, StoreDep
-from churnguard.serving.model import ModelHolder, Problem
+from churnguard.serving.model import LoadedModel, ModelHolder, Problem
+from churnguard.serving.monitor_state import VerdictReader
 from churnguard.serving.schemas import Health, ModelInfo, Readiness
 from churnguard.serving.store import FeatureStore
+
+log = logging.getLogger("churnguard.serving")
 
 router = APIRouter(tags=["model"])
 ops = APIRouter(tags=["operations"])
@@ -43,10 +47,28 @@ def service_state(holder: ModelHolder, store: FeatureStore) -> tuple[bool, str, 
     return ready, "not_ready" if not ready else ("degraded" if problems else "ok"), problems
 
 
+def monitoring(request: Request, model: LoadedModel) -> dict[str, Any] | None:
+    """The last monitoring verdict (serving/monitor_state.py) with ``for_served_model``; None
+    when there is none. Never raises: a problem with the file is logged, and reads as none."""
+    reader: VerdictReader | None = getattr(request.app.state, "verdicts", None)
+    if reader is None:
+        return None
+    try:
+        verdict = reader.get()
+    except Exception:
+        log.exception("cannot read the last monitoring verdict")
+        return None
+    if verdict is None:
+        return None
+    return {**verdict, "for_served_model": verdict.get("model_version") == model.version}
+
+
 @router.get("/model", response_model=ModelInfo, summary="The model being served")
-async def model_info(model: ModelDep, holder: HolderDep, store: StoreDep) -> Response:
-    """Version, training data window, test metrics, features, the action policy and the
-    service's status with the details of every problem (paths, URLs, errors)."""
+async def model_info(model: ModelDep, holder: HolderDep, store: StoreDep,
+                     request: Request) -> Response:
+    """Version, training data window, test metrics, features, the action policy, the
+    service's status with the details of every problem (paths, URLs, errors) and the last
+    `churnguard monitor` verdict."""
     b = model.bundle
     meta = b.metadata
     policy = b.policy_obj()
@@ -74,6 +96,7 @@ async def model_info(model: ModelDep, holder: HolderDep, store: StoreDep) -> Res
         "reload_error": holder.last_error,
         "status": {"ready": ready, "status": status, "store": store.kind,
                    "problems": [p.to_dict() for p in problems]},
+        "monitoring": _rounded(monitoring(request, model)),
     }
     return Response(orjson.dumps(body), media_type="application/json")
 

@@ -499,3 +499,125 @@ def test_model_info_floats_are_rounded(api_store: Path) -> None:
     for x in floats:
         assert float(f"{x:.6g}") == x, x
     assert all(isinstance(a["effect"], float) for a in info["policy"]["actions"])
+
+
+# ---------------------------------------------------------------------------------------------
+# 10. Monitoring in the service: the last verdict in /v1/model, the live score PSI in /metrics
+
+
+@pytest.fixture(scope="module")
+def profiled_store(fake_bundle: Any, fake_features: Any, snapshot: Path,
+                   tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A data dir whose champion v1 is the fake bundle with the reference profile training
+    gives it (of the features it was fitted on), and the snapshot; and that bundle's dir."""
+    from churnguard.model.bundle import ScoringBundle
+    from churnguard.model.profile import reference_profile
+    from churnguard.model.score import score_matrix
+
+    root = tmp_path_factory.mktemp("profiled")
+    bundle = ScoringBundle.load(fake_bundle.save(root / "copy"))
+    full = score_matrix(bundle, bundle.encode(fake_features), drivers=False)
+    bundle.metadata["reference_profile"] = reference_profile(
+        fake_features, {f.name: f.kind for f in bundle.spec.features()}, bundle.levels,
+        churn_probability=full.churn_probability, clv=full.clv,
+        snapshot=bundle.metadata["as_of"])
+    bundle_dir = bundle.save(root / "bundle")
+    data_dir = root / "store"
+    register(data_dir, bundle_dir)
+    shutil.copy(snapshot, data_dir / "features.parquet")
+    return data_dir, bundle_dir
+
+
+def _gauges(text: str, name: str) -> dict[str, float]:
+    """``{labels: value}`` of the samples of ``name`` in a /metrics text."""
+    out = {}
+    for line in text.splitlines():
+        head, _, value = line.rpartition(" ")
+        if head == name or head.startswith(name + "{"):
+            out[head[len(name):]] = float(value)
+    return out
+
+
+def test_live_score_psi_in_metrics_and_reset_on_a_new_champion(
+        profiled_store: tuple[Path, Path], snapshot: Path, tmp_path: Path) -> None:
+    from churnguard.model.bundle import ScoringBundle
+    from churnguard.model.profile import population_stability_index
+    from churnguard.serving.app import create_app
+
+    data_dir, bundle_dir = profiled_store
+    entry = ScoringBundle.load(bundle_dir).metadata["reference_profile"]["churn_probability"]
+    every = ids(snapshot, 400)
+    s = settings_for(data_dir, monitor_live_window=300, monitor_live_min_rows=120,
+                     monitor_state_path=tmp_path / "none.json")
+    with TestClient(create_app(s), headers={"X-API-Key": API_KEY}) as c:
+        def psi_series() -> dict[str, float]:
+            return _gauges(c.get("/metrics").text, "churnguard_score_psi")
+
+        def rows() -> float:
+            return _gauges(c.get("/metrics").text,
+                           "churnguard_score_psi_window_rows")[""]
+
+        assert psi_series() == {} and rows() == 0
+        served: list[float] = []
+
+        def post(batch: list[str]) -> None:
+            r = c.post("/v1/scores", json={"customers": [{"customer_id": i} for i in batch]})
+            assert r.status_code == 200, r.text
+            served.extend(x["churn_probability"] for x in r.json()["scores"])
+
+        post(every[:100])
+        assert psi_series() == {} and rows() == 100  # below the minimum: no PSI yet
+        one = c.get(f"/v1/customers/{every[100]}/score")  # the single-customer route counts
+        served.append(one.json()["churn_probability"])
+        assert rows() == 101
+        for k in range(101, 400, 50):
+            post(every[k:k + 50])
+        window = served[-300:]
+        assert rows() == 300
+        series = psi_series()
+        assert list(series) == ['{model_version="1"}']
+        assert series['{model_version="1"}'] == pytest.approx(
+            population_stability_index(entry, window), rel=1e-9, abs=1e-12)
+        # A new champion: the window starts again, v1's series is gone.
+        promote(data_dir, register(data_dir, bundle_dir, champion=False))
+        _wait_for(lambda: c.get("/readyz").json()["model_version"] == "2", 60)
+        assert psi_series() == {} and rows() == 0
+        post(every[:150])
+        assert list(psi_series()) == ['{model_version="2"}']
+
+
+def test_model_info_shows_the_last_monitoring_verdict(
+        profiled_store: tuple[Path, Path], tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from churnguard.serving.app import create_app
+    from churnguard.serving.monitor_state import record_verdict
+
+    data_dir, _ = profiled_store
+    state = tmp_path / "monitoring" / "last_verdict.json"
+    report = {"verdict": "warn", "as_of": "2025-07-01", "model_version": "1",
+              "reasons": [f"feature f{i}: PSI 0.1{i} (warn at 0.1)" for i in range(12)],
+              "score": {"psi": 0.0123456789}}
+    with TestClient(create_app(settings_for(data_dir, monitor_state_path=state)),
+                    headers={"X-API-Key": API_KEY}) as c:
+        version = c.get("/v1/model").json()["version"]
+        assert c.get("/v1/model").json()["monitoring"] is None  # no verdict recorded yet
+        record_verdict({**report, "model_version": version}, state,
+                       report_path=tmp_path / "monitor.json")
+        mon = c.get("/v1/model").json()["monitoring"]
+        assert mon["verdict"] == "warn" and mon["as_of"] == "2025-07-01"
+        assert mon["model_version"] == version and mon["for_served_model"] is True
+        assert len(mon["reasons"]) == 10 and mon["reasons_total"] == 12
+        assert mon["score_psi"] == pytest.approx(0.0123457) and mon["checked_at"]
+        assert mon["report_path"] == str(tmp_path / "monitor.json")
+        # About another version: shown, and said so.
+        record_verdict({**report, "verdict": "alert", "model_version": "999"}, state)
+        mon = c.get("/v1/model").json()["monitoring"]
+        assert mon["verdict"] == "alert" and mon["for_served_model"] is False
+        # A corrupt file never fails the request: no verdict, and a warning in the log.
+        state.write_text('{"verdict": "ok", "reasons": [')
+        with caplog.at_level(logging.WARNING, logger="churnguard.serving"):
+            r = c.get("/v1/model")
+        assert r.status_code == 200 and r.json()["monitoring"] is None
+        assert "last monitoring verdict" in caplog.text
+        spec = c.get("/openapi.json").json()["components"]["schemas"]
+        assert "for_served_model" in spec["MonitoringVerdict"]["properties"]

@@ -222,3 +222,21 @@ def test_chunks_add_up_to_the_whole(small_demo_dir: Path, profiled_model: str,
     assert all(abs(f["psi"] - psi[f["name"]]) < 1e-3 for f in chunked["features"])
     assert chunked["score"]["psi"] == pytest.approx(whole["score"]["psi"], abs=1e-3)
     assert steps[-1][0] == steps[-1][1] and len(steps) == steps[-1][1]
+
+
+def test_monitor_records_its_verdict_for_the_api(small_demo_dir: Path, profiled_model: str,
+                                                fake_bundle: Any, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from churnguard.serving.monitor_state import last_verdict
+
+    state = tmp_path / "state" / "last_verdict.json"
+    monkeypatch.setenv("CHURNGUARD_PREDICTION_LOG_DIR", str(tmp_path / "log"))
+    monkeypatch.setenv("CHURNGUARD_MONITOR_STATE_PATH", str(state))
+    _, report = _monitor(small_demo_dir, profiled_model, date(2024, 1, 1), tmp_path / "m",
+                         "--no-mlflow")
+    v = last_verdict(state)
+    assert v is not None and v["verdict"] == report["verdict"]
+    assert v["as_of"] == report["as_of"] and v["model_version"] == report["model_version"]
+    assert v["reasons"] == report["reasons"][:10]
+    assert v["score_psi"] == pytest.approx(report["score"]["psi"])
+    assert v["report_path"] == str((tmp_path / "m" / "monitor.json").resolve())
