@@ -254,15 +254,17 @@ def _realized_run(source: Source, scored: date, version: str, as_of: date, mode:
     t0 = pd.Timestamp(scored).date()
     if t0 + timedelta(days=h + grace) > as_of:
         return None  # the label window is still open
+    # Ordered, so that the numbers (and the estimate's draws) do not depend on the join's.
     where = f"scored_as_of = DATE '{t0.isoformat()}' AND model_version = $version"
     run_p = source.con.execute(
-        f"SELECT churn_probability FROM _monitor_log WHERE {where}",
+        f"SELECT churn_probability FROM _monitor_log WHERE {where} ORDER BY customer_id",
         {"version": version}).fetchnumpy()["churn_probability"]
     joined = source.con.execute(
         f"""SELECT l.customer_id, l.churn_probability, l.clv, l.value_tier, l.lifecycle_stage,
                    l.top_action, lab.churned, lab.future_spend
             FROM (SELECT * FROM _monitor_log WHERE {where}) AS l
-            JOIN ({label_sql(t0, h, hc, mode, grace_days=grace)}) AS lab USING (customer_id)""",
+            JOIN ({label_sql(t0, h, hc, mode, grace_days=grace)}) AS lab USING (customer_id)
+            ORDER BY l.customer_id""",
         {"version": version}).df()
     clv_closed = t0 + timedelta(days=hc) <= as_of and "future_spend" in joined
     y = joined["churned"].to_numpy(dtype=float)
