@@ -329,6 +329,39 @@ def _realized_table(realized: Sequence[Mapping[str, Any]]) -> str:
                   "probabilities predicted when it was scored")
 
 
+def _groups_table(title: str, groups: Sequence[Mapping[str, Any]]) -> str:
+    rows = [[f"<td>{_e(g.get('group'))}</td>", _td(_f(g.get("n"), "{:,.0f}")),
+             _td(_f(g.get("churn_rate"), "{:.1%}")), _td(_f(g.get("roc_auc"))),
+             _td(_f(g.get("log_loss"), "{:.4f}")), _td(_f(g.get("ece"))),
+             _td(_f(g.get("clv_total_error"), "{:+.1%}"))] for g in groups]
+    return _table([title, "customers", "churn rate", "ROC AUC", "log loss", "ECE",
+                   "CLV total error"], rows)
+
+
+def _campaigns_table(campaigns: Sequence[Mapping[str, Any]]) -> str:
+    rows = [[f"<td>{_e(c.get('action_id'))}</td>", _td(_f(c.get("n_treated"), "{:,.0f}")),
+             _td(_f(c.get("churn_rate_treated"), "{:.1%}")),
+             _td(_f(c.get("n_holdout"), "{:,.0f}")),
+             _td(_f(c.get("churn_rate_holdout"), "{:.1%}")),
+             _td(_f(c.get("churn_reduction"), "{:+.1%}"))] for c in campaigns]
+    return _table(["action", "treated", "churn (treated)", "hold-out", "churn (hold-out)",
+                   "hold-out − treated"], rows,
+                  "Campaign contacts in the label window of the latest realized run")
+
+
+def _breakdown(run: Mapping[str, Any]) -> list[str]:
+    """The latest realized run per value tier, lifecycle stage and campaign action."""
+    parts = []
+    for key, title in (("by_value_tier", "value tier"),
+                       ("by_lifecycle_stage", "lifecycle stage")):
+        if run.get(key):
+            parts.append(f"<details open><summary>scored {_e(run.get('scored_as_of'))}, "
+                         f"per {title}</summary>{_groups_table(title, run[key])}</details>")
+    if run.get("campaigns"):
+        parts.append(_campaigns_table(run["campaigns"]))
+    return parts
+
+
 def _kv_table(pairs: Sequence[tuple[str, str]]) -> str:
     return "<table>" + "".join(f"<tr><th>{_e(k)}</th><td>{v}</td></tr>"
                                for k, v in pairs) + "</table>"
@@ -402,6 +435,7 @@ def html_page(report: Mapping[str, Any], *, generated_at: datetime | None = None
         ("customers scored", _f(est.get("n"), "{:,.0f}"))]))
     if realized:
         parts.append(_realized_table(realized))
+        parts.extend(_breakdown(realized[-1]))
         rel = _reliability_figure(realized)
         if rel:
             parts.append(rel)

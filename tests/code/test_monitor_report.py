@@ -97,7 +97,16 @@ def _report(*, realized: bool = True) -> dict[str, Any]:
                          "clv_gini": None if k else 0.6,
                          "estimated": {"churn_rate": 0.2, "roc_auc": 0.72,
                                        "roc_auc_band": [0.7, 0.74], "log_loss": 0.45},
-                         "reliability": reliability(y, p_cur[:800])})
+                         "reliability": reliability(y, p_cur[:800]),
+                         "by_value_tier": [{"group": f"<b>{NASTY}", "n": 300,
+                                            "churn_rate": 0.3, "roc_auc": 0.7,
+                                            "log_loss": 0.5, "ece": 0.02,
+                                            "clv_total_error": None}],
+                         "by_lifecycle_stage": [],
+                         "campaigns": [{"action_id": "care_email", "n_treated": 80,
+                                        "n_holdout": 20, "churn_rate_treated": 0.25,
+                                        "churn_rate_holdout": 0.35,
+                                        "churn_reduction": 0.10}]})
     return {
         "verdict": "warn", "reasons": [f"warn: {NASTY} PSI 0.140"], "as_of": "2025-06-01",
         "model_version": "4", "reference_snapshot": "2024-12-01", "customers": 2500,
@@ -145,8 +154,10 @@ def test_the_page_stands_alone_with_escaped_names(tmp_path: Path) -> None:
     assert not re.search(r"<(link|script|iframe)\b", page)
     assert "banner-warn" in page and "season_sin" in page
     assert '<td class="status-alert">broken</td>' in page  # the feed table
-    for needle in ("recency_days", "2025-03-01", "CLV total error", "psi_alert"):
+    for needle in ("recency_days", "2025-03-01", "CLV total error", "psi_alert",
+                   "per value tier", "care_email", "+10.0%"):
         assert needle in page
+    assert "&lt;b&gt;" in page  # group names are escaped too
 
 
 def test_the_page_without_realized_runs_or_numbers() -> None:
