@@ -103,26 +103,55 @@ def distribution(entry: dict[str, Any], values: np.ndarray | pd.Series) -> dict[
             "current_shares": current_shares(entry, values).tolist()}
 
 
-def estimated_performance(p: np.ndarray, *, seed: int = 0,
-                          draws: int = ESTIMATE_DRAWS) -> dict[str, Any]:
-    """Expected churn rate, ROC AUC (mean and 5-95 % band over labels drawn from ``p``) and
-    log loss (the mean binary entropy) of calibrated probabilities ``p``."""
+#: Rows a reliability bin needs before its correction counts in full (shrinkage weight
+#: n / (n + this)).
+ESTIMATE_SHRINK_ROWS = 200
+
+
+def expected_labels(p: np.ndarray, reliability: dict[str, list[float]] | None) -> np.ndarray:
+    """The churn probability each customer's label is drawn with in the estimate: ``p``
+    itself, or with the bundle's out-of-time test reliability (``test_reliability``: per
+    probability bin the mean prediction, the observed rate and the count), ``p`` plus the
+    test snapshot's calibration gap, interpolated between the bins' means and shrunk toward 0
+    where a bin had few customers. A calibrated model's estimate assumes it stays calibrated;
+    its own test snapshot says how far it was from that, before any new label exists."""
+    if not reliability:
+        return p
+    mp = np.asarray(reliability["mean_predicted"], dtype=float)
+    obs = np.asarray(reliability["observed_rate"], dtype=float)
+    n = np.asarray(reliability["count"], dtype=float)
+    keep = np.isfinite(mp) & np.isfinite(obs) & (n > 0)
+    if keep.sum() < 2:
+        return p
+    gap = (obs[keep] - mp[keep]) * n[keep] / (n[keep] + ESTIMATE_SHRINK_ROWS)
+    return np.clip(p + np.interp(p, mp[keep], gap), 1e-15, 1 - 1e-15)
+
+
+def estimated_performance(p: np.ndarray, *, seed: int = 0, draws: int = ESTIMATE_DRAWS,
+                          reliability: dict[str, list[float]] | None = None
+                          ) -> dict[str, Any]:
+    """Expected churn rate, ROC AUC (mean and 5-95 % band over labels drawn from the
+    :func:`expected_labels` probabilities, ranked by ``p``) and log loss of churn
+    probabilities ``p`` (confidence-based performance estimation)."""
     from scipy.stats import rankdata
 
     p = np.clip(np.asarray(p, dtype=float), 1e-15, 1 - 1e-15)
     if p.size == 0:
         return {"churn_rate": None, "roc_auc": None, "roc_auc_band": None, "log_loss": None,
                 "n": 0}
+    q = expected_labels(p, reliability)
     rng = np.random.default_rng(seed)
     ranks = rankdata(p)
-    aucs = np.array([_rank_auc(ranks, rng.random(p.size) < p) for _ in range(draws)])
+    aucs = np.array([_rank_auc(ranks, rng.random(p.size) < q) for _ in range(draws)])
     aucs = aucs[np.isfinite(aucs)]
-    entropy = -(p * np.log(p) + (1 - p) * np.log1p(-p))
-    return {"churn_rate": float(p.mean()),
+    # E[-y ln p - (1 - y) ln(1 - p)] with y ~ Bernoulli(q): the binary entropy when q = p.
+    loss = -(q * np.log(p) + (1 - q) * np.log1p(-p))
+    return {"churn_rate": float(q.mean()),
             "roc_auc": float(aucs.mean()) if aucs.size else None,
             "roc_auc_band": [float(np.quantile(aucs, 0.05)), float(np.quantile(aucs, 0.95))]
             if aucs.size else None,
-            "log_loss": float(entropy.mean()), "n": int(p.size)}
+            "log_loss": float(loss.mean()), "n": int(p.size),
+            "corrected_by_test_reliability": reliability is not None and q is not p}
 
 
 def _nan() -> float:
@@ -241,7 +270,8 @@ def realized_performance(source: Source, bundle: ScoringBundle, log_root: Path,
         runs = con.sql("SELECT DISTINCT scored_as_of, model_version FROM _monitor_log "
                        "ORDER BY 1, 2").fetchall()
         for scored, version in runs:
-            entry = _realized_run(source, scored, str(version), as_of, mode, h, hc, grace)
+            entry = _realized_run(source, scored, str(version), as_of, mode, h, hc, grace,
+                                  bundle.metadata.get("test_reliability"))
             if entry is not None:
                 out.append(entry)
     finally:
@@ -250,7 +280,8 @@ def realized_performance(source: Source, bundle: ScoringBundle, log_root: Path,
 
 
 def _realized_run(source: Source, scored: date, version: str, as_of: date, mode: LabelMode,
-                  h: int, hc: int, grace: int) -> dict[str, Any] | None:
+                  h: int, hc: int, grace: int,
+                  test_reliability: dict[str, list[float]] | None) -> dict[str, Any] | None:
     t0 = pd.Timestamp(scored).date()
     if t0 + timedelta(days=h + grace) > as_of:
         return None  # the label window is still open
@@ -269,7 +300,7 @@ def _realized_run(source: Source, scored: date, version: str, as_of: date, mode:
     clv_closed = t0 + timedelta(days=hc) <= as_of and "future_spend" in joined
     y = joined["churned"].to_numpy(dtype=float)
     p = joined["churn_probability"].to_numpy(dtype=float)
-    est = estimated_performance(np.asarray(run_p, dtype=float))
+    est = estimated_performance(np.asarray(run_p, dtype=float), reliability=test_reliability)
     entry: dict[str, Any] = {
         "scored_as_of": t0.isoformat(), "model_version": version, "n_logged": len(run_p),
         **realized_metrics(y, p, joined["clv"].to_numpy(dtype=float),
@@ -526,7 +557,8 @@ def monitor(source: Source, bundle: ScoringBundle, model_version: str, *, as_of:
             "clv": {"psi": clv_psi, "psi_with_calendar": clv_psi_raw,
                     **distribution(reference["clv"], clv_ref)},
             "test_roc_auc": None if test_auc is None else float(test_auc),
-            "estimated": estimated_performance(p),
+            "estimated": estimated_performance(
+                p, reliability=bundle.metadata.get("test_reliability")),
             "realized": realized,
             "thresholds": {k: getattr(t, k) for k in t.__dataclass_fields__}}
 

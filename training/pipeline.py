@@ -140,7 +140,11 @@ def fit_models(
                   "spec_fingerprint": spec.fingerprint(), "feature_set_version": spec.version,
                   "calibration": churn.chosen.calibration.calibrator.method,
                   "refit": config.refit, "trained_at": pd.Timestamp.now(tz="UTC").isoformat(),
-                  "test_roc_auc": churn.test_metrics["roc_auc"]})
+                  "test_roc_auc": churn.test_metrics["roc_auc"],
+                  # What monitoring's estimate corrects its probabilities by (serving/monitor).
+                  "test_reliability": {
+                      k: churn.reliability[k].tolist()
+                      for k in ("mean_predicted", "observed_rate", "count")}})
     # The reference the monitoring of this version compares later data with: the customers as
     # of the training date and the shipped bundle's outputs on them (model/profile.py). Not the
     # test snapshot: it is a label window (and grace period) older, so ages, tenures and the

@@ -138,3 +138,24 @@ def test_outputs_are_compared_at_the_reference_calendar() -> None:
     assert pinned["quarter"].tolist() == ["q1", "q1"]
     assert pinned["spend"].tolist() == [3.0, 4.0] and current["season_sin"].iloc[0] == -0.9
     assert _at_reference_calendar(current, entries, []) is current
+
+
+def test_the_estimate_takes_the_test_snapshot_calibration_gap() -> None:
+    from churnguard.serving.monitor import expected_labels
+
+    rng = np.random.default_rng(4)
+    p = rng.beta(2.0, 2.0, 5000)
+    assert expected_labels(p, None) is p
+    # An underconfident model at the top (as CDNOW's at 1998-04-01): the test snapshot's
+    # observed rates sit above the predictions there.
+    rel = {"mean_predicted": [0.1, 0.5, 0.9], "observed_rate": [0.1, 0.5, 0.95],
+           "count": [10_000, 10_000, 10_000]}
+    q = expected_labels(p, rel)
+    assert np.allclose(q[p <= 0.5], p[p <= 0.5])
+    top = (p >= 0.9) & (p < 0.94)  # above, the sum is clipped below 1
+    assert np.allclose(q[top] - p[top], 0.05 * 10_000 / 10_200)
+    thin = {**rel, "count": [10, 10, 10]}  # ten customers a bin: barely moved
+    assert np.abs(expected_labels(p, thin) - p).max() < 0.05 * 10 / 200
+    est = estimated_performance(p, reliability=rel)
+    assert est["churn_rate"] == pytest.approx(q.mean())
+    assert est["corrected_by_test_reliability"] is True
