@@ -236,12 +236,22 @@ def demo_data(
         "a subscriptions table; ground truth with each renewal's true cancellation "
         "probability).")] = False,
     fmt: Annotated[str, typer.Option("--format", help="parquet or csv.")] = "parquet",
+    drift: Annotated[list[str] | None, typer.Option(
+        "--drift", metavar="KIND[:TARGET[:AMOUNT]]@DATE",
+        help="Inject a fault from DATE on, for monitoring to find (repeatable; retail demo "
+        "only; recorded in ground_truth/drift.json). Kinds: broken-feed[:EVENT_TYPE] (rows of "
+        "one event type stop arriving; default web_visit), acquisition-shift[:CHANNEL_OR_REGION"
+        "[:SHARE]] (extra sign-ups make it SHARE of new customers; default social:0.6), "
+        "price-change[:FACTOR] (order values x FACTOR; default 1.4), churn-rise[:SEGMENT"
+        "[:FACTOR]] (churn hazard x FACTOR; default smb:3). Example: --drift "
+        "broken-feed:email_open@2025-06-01")] = None,
 ) -> None:
     """Write realistic synthetic CRM data, with its ground truth, in the data contract.
 
     Example: churnguard demo-data --out data/demo --customers 20000 --seed 7
     """
     from churnguard.features.demo_data import generate_demo_data
+    from churnguard.features.demo_drift import parse_drift, validate_drifts
 
     start_d = _parse_date(start, "--start")
     end_d = _parse_date(end, "--end")
@@ -250,12 +260,18 @@ def demo_data(
         raise _fail("--end must be after --start")
     if fmt not in ("parquet", "csv"):
         raise _fail("--format must be parquet or csv")
+    try:
+        drifts = validate_drifts(tuple(parse_drift(d) for d in drift or ()), start_d, end_d)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    if drifts and subscriptions:
+        raise _fail("--drift is supported for the retail demo only, not with --subscriptions")
     with _Steps("generating customers", total=customers) as steps:
         try:
             summary = generate_demo_data(
                 out_dir, n_customers=customers, seed=seed, start=start_d, end=end_d,
                 subscriptions=subscriptions, fmt=fmt,  # type: ignore[arg-type]
-                progress=steps.update,
+                progress=steps.update, drift=drifts,
             )
         except ValueError as exc:
             raise _fail(str(exc)) from None
@@ -264,6 +280,13 @@ def demo_data(
         f"{summary.n_events:,} events, {summary.n_campaign_contacts:,} campaign contacts to "
         f"{summary.out_dir} in {summary.seconds:.1f}s"
     )
+    for d in summary.drift:
+        extra = (f" ({summary.n_extra_customers:,} extra customers)"
+                 if d.kind == "acquisition-shift" else "")
+        out.print(f"injected {d.label}{extra}", highlight=False)
+    if summary.drift:
+        out.print(f"faults recorded in {summary.out_dir / 'ground_truth' / 'drift.json'}",
+                  highlight=False)
 
 
 @features_app.command("build")

@@ -286,12 +286,28 @@ def _category_table(spec: dict[str, dict[str, float]], key: str) -> F8:
     return np.array([v[key] for v in spec.values()], dtype=np.float64)
 
 
-def draw_latent(rng: np.random.Generator, signup: F8, params: SimParams) -> Latent:
-    """Draw heterogeneous latent parameters for customers who sign up at ``signup``."""
+def draw_latent(
+    rng: np.random.Generator,
+    signup: F8,
+    params: SimParams,
+    *,
+    region: int | None = None,
+    channel: int | None = None,
+) -> Latent:
+    """Draw heterogeneous latent parameters for customers who sign up at ``signup``.
+
+    ``region``/``channel``: every customer comes from that region/channel (codes into
+    :data:`REGIONS`/:data:`CHANNELS`; an acquisition push), with its effects; the draws are
+    made as usual, so the rest of the stream is the same.
+    """
     n = len(signup)
     seg = rng.choice(len(SEGMENTS), n, p=_category_table(params.segments, "share"))
     reg = rng.choice(len(REGIONS), n, p=_category_table(params.regions, "share"))
     ch = rng.choice(len(CHANNELS), n, p=_category_table(params.channels, "share"))
+    if region is not None:
+        reg = np.full(n, region, np.int64)
+    if channel is not None:
+        ch = np.full(n, channel, np.int64)
 
     def eff(key: str) -> F8:
         return (

@@ -31,7 +31,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -59,14 +59,17 @@ from churnguard.features._demo_sim import (
     StartState,
 )
 from churnguard.features.contract import TABLES
+from churnguard.features.demo_drift import DriftSpec, drift_record, parse_drift, validate_drifts
 from churnguard.features.io import atomic_output
 
 __all__ = [
     "DemoSummary",
+    "DriftSpec",
     "SaasParams",
     "contractual_oracle",
     "generate_demo_data",
     "oracle_churn_probability",
+    "read_drift",
 ]
 
 log = logging.getLogger(__name__)
@@ -96,6 +99,10 @@ class DemoSummary:
     # which start some months into the data): the contract reads a missing optional table as
     # "none", and rejects an empty file (README, "Data contract").
     omitted: tuple[str, ...] = ()
+    # Faults injected from a date on (``drift=``; recorded in ground_truth/drift.json).
+    drift: tuple[DriftSpec, ...] = ()
+    # Of n_customers, the extra sign-ups an acquisition-shift added (ids after the others).
+    n_extra_customers: int = 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,6 +318,27 @@ def _names(names: tuple[str, ...], codes: np.ndarray) -> pa.Array:
     return pc.take(pa.array(names, pa.string()), pa.array(np.asarray(codes, np.int64)))
 
 
+def _from_day(t: np.ndarray, day: int) -> np.ndarray:
+    """Whether times ``t`` (days since start) are stored (by :func:`_ts`) on or after ``day``."""
+    return np.floor(np.asarray(t) * SECONDS_PER_DAY + 1e-6) >= day * SECONDS_PER_DAY
+
+
+def _churn_rise_breakpoints(
+    lat: Latent, drifts: tuple[DriftSpec, ...], start: date
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Log-hazard steps of the churn-rise faults: (customer, day, log factor), permanent."""
+    parts = []
+    for d in drifts:
+        if d.kind == "churn-rise":
+            i = np.flatnonzero(lat.segment == SEGMENTS.index(str(d.target)))
+            day = float((d.day - start).days)
+            parts.append((i, np.full(len(i), day), np.full(len(i), np.log(float(d.amount or 1)))))
+    if not parts:
+        return np.empty(0, np.int64), np.empty(0), np.empty(0)
+    return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+            np.concatenate([p[2] for p in parts]))
+
+
 def _simulate_chunk(
     rng: np.random.Generator,
     signup: np.ndarray,
@@ -321,14 +349,22 @@ def _simulate_chunk(
     end: date,
     params: SimParams,
     season: np.ndarray,
+    drifts: tuple[DriftSpec, ...] = (),
+    region: int | None = None,
+    channel: int | None = None,
 ) -> dict[str, pa.Table]:
     n = len(signup)
     t_end_f = float((end - start).days + 1)
     start_s = (start - date(1970, 1, 1)).days * SECONDS_PER_DAY
-    lat = sim.draw_latent(rng, signup, params)
+    lat = sim.draw_latent(rng, signup, params, region=region, channel=channel)
     t_end = np.full(n, t_end_f)
     camps = sim.campaign_times(start, 0.0, t_end_f, params)
-    res = sim.simulate_forward(rng, lat, StartState.fresh(signup), t_end, camps, params)
+    state = StartState.fresh(signup)
+    hz_i, hz_t, hz_d = _churn_rise_breakpoints(lat, drifts, start)
+    if len(hz_i):
+        # Known from the start like any breakpoint: from_t the hazard steps up for good.
+        state = dataclasses.replace(state, hz_i=hz_i, hz_t=hz_t, hz_d=hz_d)
+    res = sim.simulate_forward(rng, lat, state, t_end, camps, params)
     ids = _ids("C", np.arange(first_number, first_number + n), id_width)
 
     # --- transactions: signup-day first purchase + latent Poisson purchases, then refunds.
@@ -343,6 +379,10 @@ def _simulate_chunk(
     pi, pt = pi[o], pt[o]
     po = params.order_value_p
     amount = np.maximum(np.round(rng.gamma(po, lat.mean_order_value[pi] / po), 2), 0.5)
+    for d in drifts:  # price-change: the same orders, at new prices (refunds follow below)
+        if d.kind == "price-change":
+            up = _from_day(pt, (d.day - start).days)
+            amount[up] = np.maximum(np.round(amount[up] * float(d.amount or 1), 2), 0.01)
     extra = params.items_per_order_extra * np.where(
         lat.segment[pi] == SEGMENTS.index("enterprise"), 4.0, 1.0
     )
@@ -415,6 +455,12 @@ def _simulate_chunk(
         ],
         default=np.where(u < 0.6, phone, email),
     )
+    for d in drifts:  # broken-feed: the rows of one type stop arriving (behaviour unchanged)
+        if d.kind == "broken-feed":
+            gone = (ev_type == EVENT_TYPES.index(str(d.target))) & _from_day(
+                ev_t, (d.day - start).days)
+            ev_i, ev_t, ev_type, ev_count, ev_ch = (
+                x[~gone] for x in (ev_i, ev_t, ev_type, ev_count, ev_ch))
     o = np.lexsort((ev_type, ev_t, ev_i))
     events = pa.table(
         {
@@ -548,7 +594,21 @@ times the multipliers of treated contacts in their effect window. Declining last
 Exp(mean {SimParams().declining_mean_days:.0f} days); during it interactions fall to 25-50% and
 purchases to 50%. Dead customers make no purchases and only open the odd marketing email.
 `churnguard.features.demo_data.oracle_churn_probability` gives the true no-purchase probability.
-"""
+{_readme_drift(summary)}"""
+
+
+def _readme_drift(summary: DemoSummary) -> str:
+    """The README's section on injected faults (empty without any: the README is unchanged)."""
+    if not summary.drift:
+        return ""
+    lines = [f"- `{d.label}`: {drift_record(d, 0)['description']}." for d in summary.drift]
+    extra = (f"\n{summary.n_extra_customers} of the {summary.n_customers} customers are the extra "
+             "sign-ups of the acquisition shift (the last ids).\n"
+             if summary.n_extra_customers else "")
+    return ("\n## Injected faults (`ground_truth/drift.json`)\n"
+            "From each date on (inclusive); `drift.json` lists per fault its parameters, the "
+            "tables and columns it touches and the features expected to move most.\n"
+            + "\n".join(lines) + "\n" + extra)
 
 
 def generate_demo_data(
@@ -561,6 +621,7 @@ def generate_demo_data(
     subscriptions: bool = False,
     fmt: Literal["parquet", "csv"] = "parquet",
     progress: Callable[[int, int], None] | None = None,
+    drift: Sequence[DriftSpec] = (),
 ) -> DemoSummary:
     """Generate the synthetic CRM data set with ground truth into ``out_dir`` (atomically).
 
@@ -571,11 +632,26 @@ def generate_demo_data(
     ``subscriptions=True`` generates the contractual B2B SaaS demo instead of the retail one
     (with a subscriptions table; oracle: :func:`contractual_oracle`); without it the output is
     exactly what it always was for the same seed.
+
+    ``drift``: faults injected from a date on (:mod:`churnguard.features.demo_drift`: a broken
+    event feed, an acquisition mix shift, a price change, a churn rise in one segment), each
+    recorded in ``ground_truth/drift.json``; retail demo only. Still deterministic per seed;
+    without faults nothing changes (no drift.json either).
     """
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
     _validate(out_dir, n_customers, seed, start, end, fmt)
     params = SimParams()
+    drifts = validate_drifts(tuple(drift), start, end)
+    if drifts and subscriptions:
+        raise ValueError("--drift is supported for the retail demo only, not with "
+                         "--subscriptions")
+    for d in drifts:
+        if d.kind == "acquisition-shift":
+            base = _acquisition_base_share(params, str(d.target))
+            if float(d.amount or 0) <= base:
+                raise ValueError(f"--drift {d.label}: the share must be above {d.target}'s "
+                                 f"usual share of new customers ({base})")
     with atomic_output(out_dir) as tmp:  # out_dir is new or empty (validated above)
         (tmp / "ground_truth").mkdir(parents=True)
         if subscriptions:
@@ -583,8 +659,13 @@ def generate_demo_data(
                 tmp, out_dir, n_customers, seed, start, end, fmt, progress, t_start
             )
         return _generate_into(
-            tmp, out_dir, n_customers, seed, start, end, fmt, progress, params, t_start
+            tmp, out_dir, n_customers, seed, start, end, fmt, progress, params, t_start, drifts
         )
+
+
+def _acquisition_base_share(params: SimParams, target: str) -> float:
+    table = params.channels if target in CHANNELS else params.regions
+    return float(table[target]["share"])
 
 
 def _generate_into(
@@ -598,6 +679,7 @@ def _generate_into(
     progress: Callable[[int, int], None] | None,
     params: SimParams,
     t_start: float,
+    drifts: tuple[DriftSpec, ...] = (),
 ) -> DemoSummary:
     cs = params.chunk_size
     n_chunks = -(-n_customers // cs)
@@ -605,7 +687,9 @@ def _generate_into(
     signups = _draw_signups(np.random.default_rng(children[0]), n_customers, start, end, params)
     t_end_f = (end - start).days + 1
     season = sim.season_by_day(start, t_end_f + 1, params)
-    id_width = max(7, len(str(n_customers - 1)))
+    extra = _extra_signups(seed, signups, start, end, params, drifts)
+    n_total = n_customers + sum(len(x[0]) for x in extra)
+    id_width = max(7, len(str(n_total - 1)))
     names = ["customers", "transactions", "events", "campaigns"]
     writers = {k: _TableWriter(tmp / f"{k}.{fmt}", SCHEMAS[k], fmt) for k in names}
     writers |= {
@@ -626,12 +710,24 @@ def _generate_into(
                 end,
                 params,
                 season,
+                drifts,
             )
             orders += int(pc.sum(pc.greater(tables["transactions"]["amount"], 0)).as_py() or 0)
             for k, w in writers.items():
                 w.write(tables[k])
             if progress is not None:
-                progress(hi, n_customers)
+                progress(hi, n_total)
+        # An acquisition-shift's extra customers, after the others (which are unchanged).
+        first = n_customers
+        for x_signups, x_rng, region, channel in extra:
+            tables = _simulate_chunk(x_rng, x_signups, first, id_width, orders, start, end,
+                                     params, season, drifts, region, channel)
+            orders += int(pc.sum(pc.greater(tables["transactions"]["amount"], 0)).as_py() or 0)
+            for k, w in writers.items():
+                w.write(tables[k])
+            first += len(x_signups)
+            if progress is not None:
+                progress(first, n_total)
     finally:
         for w in writers.values():
             w.close()
@@ -660,9 +756,12 @@ def _generate_into(
     (tmp / "ground_truth" / "segment_effects.json").write_text(
         json.dumps(effects, indent=2, sort_keys=True)
     )
+    n_extra = n_total - n_customers
+    if drifts:
+        _write_drift(tmp / "ground_truth" / "drift.json", drifts, start, signups, n_extra)
     summary = DemoSummary(
         out_dir=out_dir,
-        n_customers=n_customers,
+        n_customers=n_total,
         n_transactions=writers["transactions"].rows,
         n_events=writers["events"].rows,
         n_campaign_contacts=writers["campaigns"].rows,
@@ -672,9 +771,68 @@ def _generate_into(
         seed=seed,
         seconds=time.perf_counter() - t_start,
         omitted=omitted,
+        drift=drifts,
+        n_extra_customers=n_extra,
     )
     (tmp / "README.md").write_text(_readme(summary, fmt))
     return summary
+
+
+_DRIFT_SEED = 0xD21F7  # the extra customers' RNG stream, apart from the others'
+
+
+def _extra_signups(
+    seed: int, signups: np.ndarray, start: date, end: date, params: SimParams,
+    drifts: tuple[DriftSpec, ...],
+) -> list[tuple[np.ndarray, np.random.Generator, int | None, int | None]]:
+    """The acquisition-shift's extra customers, in chunks: (signups, RNG, region, channel).
+
+    From the shift's date, the usual flow goes on (the same customers as without the fault)
+    and a push adds ``k`` extra sign-ups per usual one, all from the target, where
+    ``k = (share - base) / (1 - share)`` makes the target ``share`` of the new customers
+    (``base``: its usual share). Extra sign-up days follow the usual acquisition curve.
+    """
+    shift = next((d for d in drifts if d.kind == "acquisition-shift"), None)
+    if shift is None or shift.day >= end:
+        return []
+    day = (shift.day - start).days
+    target = str(shift.target)
+    share, base = float(shift.amount or 0), _acquisition_base_share(params, target)
+    n_after = int((signups >= day).sum())
+    n_extra = round(n_after * (share - base) / (1.0 - share))
+    if n_extra < 1:
+        return []
+    cs = params.chunk_size
+    n_chunks = -(-n_extra // cs)
+    children = np.random.SeedSequence([seed, _DRIFT_SEED]).spawn(n_chunks + 1)
+    x = _draw_signups(np.random.default_rng(children[0]), n_extra, shift.day, end, params) + day
+    region = REGIONS.index(target) if target in REGIONS else None
+    channel = CHANNELS.index(target) if target in CHANNELS else None
+    return [(x[c * cs:(c + 1) * cs], np.random.default_rng(children[c + 1]), region, channel)
+            for c in range(n_chunks)]
+
+
+def _write_drift(path: Path, drifts: tuple[DriftSpec, ...], start: date, signups: np.ndarray,
+                 n_extra: int) -> None:
+    faults = []
+    for d in drifts:
+        day = (d.day - start).days
+        observed: dict[str, Any] = {}
+        if d.kind == "acquisition-shift":
+            observed = {"usual_signups_from_date": int((signups >= day).sum()),
+                        "extra_signups": n_extra}
+        faults.append(drift_record(d, day, **observed))
+    doc = {
+        "note": "faults injected by churnguard demo-data --drift from each date on (inclusive); "
+                "rows before a fault's date are exactly as without it for broken-feed, "
+                "price-change and acquisition-shift (whose extra customers come after the "
+                "others); churn-rise changes the random draws after its date, so the same seed "
+                "gives other rows (the latent paths before the date have the same law). "
+                "oracle_churn_probability applies churn-rise; the other kinds do not change "
+                "the true no-purchase probability.",
+        "faults": faults,
+    }
+    path.write_text(json.dumps(doc, indent=2, sort_keys=True))
 
 
 def _omit_empty_tables(tmp: Path, names: list[str], writers: dict[str, _TableWriter], fmt: str,
@@ -736,6 +894,15 @@ def _replicate(local: np.ndarray, n_sims: int, idx: np.ndarray, *cols: np.ndarra
     return [out_i, *[np.tile(c[keep], n_sims) for c in cols]]
 
 
+def read_drift(data_dir: Path) -> tuple[DriftSpec, ...]:
+    """The faults injected into a retail demo directory (``ground_truth/drift.json``; none if
+    the file is absent)."""
+    path = Path(data_dir) / "ground_truth" / "drift.json"
+    if not path.exists():
+        return ()
+    return tuple(parse_drift(f["spec"]) for f in json.loads(path.read_text())["faults"])
+
+
 def oracle_churn_probability(
     data_dir: Path, cutoff: date, horizon_days: int, *, n_sims: int = 200, seed: int = 0
 ) -> pd.DataFrame:
@@ -747,6 +914,10 @@ def oracle_churn_probability(
     (future complaints, tickets, campaigns and stage changes), and for each simulated stage path
     the no-purchase probability is the analytic Poisson ``exp(-integral of the purchase rate)``
     (Rao-Blackwellisation: no purchase draws, lower variance). Customers dead at the cutoff get 1.
+    A churn-rise fault in ``ground_truth/drift.json`` steps the segment's hazard up from its date
+    as in the generator; the other faults do not change this probability (a broken feed hides
+    rows, a price change moves amounts, an acquisition shift adds customers with their own
+    latent state) and are not applied.
     Returns columns ``customer_id``, ``p_churn`` for every customer with signup_date < cutoff.
     """
     data_dir = Path(data_dir)
@@ -845,6 +1016,10 @@ def oracle_churn_probability(
             -lm,
         ]
     )
+    # churn-rise faults (ground_truth/drift.json): the same permanent hazard step as generated.
+    dr_i, dr_t, dr_d = _churn_rise_breakpoints(lat, read_drift(data_dir), start)
+    hz_i, hz_t, hz_d = (np.concatenate([a, b]) for a, b in
+                        ((hz_i, dr_i), (hz_t, dr_t), (hz_d, dr_d)))
     recent = ev_t > tc - 90.0
     rc, rk = recent & is_c, recent & ~is_c
 
