@@ -79,7 +79,8 @@ def summary(report: dict[str, Any], top: int = 5) -> dict[str, Any]:
             "features_psi_ge_0.1": sum(f["psi"] >= 0.1 for f in feats),
             "score_psi": report["score"]["psi"], "clv_psi": report["clv"]["psi"],
             "broken_feeds": [f["feed"] for f in report.get("feeds", [])
-                             if f["status"] == "broken"]}
+                             if f["status"] == "broken"],
+            "order_value_psi": (report.get("order_values") or {}).get("psi")}
 
 
 def trained_demo(work: Path, seed: int, customers: int, log: Path) -> tuple[Path, Path]:
@@ -136,7 +137,7 @@ def demo_checks(work: Path, seeds: list[int], customers: int, faults: bool, log:
         report = monitor(data, store0, DRIFT_MONITOR, work / f"mon-{kind}", log)
         truth = json.loads((data / "ground_truth" / "drift.json").read_text())
         expected = sorted({f for fault in _faults(truth) for f in fault.get(
-            "expected_features", [])})
+            "features_expected_to_move", [])})
         s = summary(report, top=8)
         ranked = [f["name"] for f in report["features"]]
         s["expected_features"] = expected

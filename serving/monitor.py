@@ -46,6 +46,7 @@ from churnguard.model.profile import (
     OTHER,
     bin_counts,
     current_shares,
+    numeric_entry,
     population_stability_index,
     psi_from_counts,
 )
@@ -405,6 +406,37 @@ def _at_reference_calendar(current: pd.DataFrame, entries: dict[str, Any],
     return current.assign(**{k: v for k, v in values.items() if k in current})
 
 
+#: Order values: the recent window compared with the feeds' reference window, and the orders
+#: each needs before it is compared.
+ORDER_VALUE_DAYS = 28
+ORDER_VALUE_MIN_ORDERS = 200
+
+
+def order_value_drift(source: Source, reference_day: date, as_of: date) -> dict[str, Any] | None:
+    """The PSI of the purchase amounts in the :data:`ORDER_VALUE_DAYS` before ``as_of`` against
+    those in the :data:`FEED_REFERENCE_DAYS` before the reference snapshot (deciles of the
+    latter). A price change, or a feed now in another currency or in cents, shows here at once,
+    while the spend features average it over months. None with too few orders to compare."""
+    if not source.has("transactions"):
+        return None
+    ref_start = reference_day - timedelta(days=FEED_REFERENCE_DAYS)
+    rec_start = as_of - timedelta(days=ORDER_VALUE_DAYS)
+
+    def amounts(start: date, end: date) -> np.ndarray:
+        got = source.con.execute(
+            "SELECT amount FROM transactions WHERE amount > 0 AND ts >= ? AND ts < ?",
+            [start, end]).fetchnumpy()["amount"]
+        return np.asarray(got, dtype=float)
+
+    ref, recent = amounts(ref_start, reference_day), amounts(rec_start, as_of)
+    if min(ref.size, recent.size) < ORDER_VALUE_MIN_ORDERS:
+        return None
+    entry = numeric_entry(ref)
+    return {"psi": population_stability_index(entry, recent), "window_days": ORDER_VALUE_DAYS,
+            "reference_orders": int(ref.size), "recent_orders": int(recent.size),
+            "reference_median": float(np.median(ref)), "recent_median": float(np.median(recent))}
+
+
 #: The steps :func:`monitor` reports to its ``progress`` callback.
 MONITOR_STEPS = ("features", "scores", "drift", "feeds", "realized")
 
@@ -510,7 +542,9 @@ def monitor(source: Source, bundle: ScoringBundle, model_version: str, *, as_of:
     score_psi_raw = population_stability_index(reference["churn_probability"], p)
     clv_psi_raw = population_stability_index(reference["clv"], clv)
     step("drift")
-    feeds = feed_health(source, date.fromisoformat(str(reference["snapshot"])[:10]), as_of)
+    reference_day = date.fromisoformat(str(reference["snapshot"])[:10])
+    feeds = feed_health(source, reference_day, as_of)
+    order_values = order_value_drift(source, reference_day, as_of)
     step("feeds")
     realized = realized_performance(source, bundle, log_root, as_of)
     step("realized")
@@ -534,6 +568,12 @@ def monitor(source: Source, bundle: ScoringBundle, model_version: str, *, as_of:
             raise_to("warn", f"thin feed: {feed['feed']} sent {feed['recent_rows']} rows in "
                      f"the {feed['window_days']} days before {as_of}, about "
                      f"{feed['expected_recent_rows']:.0f} expected")
+    if order_values is not None and order_values["psi"] >= t.psi_warn:
+        raise_to("alert" if order_values["psi"] >= t.psi_alert else "warn",
+                 f"order values: PSI {order_values['psi']:.3f} over the {ORDER_VALUE_DAYS} days "
+                 f"before {as_of} (median {order_values['reference_median']:,.2f} -> "
+                 f"{order_values['recent_median']:,.2f}): a price change, or amounts in "
+                 "another unit")
     for f in features:
         if f["status"] != "ok":
             raise_to(f["status"], f"{f['name']} PSI {f['psi']:.3f}, null rate "
@@ -550,7 +590,8 @@ def monitor(source: Source, bundle: ScoringBundle, model_version: str, *, as_of:
                      f"{float(test_auc):.3f} at training")
     return {"verdict": verdict, "reasons": reasons, "as_of": as_of.isoformat(),
             "model_version": model_version, "reference_snapshot": reference["snapshot"],
-            "customers": sample.rows, "feeds": feeds, "features": features,
+            "customers": sample.rows, "feeds": feeds, "order_values": order_values,
+            "features": features,
             "not_compared": constant,
             "score": {"psi": score_psi, "psi_with_calendar": score_psi_raw,
                       **distribution(reference["churn_probability"], p_ref)},
