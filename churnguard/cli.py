@@ -722,7 +722,11 @@ def score_cmd(
         parse_destination,
         run_batch,
     )
-    from churnguard.serving.predlog import BatchLogSink, model_name_of
+    from churnguard.serving.predlog import (
+        batch_log_sink,
+        model_name_of,
+        prediction_log_location,
+    )
 
     settings = _settings()
     cutoff = _parse_date(as_of, "--as-of")
@@ -743,9 +747,9 @@ def score_cmd(
             engine, data, settings, spark_master, allow_unknown_customers) as batch_engine:
         bundle, version = _load_model(uri, settings)
         logged = settings.prediction_log if prediction_log is None else prediction_log
-        log_sink = BatchLogSink(settings.prediction_log_path, as_of=cutoff,
-                                model_name=model_name_of(uri, settings.model_name),
-                                model_version=version) if logged else None
+        log_sink = batch_log_sink(prediction_log_location(settings), as_of=cutoff,
+                                  model_name=model_name_of(uri, settings.model_name),
+                                  model_version=version) if logged else None
         try:
             job = BatchJob(bundle, cutoff, version, chunk_size=chunk_size, drivers=drivers)
             summary = run_batch(job, batch_engine, dest, progress=steps.update,
@@ -760,7 +764,7 @@ def score_cmd(
     for reason, n in summary.skipped.items():
         out.print(f"skipped {n:,}: {reason}", highlight=False)
     if log_sink is not None:
-        out.print(f"prediction log: {log_sink.rows:,} rows in {log_sink.target}",
+        out.print(f"prediction log: {log_sink.rows:,} rows in {log_sink.where}",
                   highlight=False)
 
 
@@ -848,6 +852,7 @@ def monitor_cmd(
     from churnguard.serving.monitor import MONITOR_STEPS, Thresholds, monitor, write_report
     from churnguard.serving.monitor_report import write_html
     from churnguard.serving.monitor_state import record_verdict
+    from churnguard.serving.predlog import prediction_log_location
 
     settings = _settings()
     cutoff = _parse_date(as_of, "--as-of")
@@ -868,7 +873,7 @@ def monitor_cmd(
                   if engine == "spark" else None)
         try:
             report = monitor(source, bundle, version, as_of=cutoff,
-                             log_root=settings.prediction_log_path, thresholds=thresholds,
+                             log_root=prediction_log_location(settings), thresholds=thresholds,
                              features_as_of=chunks, progress=steps.update)
         except ValueError as exc:
             raise _fail(str(exc)) from None

@@ -26,6 +26,9 @@ ENV_PREFIX = "CHURNGUARD_"
 #: (a late payment; README, "Features": labels). ``churnguard train --grace-days`` overrides it.
 DEFAULT_GRACE_DAYS = 14
 
+# The prediction log's PostgreSQL URL and table (as serving.batch accepts a --out / --table).
+_PG_URL = re.compile(r"^postgres(ql)?://")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 # A DuckDB memory limit: a positive number with a unit (1000- or 1024-based), or a percentage of
 # the machine's memory (README, "Configuration").
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?) ?(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB|%)$")
@@ -143,6 +146,17 @@ class Settings(BaseSettings):
         default=2.0, gt=0, le=3600,
         description="How often the API writes its queued prediction-log rows.",
     )
+    prediction_log_url: str | None = Field(
+        default=None, repr=False,
+        description="A postgresql:// URL: the prediction log goes to the table "
+        "prediction_log_table of that database instead of Parquet files (prediction_log_dir "
+        "is then unused). May hold a password: never shown in a repr or an error.",
+    )
+    prediction_log_table: str = Field(
+        default="churnguard_prediction_log",
+        description="The prediction log's PostgreSQL table with prediction_log_url: NAME or "
+        "SCHEMA.NAME (created on the first write).",
+    )
 
     monitor_psi_warn: float = Field(
         default=0.1, gt=0, description="`churnguard monitor`: a feature, score or CLV PSI at "
@@ -225,6 +239,27 @@ class Settings(BaseSettings):
             return v
         # (The value is not repeated: a URL may hold a password; see load_settings.)
         raise ValueError("expected 'memory' or a redis://, rediss:// or unix:// URL")
+
+    @field_validator("prediction_log_url")
+    @classmethod
+    def _log_url(cls, value: str | None) -> str | None:
+        v = (value or "").strip()
+        if not v:
+            return None
+        if _PG_URL.match(v):
+            return v
+        # (The value is not repeated: it may hold a password; see load_settings.)
+        raise ValueError("expected a postgresql:// (or postgres://) URL")
+
+    @field_validator("prediction_log_table")
+    @classmethod
+    def _log_table(cls, value: str) -> str:
+        v = value.strip()
+        parts = v.split(".")
+        if len(parts) > 2 or not all(_IDENT.match(p) for p in parts):
+            raise ValueError("expected NAME or SCHEMA.NAME (letters, digits and _, not "
+                             "starting with a digit, at most 63 characters each)")
+        return v
 
     @field_validator("log_level")
     @classmethod

@@ -20,7 +20,7 @@ from churnguard.serving.metrics import Metrics
 from churnguard.serving.middleware import ServiceMiddleware
 from churnguard.serving.model import LoadedModel, ModelHolder, mlflow_loader, mlflow_resolver
 from churnguard.serving.monitor_state import VerdictReader
-from churnguard.serving.predlog import ApiPredictionLog
+from churnguard.serving.predlog import ApiPredictionLog, prediction_log_location
 from churnguard.serving.routers import campaigns, meta, scores
 from churnguard.serving.schemas import ErrorResponse
 from churnguard.serving.security import key_digests, require_api_key
@@ -81,7 +81,7 @@ def create_app(settings: Settings | None = None, *, holder: ModelHolder | None =
         app.state.holder, app.state.store = h, s
         if settings.prediction_log and app.state.prediction_log is None:
             app.state.prediction_log = ApiPredictionLog(
-                settings.prediction_log_path, model_name=settings.model_name,
+                prediction_log_location(settings), model_name=settings.model_name,
                 max_rows=settings.prediction_log_queue_rows,
                 flush_seconds=settings.prediction_log_flush_seconds,
                 on_written=metrics.prediction_log_rows.inc,

@@ -58,7 +58,7 @@ from churnguard.features.io import AtomicPath, _pid_alive
 from churnguard.features.sources import DataIssue, Source
 from churnguard.model.bundle import ScoringBundle
 from churnguard.model.score import FullScores, score_matrix
-from churnguard.serving.predlog import BatchLogSink
+from churnguard.serving.predlog import BatchLog
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame
@@ -97,7 +97,8 @@ KEY = ("customer_id", "as_of", "model_version")
 #: there) in the run's transaction; a table lacking any other score column is refused.
 ADDED_COLUMNS = ("horizon_days", "clv_horizon_days")
 _PG_TYPES = {pa.string(): "text", pa.date32(): "date", pa.float64(): "double precision",
-             pa.int32(): "integer", pa.timestamp("us", tz="UTC"): "timestamptz"}
+             pa.int32(): "integer", pa.timestamp("us", tz="UTC"): "timestamptz",
+             pa.bool_(): "boolean"}
 _JSON_COLUMNS = ("drivers", "actions")
 
 
@@ -349,14 +350,20 @@ def sink_for(dest: Destination, *, as_of: date, model_version: str) -> Sink:
     return PostgresSink(dest.target, dest.table, as_of=as_of, model_version=model_version)
 
 
-def _pg_connect(url: str) -> Any:
+def _pg_connect(url: str, *, connect_timeout: int | None = None) -> Any:
+    """A connection (not in autocommit) to ``url``, or :class:`BatchInputError`;
+    ``connect_timeout`` in seconds (default: libpq's, which may wait minutes on a host that
+    does not answer)."""
     import psycopg
 
     from churnguard.features.sources import split_postgres_url
 
     dsn, _ = split_postgres_url(url)
+    options: dict[str, Any] = {}
+    if connect_timeout is not None:
+        options["connect_timeout"] = connect_timeout
     try:
-        return psycopg.connect(dsn, autocommit=False)
+        return psycopg.connect(dsn, autocommit=False, **options)
     except psycopg.Error as exc:
         raise BatchInputError(f"cannot connect to PostgreSQL: {exc}".strip()) from None
 
@@ -399,6 +406,27 @@ def _pg_type(f: pa.Field) -> str:
     return "jsonb" if f.name in _JSON_COLUMNS else _PG_TYPES[f.type]
 
 
+def _pg_copy(con: Any, qualified: str, table: pa.Table) -> None:
+    """COPY ``table``'s rows into the table ``qualified`` (its columns by name) as CSV: null
+    is an unquoted empty field, text is quoted, so an empty string stays an empty string."""
+    buf = io.BytesIO()
+    pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=False))
+    names = ", ".join(sql.ident(c, "postgres") for c in table.column_names)
+    with con.cursor() as cur, cur.copy(
+            f"COPY {qualified} ({names}) FROM STDIN (FORMAT csv)") as copy:
+        copy.write(buf.getvalue())
+
+
+def _pg_xact_lock(con: Any, kind: str, schema: str | None, name: str) -> None:
+    """Wait for the other writers of table ``schema.name`` (default: the current schema) that
+    create or change it: a transaction-level advisory lock on ``kind`` and the name, released
+    at commit or rollback. Without it two first runs both create the table and the second
+    fails on a unique violation of the catalog, ``IF NOT EXISTS`` or not."""
+    con.execute("SELECT pg_advisory_xact_lock(hashtextextended("
+                "%s || ':' || coalesce(%s, current_schema()) || '.' || %s, 0))",
+                [kind, schema, name])
+
+
 class PostgresSink:
     """Upsert into a PostgreSQL table in one transaction (COPY into a staging table first)."""
 
@@ -434,10 +462,7 @@ class PostgresSink:
         advisory lock on its schema-qualified name, released at commit or rollback), then create
         it, or add the columns it lacks among :data:`ADDED_COLUMNS`. Without the lock two first
         runs both create the table and the second fails on a unique violation of the catalog."""
-        self._pg.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended("
-            "'churnguard.scores:' || coalesce(%s, current_schema()) || '.' || %s, 0))",
-            [self.schema, self.name])
+        _pg_xact_lock(self._pg, "churnguard.scores", self.schema, self.name)
         have = _pg_columns(self._pg, self.schema, self.name)
         if not have:
             cols = ", ".join(f"{sql.ident(f.name, 'postgres')} {_pg_type(f)}"
@@ -457,13 +482,7 @@ class PostgresSink:
                 for f in missing))
 
     def write(self, table: pa.Table) -> None:
-        buf = io.BytesIO()
-        pacsv.write_csv(table.select(OUTPUT_SCHEMA.names), buf,
-                        pacsv.WriteOptions(include_header=False))
-        names = ", ".join(sql.ident(c, "postgres") for c in OUTPUT_SCHEMA.names)
-        with self._pg.cursor() as cur, cur.copy(
-                f"COPY _churnguard_stage ({names}) FROM STDIN (FORMAT csv)") as copy:
-            copy.write(buf.getvalue())
+        _pg_copy(self._pg, "_churnguard_stage", table.select(OUTPUT_SCHEMA.names))
         self.n_rows += table.num_rows
 
     def commit(self, checkpoint: Checkpoint) -> None:
@@ -743,7 +762,7 @@ class SparkEngine:
 
 def run_batch(job: BatchJob, engine: Engine, dest: Destination, *,
               progress: Progress | None = None, checkpoint: Checkpoint = _noop,
-              prediction_log: BatchLogSink | None = None) -> BatchSummary:
+              prediction_log: BatchLog | None = None) -> BatchSummary:
     """Score every customer signed up before ``job.as_of`` on ``engine`` and write the scores
     to ``dest``, and with ``prediction_log`` the run's rows of the prediction log (committed
     after the scores; rolled back with them).
@@ -757,7 +776,11 @@ def run_batch(job: BatchJob, engine: Engine, dest: Destination, *,
     sink = sink_for(dest, as_of=job.as_of, model_version=job.model_version)
     sink.prepare()
     if prediction_log is not None:
-        prediction_log.prepare()
+        try:
+            prediction_log.prepare()
+        except BaseException:  # e.g. the log's database is down: nothing written, nothing held
+            sink.abort()
+            raise
     try:
         total, tables = engine.scored_chunks(job)
         later = engine.not_yet_signed_up(job.as_of)

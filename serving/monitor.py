@@ -51,7 +51,7 @@ from churnguard.model.profile import (
     psi_from_counts,
 )
 from churnguard.model.score import predict_outputs
-from churnguard.serving.predlog import read_prediction_log
+from churnguard.serving.predlog import LogLocation, read_prediction_log
 
 Verdict = Literal["ok", "warn", "alert"]
 _ORDER: dict[str, int] = {"ok": 0, "warn": 1, "alert": 2}
@@ -245,7 +245,7 @@ def _campaign_outcomes(source: Source, joined: pd.DataFrame, t0: date, horizon_d
     return out
 
 
-def realized_performance(source: Source, bundle: ScoringBundle, log_root: Path,
+def realized_performance(source: Source, bundle: ScoringBundle, log_root: LogLocation,
                          as_of: date) -> list[dict[str, Any]]:
     """One entry per logged batch run (as-of date, model version) whose churn label window
     ends by ``as_of``, oldest first: its realized metrics overall, per value tier and per
@@ -494,7 +494,7 @@ def feature_chunks(source: Source, bundle: ScoringBundle, as_of: date) -> Iterat
 
 
 def monitor(source: Source, bundle: ScoringBundle, model_version: str, *, as_of: date,
-            log_root: Path, thresholds: Thresholds | None = None,
+            log_root: LogLocation, thresholds: Thresholds | None = None,
             features_as_of: Iterable[pd.DataFrame] | None = None,
             progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """The monitoring report of ``bundle`` at ``as_of`` (the keys of ``monitor.json``).

@@ -3,32 +3,39 @@ log").
 
 Every ``churnguard score`` run and every API score is recorded as one row per customer in
 :data:`LOG_SCHEMA`, so that what was predicted can later be measured against what happened.
-The log is a Parquet dataset under the settings' ``prediction_log_path``, partitioned by
-scoring date (Hive layout, ``date=YYYY-MM-DD``: the as-of date of a batch run, the UTC day of
-an API request):
+Where it goes is :func:`prediction_log_location` of the settings: a Parquet dataset under
+``prediction_log_path``, or with ``prediction_log_url`` set a PostgreSQL table
+(:class:`PostgresLog`). The Parquet dataset is partitioned by scoring date (Hive layout,
+``date=YYYY-MM-DD``: the as-of date of a batch run, the UTC day of an API request):
 
-- a batch run writes ``date=<as_of>/batch-<model name>-v<version>.parquet``, replaced
-  atomically when the same model version scores the same as-of date again, so a re-run never
-  duplicates rows (:class:`BatchLogSink`, committed after the scores themselves);
+- a batch run (:func:`batch_log_sink`) writes ``date=<as_of>/batch-<model name>-v<version>
+  .parquet``, replaced atomically when the same model version scores the same as-of date
+  again, so a re-run never duplicates rows (:class:`BatchLogSink`, committed after the scores
+  themselves); in PostgreSQL (:class:`PostgresBatchLogSink`) one transaction deletes the rows
+  of that run's (as-of date, model name, model version) and inserts the new ones;
 - the API (scores and campaign plans) hands its rows to :class:`ApiPredictionLog`: a bounded
-  queue a background thread writes every few seconds as ``date=<day>/api-<pid>-<n>.parquet``.
-  A request never waits for the log, and never fails because of it: rows that do not fit in
-  the queue, or whose write fails, are counted as dropped
+  queue a background thread writes every few seconds, as ``date=<day>/api-<pid>-<n>.parquet``
+  or one transaction per flush into the table. A request never waits for the log, and never
+  fails because of it: rows that do not fit in the queue, or whose write fails (a database
+  that is down: the next flush reconnects), are counted as dropped
   (``churnguard_prediction_log_dropped_rows_total``).
 
-:func:`read_prediction_log` reads it back (one table, ``date`` as a column).
+:func:`read_prediction_log` reads either back (one table, ``date`` as a column).
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
 import queue
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import numpy as np
 import pyarrow as pa
@@ -36,7 +43,11 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from churnguard.features import sql
 from churnguard.features.io import AtomicPath
+
+if TYPE_CHECKING:  # pragma: no cover
+    from churnguard.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +70,51 @@ LOG_SCHEMA = pa.schema([
     ("value_tier", pa.string()),
     ("lifecycle_stage", pa.string()),
 ])
+
+
+#: The table of a PostgreSQL prediction log unless ``prediction_log_table`` says otherwise.
+DEFAULT_TABLE = "churnguard_prediction_log"
+#: Seconds the API's log waits for its database to answer a connection: a host that is down
+#: costs a flush this long at most, never a request.
+CONNECT_TIMEOUT = 5
+
+
+@dataclass(frozen=True)
+class PostgresLog:
+    """The prediction log as a PostgreSQL table: ``table`` (``name`` or ``schema.name``; an
+    unqualified name is in the connection's current schema) of the database at ``url``. The
+    URL may hold a password: it is neither shown (``repr``, ``str``) nor logged."""
+
+    url: str = field(repr=False)
+    table: str = DEFAULT_TABLE
+
+    @property
+    def schema(self) -> str | None:
+        return self.table.rpartition(".")[0] or None
+
+    @property
+    def name(self) -> str:
+        return self.table.rpartition(".")[2]
+
+    @property
+    def qualified(self) -> str:
+        return sql.qualified(*(p for p in (self.schema, self.name) if p), dialect="postgres")
+
+    def __str__(self) -> str:
+        return f"PostgreSQL table {self.table}"
+
+
+#: Where the prediction log is: a Parquet dataset's folder, or a PostgreSQL table.
+LogLocation: TypeAlias = Path | PostgresLog
+
+
+def prediction_log_location(settings: Settings) -> LogLocation:
+    """The settings' prediction log: the table ``prediction_log_table`` of
+    ``prediction_log_url`` when that is set, else the folder ``prediction_log_path``. The one
+    place that decides, for ``churnguard score``, the API and ``churnguard monitor`` alike."""
+    if settings.prediction_log_url:
+        return PostgresLog(settings.prediction_log_url, settings.prediction_log_table)
+    return settings.prediction_log_path
 
 
 def model_name_of(uri: str, default: str) -> str:
@@ -99,6 +155,36 @@ def log_rows(scores: pa.Table, *, model_name: str, channel: str) -> pa.Table:
     ], schema=LOG_SCHEMA)
 
 
+class BatchLog(Protocol):
+    """The prediction log of one batch run (:func:`batch_log_sink`): prepared before scoring,
+    written chunk by chunk, committed after the scores, or aborted (the previous run's rows of
+    the same model version and as-of date stay)."""
+
+    rows: int
+
+    @property
+    def where(self) -> str:
+        """Where the rows go, to show (never a password)."""
+        ...
+
+    def prepare(self) -> None: ...
+    def write(self, scores: pa.Table) -> None: ...
+    def commit(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+def batch_log_sink(location: LogLocation, *, as_of: date, model_name: str,
+                   model_version: str) -> BatchLog:
+    """The prediction log sink of a batch run at ``location``: a Parquet file of the as-of
+    partition (:class:`BatchLogSink`) or a PostgreSQL transaction (:class:`PostgresBatchLogSink`).
+    """
+    if isinstance(location, PostgresLog):
+        return PostgresBatchLogSink(location, as_of=as_of, model_name=model_name,
+                                    model_version=model_version)
+    return BatchLogSink(location, as_of=as_of, model_name=model_name,
+                        model_version=model_version)
+
+
 class BatchLogSink:
     """The prediction log of one batch run: its file of the as-of partition, streamed to a
     temporary and renamed onto the previous run's file of the same model version."""
@@ -110,6 +196,10 @@ class BatchLogSink:
         self.atomic = AtomicPath(self.target)
         self._writer: pq.ParquetWriter | None = None
         self.rows = 0
+
+    @property
+    def where(self) -> str:
+        return str(self.target)
 
     def prepare(self) -> None:
         self.atomic.prepare()
@@ -137,20 +227,207 @@ class BatchLogSink:
         self.atomic.abort()
 
 
+# ---------------------------------------------------------------------------------------------
+# PostgreSQL: the table, its batch sink and the API's writer (serving.batch's helpers)
+
+
+def _pg_missing_columns(con: Any, location: PostgresLog) -> list[str] | None:
+    """The :data:`LOG_SCHEMA` columns the table lacks; None if there is no table."""
+    from churnguard.serving.batch import _pg_columns
+
+    have = _pg_columns(con, location.schema, location.name)
+    if not have:
+        return None
+    return [c for c in LOG_SCHEMA.names if c not in have]
+
+
+def _pg_refuse_other_shapes(con: Any, location: PostgresLog) -> None:
+    from churnguard.serving.batch import BatchInputError
+
+    missing = _pg_missing_columns(con, location)
+    if missing:
+        raise BatchInputError(
+            f"table {location.qualified} exists but lacks the prediction-log columns "
+            f"{', '.join(missing)}; set CHURNGUARD_PREDICTION_LOG_TABLE to another table")
+
+
+def _pg_create_table(con: Any, location: PostgresLog) -> None:
+    """In the caller's transaction, under the table's advisory lock (held to its end): create
+    the table (and its index on a run's key) unless it exists, or refuse one of another shape.
+    """
+    from churnguard.serving.batch import _pg_type, _pg_xact_lock
+
+    _pg_xact_lock(con, "churnguard.prediction_log", location.schema, location.name)
+    if _pg_missing_columns(con, location) is None:
+        cols = ", ".join(f"{sql.ident(f.name, 'postgres')} {_pg_type(f)}" for f in LOG_SCHEMA)
+        index = sql.ident(f"{location.name[:50]}_run_idx", "postgres")
+        con.execute(f"CREATE TABLE IF NOT EXISTS {location.qualified} ({cols})")
+        con.execute(f"CREATE INDEX IF NOT EXISTS {index} ON {location.qualified} "
+                    "(scored_as_of, model_version, channel)")
+    else:
+        _pg_refuse_other_shapes(con, location)
+
+
+class PostgresBatchLogSink:
+    """The prediction log of one batch run in a PostgreSQL table, one transaction from
+    :meth:`prepare` to :meth:`commit`: the chunks are COPYed into a temporary table, then the
+    table is created if missing, the rows of the run's (as-of date, model name, model version)
+    of the ``batch`` channel deleted and the new ones inserted. :meth:`abort` rolls it all back.
+    """
+
+    STAGE = "_churnguard_log_stage"
+
+    def __init__(self, location: PostgresLog, *, as_of: date, model_name: str,
+                 model_version: str) -> None:
+        self.location = location
+        self.as_of = as_of
+        self.model_name = model_name
+        self.model_version = model_version
+        self._pg: Any = None
+        self.rows = 0
+
+    @property
+    def where(self) -> str:
+        return str(self.location)
+
+    def prepare(self) -> None:
+        """Connect, refuse a table of another shape, and start the transaction (creating
+        nothing but the temporary table): before any feature is built."""
+        from churnguard.serving.batch import BatchInputError, _pg_connect, _pg_type
+
+        self._pg = _pg_connect(self.location.url)
+        try:
+            try:
+                _pg_refuse_other_shapes(self._pg, self.location)
+            finally:
+                self._pg.rollback()
+            cols = ", ".join(f"{sql.ident(f.name, 'postgres')} {_pg_type(f)}"
+                             for f in LOG_SCHEMA)
+            self._pg.execute(f"CREATE TEMP TABLE {self.STAGE} ({cols}) ON COMMIT DROP")
+        except BatchInputError:
+            self.abort()
+            raise
+        except Exception as exc:
+            self.abort()
+            raise BatchInputError(f"prediction log: {exc}".strip()) from None
+
+    def write(self, scores: pa.Table) -> None:
+        from churnguard.serving.batch import _pg_copy
+
+        _pg_copy(self._pg, self.STAGE,
+                 log_rows(scores, model_name=self.model_name, channel="batch"))
+        self.rows += scores.num_rows
+
+    def commit(self) -> None:
+        _pg_create_table(self._pg, self.location)
+        names = ", ".join(sql.ident(c, "postgres") for c in LOG_SCHEMA.names)
+        self._pg.execute(f"DELETE FROM {self.location.qualified} WHERE scored_as_of = %s AND "
+                         "model_version = %s AND channel = 'batch' AND model_name = %s",
+                         [self.as_of, self.model_version, self.model_name])
+        self._pg.execute(f"INSERT INTO {self.location.qualified} ({names}) "
+                         f"SELECT {names} FROM {self.STAGE}")
+        self._pg.commit()
+        self._pg.close()
+        self._pg = None
+
+    def abort(self) -> None:
+        if self._pg is not None:
+            with contextlib.suppress(Exception):
+                self._pg.rollback()
+                self._pg.close()
+            self._pg = None
+
+
+class _RowWriter(Protocol):
+    """What :class:`ApiPredictionLog` writes its queued rows with: :meth:`write` returns how
+    many of ``rows`` it wrote (the rest are dropped) or raises (all of them are)."""
+
+    def write(self, rows: pa.Table) -> int: ...
+    def close(self) -> None: ...
+
+
+class _ParquetRows:
+    """One file per day of the rows, ``date=<day>/api-<pid>-<n>.parquet``, each written to a
+    temporary and renamed: a day whose file cannot be written is dropped, the others stay."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._files = itertools.count()
+
+    def write(self, rows: pa.Table) -> int:
+        written = 0
+        for day in pc.unique(rows.column("scored_as_of")).to_pylist():
+            part = rows.filter(pc.equal(rows.column("scored_as_of"),
+                                        pa.scalar(day, pa.date32())))
+            target = _partition(self.root, day) / f"api-{os.getpid()}-{next(self._files)}.parquet"
+            try:
+                atomic = AtomicPath(target)
+                atomic.prepare()
+                pq.write_table(part, atomic.tmp, compression="zstd")
+                atomic.replace()
+            except OSError as exc:
+                log.warning("prediction log: %d rows not written to %s (%s)", part.num_rows,
+                            target, exc)
+                continue
+            written += part.num_rows
+        return written
+
+    def close(self) -> None:
+        return None
+
+
+class _PostgresRows:
+    """One transaction per flush: COPY the rows into the table (created on the first flush of
+    a connection). A failure rolls back and closes the connection; the next flush reconnects."""
+
+    def __init__(self, location: PostgresLog) -> None:
+        self.location = location
+        self._pg: Any = None
+        self._ready = False
+
+    def write(self, rows: pa.Table) -> int:
+        from churnguard.serving.batch import _pg_connect, _pg_copy
+
+        try:
+            if self._pg is None:
+                self._pg = _pg_connect(self.location.url, connect_timeout=CONNECT_TIMEOUT)
+                self._ready = False
+            if not self._ready:
+                _pg_create_table(self._pg, self.location)
+            _pg_copy(self._pg, self.location.qualified, rows)
+            self._pg.commit()
+            self._ready = True
+        except Exception:
+            self.close()
+            raise
+        return rows.num_rows
+
+    def close(self) -> None:
+        if self._pg is not None:
+            with contextlib.suppress(Exception):
+                self._pg.rollback()
+                self._pg.close()
+            self._pg = None
+
+
 class ApiPredictionLog:
-    """The API's prediction log: :meth:`submit` queues a request's rows without waiting; a
-    daemon thread writes what is queued every ``flush_seconds`` (and on :meth:`close`).
+    """The API's prediction log at ``location`` (a folder, or a :class:`PostgresLog`):
+    :meth:`submit` queues a request's rows without waiting; a daemon thread writes what is
+    queued every ``flush_seconds`` (and on :meth:`close`).
 
     At most ``max_rows`` rows wait in the queue: a request whose rows do not fit is dropped
     from the log (not from the response) and counted by ``on_dropped``; so are rows whose
-    write fails (logged once per failure). ``on_written`` counts the rows written.
+    write fails (logged once per failure). ``on_written`` counts the rows written. Only the
+    writing step differs between Parquet and PostgreSQL.
     """
 
-    def __init__(self, root: Path, *, model_name: str, max_rows: int = 100_000,
+    def __init__(self, location: LogLocation, *, model_name: str, max_rows: int = 100_000,
                  flush_seconds: float = 2.0,
                  on_written: Callable[[int], None] = lambda n: None,
                  on_dropped: Callable[[int], None] = lambda n: None) -> None:
-        self.root = Path(root)
+        self.location = location
+        self._writer: _RowWriter = (_PostgresRows(location) if isinstance(location, PostgresLog)
+                                    else _ParquetRows(location))
         self.model_name = model_name
         self.max_rows = max_rows
         self.flush_seconds = flush_seconds
@@ -158,7 +435,9 @@ class ApiPredictionLog:
         self._queue: queue.SimpleQueue[pa.Table] = queue.SimpleQueue()
         self._queued = 0
         self._lock = threading.Lock()
-        self._files = itertools.count()
+        # One flush at a time: the thread's, or close()'s after it (one connection, one file
+        # counter).
+        self._flushing = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
@@ -201,35 +480,27 @@ class ApiPredictionLog:
         return True
 
     def flush(self) -> int:
-        """Write every queued row now (one file per day); the rows written."""
-        tables: list[pa.Table] = []
-        while True:
+        """Write every queued row now; the rows written (the others are counted as dropped)."""
+        with self._flushing:
+            tables: list[pa.Table] = []
+            while True:
+                try:
+                    tables.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            if not tables:
+                return 0
+            rows = pa.concat_tables(tables)
+            with self._lock:
+                self._queued -= rows.num_rows
             try:
-                tables.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
-        if not tables:
-            return 0
-        rows = pa.concat_tables(tables)
-        with self._lock:
-            self._queued -= rows.num_rows
-        written = 0
-        days = pc.unique(rows.column("scored_as_of")).to_pylist()
-        for day in days:
-            part = rows.filter(pc.equal(rows.column("scored_as_of"), pa.scalar(day,
-                                                                              pa.date32())))
-            target = _partition(self.root, day) / f"api-{os.getpid()}-{next(self._files)}.parquet"
-            try:
-                atomic = AtomicPath(target)
-                atomic.prepare()
-                pq.write_table(part, atomic.tmp, compression="zstd")
-                atomic.replace()
-            except OSError as exc:
-                log.warning("prediction log: %d rows not written to %s (%s)", part.num_rows,
-                            target, exc)
-                self._on_dropped(part.num_rows)
-                continue
-            written += part.num_rows
+                written = self._writer.write(rows)
+            except Exception as exc:
+                log.warning("prediction log: %d rows not written to %s (%s)", rows.num_rows,
+                            self.location, exc)
+                written = 0
+        if written < rows.num_rows:
+            self._on_dropped(rows.num_rows - written)
         if written:
             self._on_written(written)
         return written
@@ -245,13 +516,21 @@ class ApiPredictionLog:
         """Stop the thread and write what is queued (the API's shutdown)."""
         self._stop.set()
         self._thread.join(timeout=max(self.flush_seconds, 1.0) + 5.0)
-        self.flush()
+        try:
+            self.flush()
+        finally:
+            with self._flushing:
+                self._writer.close()
 
 
-def read_prediction_log(root: Path) -> pa.Table:
-    """Every row of the prediction log under ``root`` (``date`` as a column; an empty table
-    of :data:`LOG_SCHEMA` + ``date`` when nothing was logged)."""
-    root = Path(root)
+def read_prediction_log(location: LogLocation) -> pa.Table:
+    """Every row of the prediction log at ``location`` (a folder, or a :class:`PostgresLog`) as
+    :data:`LOG_SCHEMA` + ``date`` (the ``scored_as_of`` day as text, the Parquet partition);
+    an empty table of that schema when nothing was logged. Columns a log written by an earlier
+    churnguard lacks are null."""
+    if isinstance(location, PostgresLog):
+        return _read_postgres(location)
+    root = Path(location)
     schema = LOG_SCHEMA.append(pa.field("date", pa.string()))
     files = sorted(p for p in root.glob("date=*/*.parquet") if not p.name.startswith("."))
     if not files:
@@ -261,3 +540,26 @@ def read_prediction_log(root: Path) -> pa.Table:
                                                       flavor="hive"),
                          partition_base_dir=str(root))
     return dataset.to_table()
+
+
+def _read_postgres(location: PostgresLog) -> pa.Table:
+    """The table read through :func:`~churnguard.features.adapters.postgres.read_table` (in
+    batches, PostgreSQL's column types), in :data:`LOG_SCHEMA` order, ``date`` added."""
+    from churnguard.features.adapters.postgres import read_table
+    from churnguard.serving.batch import _pg_connect
+
+    schema = LOG_SCHEMA.append(pa.field("date", pa.string()))
+    con = _pg_connect(location.url)
+    try:
+        table_schema = location.schema or str(
+            con.execute("SELECT current_schema()").fetchall()[0][0])
+        if _pg_missing_columns(con, location) is None:
+            return schema.empty_table()
+        table = read_table(con, table_schema, location.name)
+    finally:
+        con.close()
+    n = table.num_rows
+    cols = [table.column(f.name).cast(f.type) if f.name in table.column_names
+            else pa.nulls(n, f.type) for f in LOG_SCHEMA]
+    cols.append(pc.cast(cols[LOG_SCHEMA.get_field_index("scored_as_of")], pa.string()))
+    return pa.Table.from_arrays(cols, schema=schema)

@@ -238,6 +238,8 @@ def _prediction_log_outside_the_checkout(tmp_path_factory: pytest.TempPathFactor
 
     os.environ.setdefault("CHURNGUARD_PREDICTION_LOG_DIR",
                           str(tmp_path_factory.mktemp("prediction-log")))
+    # A PostgreSQL log of the shell's would take every test's rows: the tests of it set their own.
+    os.environ.pop("CHURNGUARD_PREDICTION_LOG_URL", None)
     # Likewise ``churnguard monitor``'s last verdict (README, "Monitoring").
     os.environ.setdefault("CHURNGUARD_MONITOR_STATE_PATH",
                           str(tmp_path_factory.mktemp("monitoring") / "last_verdict.json"))

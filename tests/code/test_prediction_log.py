@@ -150,3 +150,116 @@ def test_a_failed_write_is_counted_not_raised(tmp_path: Path) -> None:
     ("/tmp/bundles/candidate", "candidate"), ("models:/", "fallback")])
 def test_model_name_of(uri: str, name: str) -> None:
     assert model_name_of(uri, "fallback") == name
+
+
+# ---------------------------------------------------------------------------------------------
+# Where the log goes: the settings decide once (prediction_log_location), the same calls follow
+
+SECRET = "s3cr3t-log-passw0rd"
+
+
+@pytest.fixture()
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("CHURNGUARD_PREDICTION_LOG"):
+            monkeypatch.delenv(name)
+    return monkeypatch
+
+
+def test_without_a_url_the_log_is_the_parquet_folder(clean_env: pytest.MonkeyPatch,
+                                                    tmp_path: Path) -> None:
+    from churnguard.config import load_settings
+    from churnguard.serving.predlog import BatchLogSink, batch_log_sink, prediction_log_location
+
+    clean_env.setenv("CHURNGUARD_PREDICTION_LOG_DIR", str(tmp_path))
+    clean_env.setenv("CHURNGUARD_PREDICTION_LOG_URL", "  ")  # blank: unset
+    settings = load_settings()
+    assert settings.prediction_log_url is None
+    assert prediction_log_location(settings) == tmp_path
+    sink = batch_log_sink(tmp_path, as_of=AS_OF, model_name="m", model_version="1")
+    assert isinstance(sink, BatchLogSink) and sink.where == str(sink.target)
+
+
+def test_a_url_puts_the_log_in_postgresql_without_showing_the_password(
+        clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from churnguard.config import load_settings
+    from churnguard.serving.predlog import (
+        DEFAULT_TABLE,
+        PostgresBatchLogSink,
+        PostgresLog,
+        batch_log_sink,
+        prediction_log_location,
+    )
+
+    url = f"postgresql://crm:{SECRET}@db.example:5432/crm"
+    clean_env.setenv("CHURNGUARD_PREDICTION_LOG_DIR", str(tmp_path))  # unused with a URL
+    clean_env.setenv("CHURNGUARD_PREDICTION_LOG_URL", url)
+    settings = load_settings()
+    assert SECRET not in repr(settings)
+    location = prediction_log_location(settings)
+    assert location == PostgresLog(url, DEFAULT_TABLE) == PostgresLog(url)
+    assert isinstance(location, PostgresLog)
+    assert SECRET not in repr(location) and SECRET not in str(location)
+    assert location.schema is None and location.qualified == f'"{DEFAULT_TABLE}"'
+
+    clean_env.setenv("CHURNGUARD_PREDICTION_LOG_TABLE", "crm.scored")
+    location = prediction_log_location(load_settings())
+    assert isinstance(location, PostgresLog)
+    assert (location.schema, location.name, location.qualified) == (
+        "crm", "scored", '"crm"."scored"')
+    # The sink connects only when prepared (before scoring), not when made.
+    sink = batch_log_sink(location, as_of=AS_OF, model_name="m", model_version="1")
+    assert isinstance(sink, PostgresBatchLogSink) and sink.where == "PostgreSQL table crm.scored"
+    assert SECRET not in sink.where
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("CHURNGUARD_PREDICTION_LOG_URL", f"mysql://crm:{SECRET}@db/crm"),
+    ("CHURNGUARD_PREDICTION_LOG_URL", f"/var/log/{SECRET}"),
+    ("CHURNGUARD_PREDICTION_LOG_TABLE", f"a.b.{SECRET}"),
+    ("CHURNGUARD_PREDICTION_LOG_TABLE", f"log; DROP TABLE {SECRET}"),
+    ("CHURNGUARD_PREDICTION_LOG_TABLE", "1log"),
+])
+def test_a_bad_log_url_or_table_names_the_variable_not_the_value(
+        clean_env: pytest.MonkeyPatch, variable: str, value: str) -> None:
+    from churnguard.config import SettingsError, load_settings
+
+    clean_env.setenv(variable, value)
+    with pytest.raises(SettingsError) as exc:
+        load_settings()
+    [(name, what)] = exc.value.problems
+    assert name == variable and SECRET not in str(exc.value)
+    assert ("postgresql://" in what) if variable.endswith("URL") else ("SCHEMA.NAME" in what)
+
+
+def test_an_unreachable_database_drops_and_counts_api_rows_without_failing() -> None:
+    """Port 1 refuses at once: no server needed. submit never waits for it; each flush tries
+    again (a new connection), counts its rows as dropped and raises nothing."""
+    import time
+
+    from churnguard.serving.predlog import PostgresLog
+
+    down = PostgresLog(f"postgresql://crm:{SECRET}@127.0.0.1:1/crm", "log")
+    written: list[int] = []
+    dropped: list[int] = []
+    plog = ApiPredictionLog(down, model_name="churnguard", flush_seconds=3600,
+                            on_written=written.append, on_dropped=dropped.append)
+    start = time.perf_counter()
+    assert submit(plog, ["a", "b"])
+    assert time.perf_counter() - start < 0.5
+    assert plog.flush() == 0
+    assert submit(plog, ["c"]) and plog.flush() == 0
+    plog.close()
+    assert dropped == [2, 1] and not written
+
+
+def test_the_readme_lists_every_setting() -> None:
+    from churnguard.config import Settings, _variable
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    readme = readme.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    missing = [_variable(name) for name in Settings.model_fields
+               if not any(f"`{v}`" in readme for v in _variable(name).split(" or "))]
+    assert not missing, f"README's configuration table lacks {missing}"
