@@ -42,6 +42,8 @@ MONTH_AFTER = TRAIN_AS_OF + timedelta(days=31)
 HORIZON = 90
 DRIFT_DATE = date(2025, 3, 15)
 DRIFT_MONITOR = date(2025, 5, 1)
+#: Once the run scored at T has its labels: what realized performance adds.
+DRIFT_LATE = TRAIN_AS_OF + timedelta(days=HORIZON + 10)
 #: The fault kinds of ``demo-data --drift`` and how each is given.
 FAULTS = ("broken-feed", "acquisition-shift", "price-change", "churn-rise")
 
@@ -135,6 +137,7 @@ def demo_checks(work: Path, seeds: list[int], customers: int, faults: bool, log:
                  str(seeds[0]), "--drift", f"{kind}@{DRIFT_DATE.isoformat()}"],
                 store_env(store0), log)
         report = monitor(data, store0, DRIFT_MONITOR, work / f"mon-{kind}", log)
+        late = monitor(data, store0, DRIFT_LATE, work / f"mon-{kind}-late", log)
         truth = json.loads((data / "ground_truth" / "drift.json").read_text())
         expected = sorted({f for fault in _faults(truth) for f in fault.get(
             "features_expected_to_move", [])})
@@ -144,7 +147,14 @@ def demo_checks(work: Path, seeds: list[int], customers: int, faults: bool, log:
         s["expected_in_top"] = [f for f in expected if f in ranked[:max(5, len(expected))]]
         s["top_is_expected"] = bool(ranked) and ranked[0] in expected
         s["injected"] = _faults(truth)
+        s["late"] = {"as_of": DRIFT_LATE.isoformat(), "verdict": late["verdict"],
+                     "reasons": late["reasons"][:6]}
         out["faults"][kind] = s
+    # The undrifted data at the late date too: what the fault's late verdict is compared with.
+    data0 = work / f"demo-seed{seeds[0]}"
+    clean_late = monitor(data0, store0, DRIFT_LATE, work / "mon-clean-late", log)
+    out["clean_late"] = {"as_of": DRIFT_LATE.isoformat(), "verdict": clean_late["verdict"],
+                         "reasons": clean_late["reasons"][:6]}
     return out
 
 
@@ -215,13 +225,24 @@ def markdown(r: dict[str, Any]) -> str:
         if demo["faults"]:
             lines += ["", f"## Injected faults (seed {next(iter(demo['seeds']))}, from "
                       f"{DRIFT_DATE}, monitored {DRIFT_MONITOR} with the undrifted model)", "",
-                      "| fault | verdict | broken feeds named | top features by PSI | expected "
-                      "(ground truth) | top is expected |", "|---|---|---|---|---|---|"]
+                      "| fault | verdict | first reason | broken feeds named | top features by "
+                      "PSI | expected (ground truth) | top is expected |",
+                      "|---|---|---|---|---|---|---|"]
             for kind, s in demo["faults"].items():
                 lines.append(
-                    f"| {kind} | {s['verdict']} | {', '.join(s['broken_feeds']) or '–'} | "
+                    f"| {kind} | {s['verdict']} | {(s['reasons'] or ['–'])[0]} | "
+                    f"{', '.join(s['broken_feeds']) or '–'} | "
                     + ", ".join(f"{n} {v}" for n, v in s["top_features"][:5])
                     + f" | {', '.join(s['expected_features'])} | {s['top_is_expected']} |")
+            lines += ["", f"Monitored again on {DRIFT_LATE}, once the run scored at "
+                      f"{TRAIN_AS_OF} has its labels (realized performance):", "",
+                      "| data | verdict | reasons |", "|---|---|---|"]
+            if demo.get("clean_late"):
+                c = demo["clean_late"]
+                lines.append(f"| undrifted | {c['verdict']} | {'; '.join(c['reasons']) or '–'} |")
+            for kind, s in demo["faults"].items():
+                lines.append(f"| {kind} | {s['late']['verdict']} | "
+                             f"{'; '.join(s['late']['reasons'][:3]) or '–'} |")
     elif r.get("cdnow"):
         h = r["cdnow"]
         lines += [f"CDNOW: estimated ROC AUC {h['estimated_roc_auc']:.3f}, realized "

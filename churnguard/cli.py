@@ -863,7 +863,8 @@ def monitor_cmd(
     thresholds = Thresholds(
         psi_warn=settings.monitor_psi_warn, psi_alert=settings.monitor_psi_alert,
         null_rate_change_warn=settings.monitor_null_rate_change_warn,
-        auc_drop_alert=settings.monitor_auc_drop_alert, ece_alert=settings.monitor_ece_alert)
+        auc_drop_alert=settings.monitor_auc_drop_alert, ece_alert=settings.monitor_ece_alert,
+        group_gap_warn=settings.monitor_group_gap_warn)
     with _Steps("monitoring", total=len(MONITOR_STEPS)) as steps, _open(
             data, settings, allow_unknown_customers=allow_unknown_customers) as source, \
             tempfile.TemporaryDirectory(prefix="churnguard-monitor-") as staging:

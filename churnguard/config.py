@@ -172,6 +172,10 @@ class Settings(BaseSettings):
     monitor_ece_alert: float = Field(
         default=0.05, gt=0, le=1, description="`churnguard monitor`: a realized expected "
         "calibration error at or above this alerts.")
+    monitor_group_gap_warn: float = Field(
+        default=0.05, gt=0, le=1, description="`churnguard monitor`: a group of a realized run "
+        "(value tier, lifecycle stage, customer attribute; at least 100 customers) whose churn "
+        "rate is this far from its mean predicted probability warns.")
     monitor_experiment: str = Field(
         default="churnguard-monitoring", min_length=1, description="`churnguard monitor`: "
         "MLflow experiment of the monitoring runs (tag churnguard.run_kind=monitoring).")

@@ -45,6 +45,7 @@ from churnguard.model.bundle import ScoringBundle
 from churnguard.model.profile import (
     OTHER,
     bin_counts,
+    categorical_entry,
     current_shares,
     numeric_entry,
     population_stability_index,
@@ -57,6 +58,8 @@ Verdict = Literal["ok", "warn", "alert"]
 _ORDER: dict[str, int] = {"ok": 0, "warn": 1, "alert": 2}
 #: Labels drawn from the probabilities for the estimated ROC AUC.
 ESTIMATE_DRAWS = 200
+#: Customers a realized group needs before its calibration gap counts.
+GROUP_MIN_CUSTOMERS = 100
 #: Bins of the expected calibration error.
 ECE_BINS = 10
 
@@ -70,6 +73,7 @@ class Thresholds:
     null_rate_change_warn: float = 0.05
     auc_drop_alert: float = 0.05
     ece_alert: float = 0.05
+    group_gap_warn: float = 0.05
 
 
 def _status(psi: float, null_change: float, t: Thresholds) -> Verdict:
@@ -168,6 +172,10 @@ def realized_metrics(y: np.ndarray, p: np.ndarray, clv: np.ndarray | None = None
     y = np.asarray(y, dtype=float)
     p = np.asarray(p, dtype=float)
     out: dict[str, Any] = {"n": int(y.size), "churn_rate": float(y.mean()) if y.size else None,
+                           "mean_predicted": float(p.mean()) if y.size else None,
+                           # The churn rate's standard error if the probabilities are right.
+                           "churn_rate_se": (float(np.sqrt(np.sum(p * (1 - p)))) / y.size
+                                             if y.size else None),
                            "roc_auc": _nan(), "pr_auc": _nan(),
                            "log_loss": evaluate.log_loss(y, p) if y.size else _nan(),
                            "ece": (evaluate.expected_calibration_error(y, p, ECE_BINS)
@@ -291,11 +299,14 @@ def _realized_run(source: Source, scored: date, version: str, as_of: date, mode:
     run_p = source.con.execute(
         f"SELECT churn_probability FROM _monitor_log WHERE {where} ORDER BY customer_id",
         {"version": version}).fetchnumpy()["churn_probability"]
+    attrs = [c for c in source.attribute_columns if c not in ("customer_id", "signup_date")]
+    attr_cols = "".join(f', CAST(c."{a}" AS VARCHAR) AS "attr_{a}"' for a in attrs)
     joined = source.con.execute(
         f"""SELECT l.customer_id, l.churn_probability, l.clv, l.value_tier, l.lifecycle_stage,
-                   l.top_action, lab.churned, lab.future_spend
+                   l.top_action, lab.churned, lab.future_spend{attr_cols}
             FROM (SELECT * FROM _monitor_log WHERE {where}) AS l
             JOIN ({label_sql(t0, h, hc, mode, grace_days=grace)}) AS lab USING (customer_id)
+            LEFT JOIN customers AS c USING (customer_id)
             ORDER BY l.customer_id""",
         {"version": version}).df()
     clv_closed = t0 + timedelta(days=hc) <= as_of and "future_spend" in joined
@@ -312,6 +323,7 @@ def _realized_run(source: Source, scored: date, version: str, as_of: date, mode:
         "reliability": reliability(y, p),
         "by_value_tier": _by_group(joined, "value_tier", clv_closed),
         "by_lifecycle_stage": _by_group(joined, "lifecycle_stage", clv_closed),
+        "by_attribute": {a: _by_group(joined, f"attr_{a}", clv_closed) for a in attrs},
         "campaigns": _campaign_outcomes(source, joined, t0, h)}
     return entry
 
@@ -437,6 +449,50 @@ def order_value_drift(source: Source, reference_day: date, as_of: date) -> dict[
             "reference_median": float(np.median(ref)), "recent_median": float(np.median(recent))}
 
 
+#: New customers: the sign-ups of the recent window against those of the reference window.
+NEW_CUSTOMER_DAYS = 28
+NEW_CUSTOMER_MIN = 100
+#: Sign-up volume (per day, against the reference window's) outside these factors warns.
+SIGNUP_VOLUME_BAND = (0.5, 2.0)
+
+
+def new_customer_mix(source: Source, reference_day: date, as_of: date) -> dict[str, Any] | None:
+    """Who is signing up: per customer attribute (segment, region, channel, …) the PSI of the
+    sign-ups in the :data:`NEW_CUSTOMER_DAYS` before ``as_of`` against those of the
+    :data:`FEED_REFERENCE_DAYS` before the reference snapshot, and the sign-ups per day of
+    each. An acquisition mix shift shows here weeks before the new customers are numerous
+    enough to move the whole base's features. None with too few sign-ups to compare."""
+    ref_start = reference_day - timedelta(days=FEED_REFERENCE_DAYS)
+    rec_start = as_of - timedelta(days=NEW_CUSTOMER_DAYS)
+    attrs = [c for c in source.attribute_columns if c not in ("customer_id", "signup_date")]
+    cols = ", ".join(f'CAST("{c}" AS VARCHAR) AS "{c}"' for c in attrs)
+    frame = source.con.execute(
+        f"""SELECT signup_date >= ? AS recent{', ' + cols if cols else ''} FROM customers
+            WHERE (signup_date >= ? AND signup_date < ?) OR (signup_date >= ? AND signup_date < ?)
+        """, [rec_start, ref_start, reference_day, rec_start, as_of]).df()
+    recent, ref = frame[frame["recent"]], frame[~frame["recent"]]
+    if min(len(recent), len(ref)) < NEW_CUSTOMER_MIN:
+        return None
+    span = (reference_day - ref_start).days
+    out: dict[str, Any] = {
+        "window_days": NEW_CUSTOMER_DAYS, "recent_signups": len(recent),
+        "reference_signups": len(ref),
+        "volume_ratio": (len(recent) / NEW_CUSTOMER_DAYS) / (len(ref) / span),
+        "attributes": []}
+    for c in attrs:
+        levels = sorted(ref[c].dropna().astype(str).unique())
+        entry = categorical_entry(ref[c], levels)
+        shares = current_shares(entry, recent[c])
+        top = max(zip(entry["shares"], shares, strict=True),
+                  key=lambda x: x[1] - entry["shares"][x[0]])
+        out["attributes"].append({
+            "name": c, "psi": population_stability_index(entry, recent[c]),
+            "grew_most": {"level": top[0], "reference_share": entry["shares"][top[0]],
+                          "recent_share": float(top[1])}})
+    out["attributes"].sort(key=lambda a: -a["psi"])
+    return out
+
+
 #: The steps :func:`monitor` reports to its ``progress`` callback.
 MONITOR_STEPS = ("features", "scores", "drift", "feeds", "realized")
 
@@ -545,6 +601,7 @@ def monitor(source: Source, bundle: ScoringBundle, model_version: str, *, as_of:
     reference_day = date.fromisoformat(str(reference["snapshot"])[:10])
     feeds = feed_health(source, reference_day, as_of)
     order_values = order_value_drift(source, reference_day, as_of)
+    new_customers = new_customer_mix(source, reference_day, as_of)
     step("feeds")
     realized = realized_performance(source, bundle, log_root, as_of)
     step("realized")
@@ -574,6 +631,17 @@ def monitor(source: Source, bundle: ScoringBundle, model_version: str, *, as_of:
                  f"before {as_of} (median {order_values['reference_median']:,.2f} -> "
                  f"{order_values['recent_median']:,.2f}): a price change, or amounts in "
                  "another unit")
+    if new_customers is not None:
+        for a in new_customers["attributes"]:
+            if a["psi"] >= t.psi_warn:
+                g = a["grew_most"]
+                raise_to("alert" if a["psi"] >= t.psi_alert else "warn",
+                         f"new customers' {a['name']}: PSI {a['psi']:.3f} ({g['level']} "
+                         f"{g['reference_share']:.0%} -> {g['recent_share']:.0%} of sign-ups)")
+        lo, hi = SIGNUP_VOLUME_BAND
+        if not lo <= new_customers["volume_ratio"] <= hi:
+            raise_to("warn", f"sign-ups per day x{new_customers['volume_ratio']:.2f} against "
+                     "the reference period")
     for f in features:
         if f["status"] != "ok":
             raise_to(f["status"], f"{f['name']} PSI {f['psi']:.3f}, null rate "
@@ -582,6 +650,17 @@ def monitor(source: Source, bundle: ScoringBundle, model_version: str, *, as_of:
         if psi >= t.psi_warn:
             raise_to("alert" if psi >= t.psi_alert else "warn", f"{what} PSI {psi:.3f}")
     for r in realized:
+        groups = [(what, g) for what in ("value tier", "lifecycle stage")
+                  for g in r[f"by_{what.replace(' ', '_')}"]]
+        groups += [(name, g) for name, gs in r["by_attribute"].items() for g in gs]
+        for what, g in groups:
+            gap = (g["churn_rate"] or 0.0) - (g["mean_predicted"] or 0.0)
+            # Far enough to matter, and beyond chance (three standard errors).
+            if (g["n"] >= GROUP_MIN_CUSTOMERS and abs(gap) >= t.group_gap_warn
+                    and abs(gap) >= 3 * (g["churn_rate_se"] or 0.0)):
+                raise_to("warn", f"scored {r['scored_as_of']}: {what} {g['group']} churned "
+                         f"{g['churn_rate']:.1%} against {g['mean_predicted']:.1%} predicted "
+                         f"({g['n']:,} customers)")
         if np.isfinite(r["ece"]) and r["ece"] >= t.ece_alert:
             raise_to("alert", f"scored {r['scored_as_of']}: calibration error {r['ece']:.3f}")
         if test_auc is not None and np.isfinite(r["roc_auc"]) and (
@@ -591,6 +670,7 @@ def monitor(source: Source, bundle: ScoringBundle, model_version: str, *, as_of:
     return {"verdict": verdict, "reasons": reasons, "as_of": as_of.isoformat(),
             "model_version": model_version, "reference_snapshot": reference["snapshot"],
             "customers": sample.rows, "feeds": feeds, "order_values": order_values,
+            "new_customers": new_customers,
             "features": features,
             "not_compared": constant,
             "score": {"psi": score_psi, "psi_with_calendar": score_psi_raw,

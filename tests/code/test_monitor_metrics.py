@@ -159,3 +159,39 @@ def test_the_estimate_takes_the_test_snapshot_calibration_gap() -> None:
     est = estimated_performance(p, reliability=rel)
     assert est["churn_rate"] == pytest.approx(q.mean())
     assert est["corrected_by_test_reliability"] is True
+
+
+def test_order_values_and_new_customers_show_a_price_change_and_a_mix_shift() -> None:
+    import pandas as pd
+
+    from churnguard.features.sources import open_source
+    from churnguard.serving.monitor import new_customer_mix, order_value_drift
+
+    rng = np.random.default_rng(9)
+    days = pd.date_range("2024-10-01", "2025-05-31", freq="D")
+    # 20 sign-ups a day, 20 % from social; from April 60 % social and twice as many.
+    signups = [(d, "social" if rng.random() < (0.6 if d >= pd.Timestamp("2025-04-01")
+                                               else 0.2) else "search")
+               for d in days for _ in range(40 if d >= pd.Timestamp("2025-04-01") else 20)]
+    customers = pd.DataFrame({"customer_id": [f"c{i}" for i in range(len(signups))],
+                              "signup_date": [d.date() for d, _ in signups],
+                              "channel": [c for _, c in signups]})
+    ts = days.repeat(30)
+    amount = rng.gamma(2.0, 20.0, ts.size) * np.where(ts >= pd.Timestamp("2025-04-01"), 1.4, 1)
+    txn = pd.DataFrame({"customer_id": "c0", "ts": ts + pd.to_timedelta(
+        np.arange(ts.size) % 86_000, unit="s"), "amount": amount})
+    tables = {"customers": customers, "transactions": txn}
+    with open_source(tables, reference_time=datetime(2025, 6, 1)) as src:
+        before = order_value_drift(src, date(2025, 1, 1), date(2025, 3, 1))
+        after = order_value_drift(src, date(2025, 1, 1), date(2025, 5, 1))
+        mix_before = new_customer_mix(src, date(2025, 1, 1), date(2025, 3, 1))
+        mix_after = new_customer_mix(src, date(2025, 1, 1), date(2025, 5, 1))
+    assert before is not None and after is not None
+    assert before["psi"] < 0.05 < 0.1 < after["psi"]
+    assert after["recent_median"] / after["reference_median"] == pytest.approx(1.4, rel=0.1)
+    assert mix_before is not None and mix_after is not None
+    assert mix_before["attributes"][0]["psi"] < 0.05
+    assert 0.5 <= mix_before["volume_ratio"] <= 2.0
+    [channel] = mix_after["attributes"]
+    assert channel["psi"] > 0.25 and channel["grew_most"]["level"] == "social"
+    assert mix_after["volume_ratio"] == pytest.approx(2.0, rel=0.05)
