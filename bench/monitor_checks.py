@@ -44,6 +44,8 @@ DRIFT_DATE = date(2025, 3, 15)
 DRIFT_MONITOR = date(2025, 5, 1)
 #: Once the run scored at T has its labels: what realized performance adds.
 DRIFT_LATE = TRAIN_AS_OF + timedelta(days=HORIZON + 10)
+RISE_SCORED = date(2025, 6, 1)
+RISE_MONITOR = RISE_SCORED + timedelta(days=HORIZON + 10)
 #: The fault kinds of ``demo-data --drift`` and how each is given.
 FAULTS = ("broken-feed", "acquisition-shift", "price-change", "churn-rise")
 
@@ -150,6 +152,19 @@ def demo_checks(work: Path, seeds: list[int], customers: int, faults: bool, log:
         s["late"] = {"as_of": DRIFT_LATE.isoformat(), "verdict": late["verdict"],
                      "reasons": late["reasons"][:6]}
         out["faults"][kind] = s
+    # A behaviour change shows in outcomes months later: score the churn-rise data on
+    # 2025-06-01 (the undrifted model, its own copy of the store so the other scenarios' logs
+    # stay as they were) and monitor once that run's labels exist.
+    rise, rise_store = work / f"demo-seed{seeds[0]}-churn-rise", work / "store-churn-rise"
+    if not rise_store.exists():
+        shutil.copytree(store0, rise_store)
+        run(["score", "--data", str(rise), "--as-of", RISE_SCORED.isoformat(), "--out",
+             str(work / "scores-churn-rise.parquet"), "--no-drivers"], store_env(rise_store),
+            log)
+    later = monitor(rise, rise_store, RISE_MONITOR, work / "mon-churn-rise-later", log)
+    out["faults"]["churn-rise"]["later"] = {"as_of": RISE_MONITOR.isoformat(),
+                                            "verdict": later["verdict"],
+                                            "reasons": later["reasons"][:6]}
     # The undrifted data at the late date too: what the fault's late verdict is compared with.
     data0 = work / f"demo-seed{seeds[0]}"
     clean_late = monitor(data0, store0, DRIFT_LATE, work / "mon-clean-late", log)
@@ -243,6 +258,11 @@ def markdown(r: dict[str, Any]) -> str:
             for kind, s in demo["faults"].items():
                 lines.append(f"| {kind} | {s['late']['verdict']} | "
                              f"{'; '.join(s['late']['reasons'][:3]) or '–'} |")
+            later = demo["faults"].get("churn-rise", {}).get("later")
+            if later:
+                lines += ["", f"churn-rise, scored {RISE_SCORED} with the same model and "
+                          f"monitored {later['as_of']}: **{later['verdict']}**; "
+                          + ("; ".join(later["reasons"][:4]) or "no reason") + "."]
     elif r.get("cdnow"):
         h = r["cdnow"]
         lines += [f"CDNOW: estimated ROC AUC {h['estimated_roc_auc']:.3f}, realized "
