@@ -104,11 +104,14 @@ def trained_demo(work: Path, seed: int, customers: int, log: Path) -> tuple[Path
     return data, store
 
 
-def realized_vs_estimated(report: dict[str, Any]) -> dict[str, Any]:
-    [run_] = [r for r in report["realized"] if r["scored_as_of"] == TRAIN_AS_OF.isoformat()
-              ] or [None]
-    if run_ is None:
+def realized_vs_estimated(report: dict[str, Any], scored: date = TRAIN_AS_OF
+                          ) -> dict[str, Any]:
+    """The batch run scored on ``scored``: its estimate (from its own probabilities) beside
+    its realized numbers; empty when its label window is still open."""
+    runs = [r for r in report["realized"] if r["scored_as_of"] == scored.isoformat()]
+    if not runs:
         return {}
+    run_ = runs[0]
     est = run_["estimated"]
     return {"n": run_["n"], "estimated_roc_auc": est["roc_auc"],
             "estimated_band": est["roc_auc_band"], "realized_roc_auc": run_["roc_auc"],
@@ -199,14 +202,8 @@ def cdnow_check(work: Path, log: Path) -> dict[str, Any]:
         run(["score", "--data", str(data), "--as-of", as_of.isoformat(), "--out", str(scores),
              "--no-drivers"], env, log)
     report = monitor(data, store, date(1998, 7, 1), work / "mon-cdnow", log)
-    [run_] = [r for r in report["realized"] if r["scored_as_of"] == as_of.isoformat()]
-    est = run_["estimated"]
-    return {"n": run_["n"], "estimated_roc_auc": est["roc_auc"],
-            "estimated_band": est["roc_auc_band"], "realized_roc_auc": run_["roc_auc"],
-            "abs_difference": abs(est["roc_auc"] - run_["roc_auc"]),
-            "estimated_churn_rate": est["churn_rate"], "realized_churn_rate": run_["churn_rate"],
-            "estimated_log_loss": est["log_loss"], "realized_log_loss": run_["log_loss"],
-            "ece": run_["ece"], "verdict": report["verdict"], "reasons": report["reasons"][:6]}
+    return {**realized_vs_estimated(report, as_of), "verdict": report["verdict"],
+            "reasons": report["reasons"][:6]}
 
 
 def markdown(r: dict[str, Any]) -> str:

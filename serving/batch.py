@@ -406,6 +406,13 @@ def _pg_type(f: pa.Field) -> str:
     return "jsonb" if f.name in _JSON_COLUMNS else _PG_TYPES[f.type]
 
 
+def _pg_discard(conn: Any) -> None:
+    """Roll back and close a connection being given up on (its errors no longer matter)."""
+    with contextlib.suppress(Exception):
+        conn.rollback()
+        conn.close()
+
+
 def _pg_copy(con: Any, qualified: str, table: pa.Table) -> None:
     """COPY ``table``'s rows into the table ``qualified`` (its columns by name) as CSV: null
     is an unquoted empty field, text is quoted, so an empty string stays an empty string."""
@@ -508,9 +515,7 @@ class PostgresSink:
 
     def abort(self) -> None:
         if self._pg is not None:
-            with contextlib.suppress(Exception):
-                self._pg.rollback()
-                self._pg.close()
+            _pg_discard(self._pg)
             self._pg = None
 
 

@@ -332,9 +332,9 @@ class PostgresBatchLogSink:
 
     def abort(self) -> None:
         if self._pg is not None:
-            with contextlib.suppress(Exception):
-                self._pg.rollback()
-                self._pg.close()
+            from churnguard.serving.batch import _pg_discard
+
+            _pg_discard(self._pg)
             self._pg = None
 
 

@@ -29,3 +29,16 @@ def score_source(source: Source, bundle: ScoringBundle, as_of: date) -> pd.DataF
     spec over rows strictly before ``as_of``."""
     feats = build_features(source, bundle.spec, as_of).to_pandas()
     return score_frame(bundle, feats).reset_index(drop=True)
+
+
+def with_reference_profile(bundle: ScoringBundle, features: pd.DataFrame,
+                           snapshot: str) -> ScoringBundle:
+    """``bundle`` with the reference profile training gives a bundle, of ``features`` and the
+    bundle's outputs on them (``snapshot``: the date it describes)."""
+    from churnguard.model.profile import reference_profile
+
+    full = score_matrix(bundle, bundle.encode(features), drivers=False)
+    bundle.metadata["reference_profile"] = reference_profile(
+        features, {f.name: f.kind for f in bundle.spec.features()}, bundle.levels,
+        churn_probability=full.churn_probability, clv=full.clv, snapshot=snapshot)
+    return bundle

@@ -511,16 +511,11 @@ def profiled_store(fake_bundle: Any, fake_features: Any, snapshot: Path,
     """A data dir whose champion v1 is the fake bundle with the reference profile training
     gives it (of the features it was fitted on), and the snapshot; and that bundle's dir."""
     from churnguard.model.bundle import ScoringBundle
-    from churnguard.model.profile import reference_profile
-    from churnguard.model.score import score_matrix
+    from tests.scoring import with_reference_profile
 
     root = tmp_path_factory.mktemp("profiled")
-    bundle = ScoringBundle.load(fake_bundle.save(root / "copy"))
-    full = score_matrix(bundle, bundle.encode(fake_features), drivers=False)
-    bundle.metadata["reference_profile"] = reference_profile(
-        fake_features, {f.name: f.kind for f in bundle.spec.features()}, bundle.levels,
-        churn_probability=full.churn_probability, clv=full.clv,
-        snapshot=bundle.metadata["as_of"])
+    bundle = with_reference_profile(ScoringBundle.load(fake_bundle.save(root / "copy")),
+                                    fake_features, fake_bundle.metadata["as_of"])
     bundle_dir = bundle.save(root / "bundle")
     data_dir = root / "store"
     register(data_dir, bundle_dir)

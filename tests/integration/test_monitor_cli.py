@@ -28,17 +28,12 @@ def profiled_model(fake_bundle: Any, fake_features: pd.DataFrame,
     import mlflow.pyfunc
 
     from churnguard.model.bundle import ScoringBundle
-    from churnguard.model.profile import reference_profile
     from churnguard.model.pyfunc import ChurnguardPyfunc
-    from churnguard.model.score import score_matrix
+    from tests.scoring import with_reference_profile
 
     root = tmp_path_factory.mktemp("monitored")
-    bundle = ScoringBundle.load(fake_bundle.save(root / "copy"))
-    full = score_matrix(bundle, bundle.encode(fake_features), drivers=False)
-    bundle.metadata["reference_profile"] = reference_profile(
-        fake_features, {f.name: f.kind for f in bundle.spec.features()}, bundle.levels,
-        churn_probability=full.churn_probability, clv=full.clv,
-        snapshot=bundle.metadata["as_of"])
+    bundle = with_reference_profile(ScoringBundle.load(fake_bundle.save(root / "copy")),
+                                    fake_features, fake_bundle.metadata["as_of"])
     bundle.metadata["test_roc_auc"] = 0.8
     bundle.save(root / "bundle")
     mlflow.pyfunc.save_model(str(root / "pyfunc"), python_model=ChurnguardPyfunc(),

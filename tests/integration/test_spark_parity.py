@@ -198,17 +198,13 @@ def test_monitor_on_spark_reports_what_duckdb_reports(
     from churnguard.features.build import build_features
     from churnguard.features.sources import open_source
     from churnguard.model.bundle import ScoringBundle
-    from churnguard.model.profile import reference_profile
-    from churnguard.model.score import score_matrix
+    from tests.scoring import with_reference_profile
 
     bundle = ScoringBundle.load(fake_bundle.save(tmp_path / "copy"))
     ref_day = AS_OF - timedelta(days=60)
     with open_source(demo300) as src:
         ref = build_features(src, bundle.spec, ref_day).to_pandas()
-    full = score_matrix(bundle, bundle.encode(ref), drivers=False)
-    bundle.metadata["reference_profile"] = reference_profile(
-        ref, {f.name: f.kind for f in bundle.spec.features()}, bundle.levels,
-        churn_probability=full.churn_probability, clv=full.clv, snapshot=ref_day.isoformat())
+    with_reference_profile(bundle, ref, ref_day.isoformat())
     model = bundle.save(tmp_path / "profiled")
     monkeypatch.setenv("CHURNGUARD_DATA_DIR", str(tmp_path / "data"))
     reports = {}
