@@ -23,6 +23,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	test -d $(DATA)/demo || $(BIN)/churnguard demo-data --out $(DATA)/demo --customers $(DEMO_CUSTOMERS) --seed 7
 	CHURNGUARD_DATA_DIR=$(DATA) $(BIN)/churnguard train --data $(DATA)/demo
+	@v=$$(CHURNGUARD_DATA_DIR=$(DATA) $(BIN)/churnguard models --json | $(BIN)/python -c 'import json, sys; v = json.load(sys.stdin)["versions"][0]; print("" if "champion" in v["aliases"] else v["version"])'); \
+	if [ -n "$$v" ]; then \
+	  echo "make demo: the promotion gate kept v$$v as challenger (reason above); the demo serves it anyway: churnguard promote $$v --force"; \
+	  CHURNGUARD_DATA_DIR=$(DATA) $(BIN)/churnguard promote $$v --force; \
+	fi
 	CHURNGUARD_DATA_DIR=$(DATA) $(BIN)/churnguard models
 	CHURNGUARD_DATA_DIR=$(DATA) $(BIN)/churnguard score --data $(DATA)/demo --as-of $(AS_OF) --out $(DATA)/scores.parquet
 	$(BIN)/churnguard features build --data $(DATA)/demo --as-of $(AS_OF) --out $(DATA)/features.parquet

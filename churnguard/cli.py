@@ -554,6 +554,8 @@ def train_cmd(
         max_train_cutoffs=max_train_cutoffs, refit=refit,
         experiment=experiment or settings.experiment, model_name=settings.model_name,
         seed=seed, boost=BoostConfig(seed=seed),
+        gate_min_positives=settings.gate_min_positives,
+        gate_min_negatives=settings.gate_min_negatives,
     )
     with _Steps("snapshot grid") as steps, \
             _open(data, settings, allow_unknown_customers=allow_unknown_customers) as source:

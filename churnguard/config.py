@@ -64,6 +64,16 @@ class Settings(BaseSettings):
     clv_horizon_days: int = Field(
         default=365, ge=1, le=3650, description="CLV target window after the cutoff, in days."
     )
+    gate_min_positives: int = Field(
+        default=50, ge=1, le=1_000_000,
+        description="Promotion gate: churners (CLV: buyers) a test snapshot must hold before a "
+        "version can become champion (README, \"Promotion\").",
+    )
+    gate_min_negatives: int = Field(
+        default=50, ge=1, le=1_000_000,
+        description="Promotion gate: non-churners (CLV: non-buyers) a test snapshot must hold "
+        "before a version can become champion.",
+    )
     duckdb_memory_limit: str = Field(
         default="1536MB",
         description="Memory cap for the embedded DuckDB engine; larger work spills to disk.",

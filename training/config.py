@@ -30,3 +30,6 @@ class TrainConfig:
     experiment: str = "churnguard"
     model_name: str = "churnguard"
     seed: int = 0
+    #: The promotion gate's class minimums per test snapshot (training/registry.py).
+    gate_min_positives: int = 50
+    gate_min_negatives: int = 50

@@ -21,7 +21,7 @@ import json
 import logging
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,14 +34,22 @@ from churnguard.model import evaluate
 from churnguard.model.predictors import ClvModel
 from churnguard.model.registry import Tracking, load_bundle
 from churnguard.model.score import score_matrix
-from churnguard.training.baselines import BTYD_CHURN, LOGREG
+from churnguard.training.baselines import BTYD_CHURN, BTYD_CLV, LOGREG, SBG
 from churnguard.training.fitted import Fitted
 from churnguard.training.registry import (
     CHALLENGER,
     CHAMPION,
+    Comparison,
     Decision,
+    baseline_decision,
     champion_version,
+    class_count_problem,
+    compare,
     promotion_decision,
+    weighted_abs_total_error,
+    weighted_log_loss,
+    weighted_rmse,
+    weighted_roc_auc,
 )
 from churnguard.training.split import SplitPlan
 
@@ -73,9 +81,73 @@ class Registered:
     version: str
 
 
+def baseline_comparisons(fitted: Fitted) -> list[Comparison]:
+    """churnguard against each baseline on the test snapshots, paired bootstrap intervals:
+    churn log loss and ROC AUC against logistic regression and BG/NBD (sBG for a contractual
+    label), CLV RMSE and |total error| against BG/NBD + Gamma-Gamma (baselines that could not
+    be fitted are left out; README, "Promotion")."""
+    y = fitted.grid.loc[fitted.test_rows, "churned"].to_numpy(float)
+    spend = fitted.grid.loc[fitted.clv_test_rows, "future_spend"].to_numpy(float)
+    out: list[Comparison] = []
+    churn = fitted.churn_preds["churnguard"]
+    for name in (LOGREG, BTYD_CHURN, SBG):
+        if name in fitted.churn_preds:
+            other = fitted.churn_preds[name]
+            out.append(compare("churn log loss", name, y, churn, other, weighted_log_loss,
+                               higher_is_better=False))
+            out.append(compare("churn ROC AUC", name, y, churn, other, weighted_roc_auc,
+                               higher_is_better=True))
+    if BTYD_CLV in fitted.clv_preds:
+        clv, other = fitted.clv_preds["churnguard"], fitted.clv_preds[BTYD_CLV]
+        out.append(compare("CLV RMSE", BTYD_CLV, spend, clv, other, weighted_rmse,
+                           higher_is_better=False))
+        out.append(compare("CLV |total error|", BTYD_CLV, spend, clv, other,
+                           weighted_abs_total_error, higher_is_better=False))
+    return out
+
+
+def gate_against_baselines(fitted: Fitted) -> tuple[Decision, dict[str, float]]:
+    """The part of the gate that needs no registry: enough churners and non-churners (buyers
+    and non-buyers) in the test snapshots, then the baselines beaten beyond noise. The
+    decision and the comparisons as ``gate_*`` run metrics."""
+    config = fitted.config
+    y = fitted.grid.loc[fitted.test_rows, "churned"].to_numpy(float)
+    spend = fitted.grid.loc[fitted.clv_test_rows, "future_spend"].to_numpy(float)
+    problems = [p for p in (
+        class_count_problem(y, positive="churners", negative="non-churners", snapshot="churn",
+                            min_positives=config.gate_min_positives,
+                            min_negatives=config.gate_min_negatives),
+        class_count_problem(spend > 0, positive="buyers", negative="non-buyers",
+                            snapshot="CLV", min_positives=config.gate_min_positives,
+                            min_negatives=config.gate_min_negatives)) if p]
+    if problems:
+        return Decision(False, "; ".join(problems)), {}
+    comparisons = baseline_comparisons(fitted)
+    metrics: dict[str, float] = {}
+    for c in comparisons:
+        key = "gate_" + "".join(ch if ch.isalnum() else "_" for ch in
+                                f"{c.baseline}_{c.metric}".lower()).strip("_")
+        metrics.update({f"{key}_gain_low": c.low, f"{key}_gain_high": c.high})
+    return baseline_decision(comparisons), metrics
+
+
 def gate_against_champion(source: Source, fitted: Fitted, client: Any) -> Gate:
     """Score the champion on the new test snapshots and decide whether the new version
     replaces it (the ``mlflow`` fluent API must point at the store: ``Tracking.activate``)."""
+    against_baselines, gate_metrics = gate_against_baselines(fitted)
+    gate = _gate_against_champion(source, fitted, client)
+    if against_baselines.promote:
+        return replace(gate, decision=Decision(
+            gate.decision.promote, f"{against_baselines.reason}; {gate.decision.reason}"),
+            metrics={**gate.metrics, **gate_metrics})
+    reason = against_baselines.reason
+    if gate.champion_version is not None and not gate.decision.promote:
+        reason += f"; {gate.decision.reason}"
+    return Gate(Decision(False, reason), gate.champion_version,
+                {**gate.metrics, **gate_metrics})
+
+
+def _gate_against_champion(source: Source, fitted: Fitted, client: Any) -> Gate:
     name = fitted.config.model_name
     new = {"churn_log_loss": fitted.churn_table["churnguard"]["log_loss"],
            "clv_mae": fitted.metrics["test_clv_mae"],
@@ -89,7 +161,8 @@ def gate_against_champion(source: Source, fitted: Fitted, client: Any) -> Gate:
         mismatch = label_mismatch(champion, fitted.bundle)
         if mismatch:
             return Gate(Decision(False, f"champion v{champ_version} {mismatch}: the two are "
-                                 "not compared; promote by hand with --force"), champ_version)
+                                 "not compared; to replace it anyway, churnguard promote "
+                                 "VERSION --force"), champ_version)
         champ = champion_metrics(source, fitted.grid, champion, fitted.churn_plan,
                                  fitted.clv_plan)
     except Exception as exc:  # a champion that cannot be loaded or scored is not beaten
@@ -287,6 +360,9 @@ def label_mismatch(champion: ScoringBundle, candidate: ScoringBundle) -> str | N
     if (ch, cg) != (nh, ng):
         return (f"predicts churn over {ch} days (grace {cg}) and this version over {nh} days "
                 f"(grace {ng})")
+    if champion.clv_horizon_days != candidate.clv_horizon_days:
+        return (f"predicts CLV over {champion.clv_horizon_days} days and this version over "
+                f"{candidate.clv_horizon_days} days")
     return None
 
 

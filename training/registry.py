@@ -1,17 +1,30 @@
-"""The registered model's versions, its aliases and the promotion rule.
+"""The registered model's versions, its aliases and the promotion rule (README, "Promotion").
 
 Aliases: ``challenger`` points at the newest version, ``champion`` at the version that scores.
-A version becomes champion when :func:`promotion_decision` says it beats the current champion
-on the *same* out-of-time test snapshot (the champion is re-scored on the new test cutoffs), or
-when a user forces it with ``churnguard promote VERSION --force``. The decision and its reason
-are tags on the version (``gate_decision``, ``gate_reason``).
+A version becomes champion only when, on its out-of-time test snapshots,
+
+1. each snapshot holds enough of both outcomes (:func:`class_count_problem`: churners and
+   non-churners, buyers and non-buyers; ``CHURNGUARD_GATE_MIN_POSITIVES`` /
+   ``CHURNGUARD_GATE_MIN_NEGATIVES``),
+2. it beats the baselines beyond the noise of a paired bootstrap over customers
+   (:func:`baseline_decision`), and
+3. it beats the current champion (:func:`promotion_decision`, the champion re-scored on the
+   new test cutoffs) when there is one, and that champion answers the same question (label
+   kind, churn horizon, grace period, CLV horizon),
+
+or when a user forces it with ``churnguard promote VERSION --force``. The decision and its
+reason are tags on the version (``gate_decision``, ``gate_reason``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -26,10 +39,163 @@ KEY_METRICS = ("test_churn_roc_auc", "test_churn_log_loss", "test_churn_ece",
                "test_clv_mae", "test_clv_normalized_gini", "test_clv_total_error")
 
 
+#: Defaults of the class minimums (``Settings.gate_min_positives`` / ``gate_min_negatives``).
+DEFAULT_MIN_POSITIVES = 50
+DEFAULT_MIN_NEGATIVES = 50
+#: The paired bootstrap of :func:`paired_bootstrap`: resamples, seed, interval level.
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 0
+BOOTSTRAP_LEVEL = 0.95
+
+FloatArray = npt.NDArray[np.float64]
+
+
 @dataclass(frozen=True)
 class Decision:
     promote: bool
     reason: str
+
+
+def class_count_problem(y: npt.ArrayLike, *, positive: str, negative: str, snapshot: str,
+                        min_positives: int = DEFAULT_MIN_POSITIVES,
+                        min_negatives: int = DEFAULT_MIN_NEGATIVES) -> str | None:
+    """Why a test snapshot with outcomes ``y`` (1 = positive) is too small to judge a model
+    on, or None: it needs ``min_positives`` positives and ``min_negatives`` negatives.
+
+    ``positive``/``negative`` name them in the plural ("churners", "non-churners").
+    """
+    arr = np.asarray(y, dtype=float)
+    n_pos, n = int((arr > 0).sum()), int(arr.size)
+    n_neg = n - n_pos
+    if n_pos >= min_positives and n_neg >= min_negatives:
+        return None
+    return (f"{n_pos} {positive} and {n_neg} {negative} among {n} customers in the {snapshot} "
+            f"test snapshot; the gate needs at least {min_positives} {positive} and "
+            f"{min_negatives} {negative} (CHURNGUARD_GATE_MIN_POSITIVES / "
+            "CHURNGUARD_GATE_MIN_NEGATIVES) to tell a model from noise")
+
+
+# ---------------------------------------------------------------------------------------------
+# Paired bootstrap over customers
+# ---------------------------------------------------------------------------------------------
+
+#: A metric of weighted rows: (weights, labels, predictions) -> value. A bootstrap resample is
+#: the multinomial weights of the customers drawn (each row counted as often as it was drawn).
+WeightedMetric = Callable[[FloatArray, FloatArray, FloatArray], float]
+
+
+def weighted_log_loss(w: FloatArray, y: FloatArray, p: FloatArray) -> float:
+    """Mean log loss [Good 1952] of probabilities ``p``, rows weighted by ``w`` (``p`` clipped
+    to float64 epsilon as :func:`churnguard.model.evaluate.log_loss`)."""
+    eps = float(np.finfo(np.float64).eps)
+    q = np.clip(p, eps, 1.0 - eps)
+    return -float(w @ (y * np.log(q) + (1.0 - y) * np.log1p(-q))) / float(w.sum())
+
+
+def weighted_roc_auc(w: FloatArray, y: FloatArray, p: FloatArray) -> float:
+    """ROC AUC (Mann-Whitney, ties count one half; Hanley & McNeil 1982) of rows weighted by
+    ``w``: the weighted share of (churner, non-churner) pairs ranked the right way round."""
+    order = np.argsort(p, kind="stable")
+    ps, pos, neg = p[order], (w * y)[order], (w * (1.0 - y))[order]
+    starts = np.flatnonzero(np.r_[True, ps[1:] != ps[:-1]])
+    gpos, gneg = np.add.reduceat(pos, starts), np.add.reduceat(neg, starts)
+    below = np.cumsum(gneg) - gneg
+    total = float(gpos.sum()) * float(gneg.sum())
+    return float(gpos @ (below + 0.5 * gneg)) / total if total > 0 else math.nan
+
+
+def weighted_rmse(w: FloatArray, y: FloatArray, p: FloatArray) -> float:
+    """Root-mean-squared error of predictions ``p``, rows weighted by ``w``."""
+    return math.sqrt(float(w @ (p - y) ** 2) / float(w.sum()))
+
+
+def weighted_abs_total_error(w: FloatArray, y: FloatArray, p: FloatArray) -> float:
+    """|Σ prediction − Σ actual| ÷ Σ actual over rows weighted by ``w`` (the size of
+    :func:`churnguard.model.evaluate.clv_metrics`' ``total_error``)."""
+    actual = float(w @ y)
+    return abs(float(w @ p) - actual) / actual if actual > 0 else math.nan
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """churnguard against one baseline on one metric: both values on the test snapshot and the
+    paired bootstrap interval of the *gain* (how much better churnguard is: the baseline's
+    value minus churnguard's for a loss, churnguard's minus the baseline's for ROC AUC)."""
+
+    metric: str
+    baseline: str
+    value: float
+    baseline_value: float
+    low: float
+    high: float
+
+    @property
+    def better(self) -> bool:
+        """Better beyond noise: the whole interval of the gain is above 0."""
+        return self.low > 0
+
+    @property
+    def worse(self) -> bool:
+        """Worse beyond noise: the whole interval of the gain is below 0."""
+        return self.high < 0
+
+    def describe(self) -> str:
+        return (f"{self.metric} {self.value:.4g} vs {self.baseline_value:.4g} "
+                f"(gain 95 % interval {self.low:+.4g} to {self.high:+.4g})")
+
+
+def paired_bootstrap(
+    y: npt.ArrayLike, pred: npt.ArrayLike, baseline: npt.ArrayLike, metric: WeightedMetric, *,
+    higher_is_better: bool, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
+    level: float = BOOTSTRAP_LEVEL,
+) -> tuple[float, float, float, float]:
+    """(churnguard's value, the baseline's, low, high): the percentile interval (Efron &
+    Tibshirani 1993, ch. 13) at ``level`` of the gain of ``pred`` over ``baseline`` under
+    ``metric``, both scored on the *same* resamples of customers (paired), so noise common to
+    the two cancels. Resamples whose metric is undefined (e.g. no churner drawn) are left out.
+    """
+    yy = np.asarray(y, dtype=float)
+    a, b = np.asarray(pred, dtype=float), np.asarray(baseline, dtype=float)
+    n = yy.size
+    ones = np.ones(n)
+    sign = 1.0 if higher_is_better else -1.0
+    rng = np.random.default_rng(seed)
+    gains = np.empty(resamples)
+    for i in range(resamples):
+        w = np.bincount(rng.integers(0, n, n), minlength=n).astype(float)
+        gains[i] = sign * (metric(w, yy, a) - metric(w, yy, b))
+    gains = gains[np.isfinite(gains)]
+    tail = (1.0 - level) / 2.0 * 100.0
+    low, high = (np.percentile(gains, [tail, 100.0 - tail]) if gains.size
+                 else (math.nan, math.nan))
+    return metric(ones, yy, a), metric(ones, yy, b), float(low), float(high)
+
+
+def compare(metric: str, baseline: str, y: npt.ArrayLike, pred: npt.ArrayLike,
+            other: npt.ArrayLike, fn: WeightedMetric, *, higher_is_better: bool) -> Comparison:
+    """:func:`paired_bootstrap` of ``pred`` against the baseline's ``other``, as a
+    :class:`Comparison`."""
+    value, base, low, high = paired_bootstrap(y, pred, other, fn,
+                                              higher_is_better=higher_is_better)
+    return Comparison(metric, baseline, value, base, low, high)
+
+
+def baseline_decision(comparisons: list[Comparison]) -> Decision:
+    """Does churnguard beat the baselines? Rule: worse beyond noise on no comparison, and
+    better beyond noise on at least one (README, "Promotion")."""
+    if not comparisons:
+        return Decision(False, "no baseline could be compared with")
+    worse = [c for c in comparisons if c.worse]
+    if worse:
+        return Decision(False, "worse than the baselines beyond noise on " + "; ".join(
+            f"{c.baseline} {c.describe()}" for c in worse))
+    better = [c for c in comparisons if c.better]
+    if not better:
+        return Decision(False, "not better than the baselines beyond noise on any of " + ", "
+                        .join(sorted({c.metric for c in comparisons})) + " (paired bootstrap, "
+                        f"{BOOTSTRAP_RESAMPLES} resamples of customers)")
+    return Decision(True, "beats the baselines beyond noise on " + "; ".join(
+        f"{c.baseline} {c.metric}" for c in better))
 
 
 def promotion_decision(new: dict[str, float], champion: dict[str, float] | None) -> Decision:

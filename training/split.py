@@ -136,6 +136,34 @@ def longest_feasible_window(
     return best
 
 
+def needed_days(first_day: date, label_days: int, *,
+                min_history_days: int = DEFAULT_MIN_HISTORY_DAYS, min_train_cutoffs: int = 1,
+                purge: bool = False) -> int:
+    """The fewest days of history from ``first_day`` to the as-of date for which
+    :func:`plan_split` succeeds with a ``label_days`` window (what a too-short history lacks)."""
+    days = label_days
+    while True:
+        try:
+            plan_split(first_day, first_day + timedelta(days=days), label_days,
+                       min_history_days=min_history_days, min_train_cutoffs=min_train_cutoffs,
+                       purge=purge)
+            return days
+        except PlanError:
+            days += 1
+
+
+def _too_short(first_day: date, as_of: date, days: int, what: str, option: str,
+               min_history_days: int, min_train_cutoffs: int = 1) -> PlanError:
+    need = needed_days(first_day, days, min_history_days=min_history_days,
+                       min_train_cutoffs=min_train_cutoffs)
+    return PlanError(
+        f"not enough history for a {what} horizon of {days} days: the data spans "
+        f"{(as_of - first_day).days} days ({first_day} to {as_of}), and an out-of-time split "
+        f"(training, validation and test label windows, after {min_history_days} days of "
+        f"history) needs at least {need} days. Use more data or a shorter horizon "
+        f"({option} N).")
+
+
 @dataclass(frozen=True)
 class TargetPlans:
     """The split of both targets. ``clv.label_days`` is the CLV horizon actually used (shorter
@@ -174,7 +202,9 @@ def plan_targets(
         try:
             fallback = plan(days, purge=False)
         except PlanError:
-            raise error from None
+            option = "--horizon-days" if what == "churn" else "--clv-horizon-days"
+            raise _too_short(first_day, as_of, days, what, option,
+                             min_history_days) from error
         log.warning("the data is too short for a purged split with a %d-day %s horizon; "
                     "using overlapping label windows (test %s, validation %s): validation "
                     "and test scores are somewhat optimistic",
@@ -194,7 +224,8 @@ def plan_targets(
         best = longest_feasible_window(first_day, as_of, min_history_days=min_history_days,
                                        min_train_cutoffs=min(6, max_train_cutoffs))
         if best is None:
-            raise
+            raise _too_short(first_day, as_of, 30, "CLV", "--clv-horizon-days",
+                             min_history_days, min(6, max_train_cutoffs)) from exc
         # The default horizon adapting to the data is not a problem to warn about: say it once.
         log.info("CLV horizon: %d days, the longest a purged split of this history allows "
                  "(the default %d days does not fit; pass --clv-horizon-days to choose)",

@@ -45,3 +45,77 @@ def test_promote_respects_the_gate_unless_forced(tmp_path: Path) -> None:
     assert rows[0]["aliases"] == ["challenger", "champion"] and rows[1]["aliases"] == []
     assert rows[0]["gate_reason"] == "worse on CLV MAE"
     assert list_versions(client, "unknown-model") == []
+
+
+def test_class_minimums_name_the_counts_and_the_settings() -> None:
+    from churnguard.training.registry import class_count_problem
+
+    y = [1] * 12 + [0] * 11
+    msg = class_count_problem(y, positive="churners", negative="non-churners", snapshot="churn")
+    assert msg is not None and msg.startswith("12 churners and 11 non-churners among 23")
+    assert "CHURNGUARD_GATE_MIN_POSITIVES" in msg
+    assert class_count_problem([1] * 50 + [0] * 50, positive="a", negative="b",
+                               snapshot="churn") is None
+    assert class_count_problem([1] * 3 + [0] * 3, positive="a", negative="b", snapshot="churn",
+                               min_positives=3, min_negatives=3) is None
+
+
+def test_weighted_metrics_match_the_plain_ones() -> None:
+    import numpy as np
+
+    from churnguard.model import evaluate
+    from churnguard.training.registry import (
+        weighted_abs_total_error,
+        weighted_log_loss,
+        weighted_rmse,
+        weighted_roc_auc,
+    )
+
+    rng = np.random.default_rng(1)
+    y = (rng.random(200) < 0.4).astype(float)
+    p = np.round(rng.random(200), 1)  # ties
+    ones = np.ones(200)
+    churn = evaluate.churn_metrics(y, p)
+    assert weighted_roc_auc(ones, y, p) == pytest.approx(churn["roc_auc"])
+    assert weighted_log_loss(ones, y, p) == pytest.approx(churn["log_loss"])
+    spend, pred = rng.gamma(1.0, 50.0, 200), rng.gamma(1.0, 50.0, 200)
+    clv = evaluate.clv_metrics(spend, pred)
+    assert weighted_rmse(ones, spend, pred) == pytest.approx(clv["rmse"])
+    assert weighted_abs_total_error(ones, spend, pred) == pytest.approx(abs(clv["total_error"]))
+    # Weight 2 on a row is that row drawn twice.
+    w = np.ones(200)
+    w[:10] = 2.0
+    idx = np.r_[np.arange(200), np.arange(10)]
+    assert weighted_roc_auc(w, y, p) == pytest.approx(evaluate.churn_metrics(y[idx], p[idx])[
+        "roc_auc"])
+
+
+def test_baselines_must_be_beaten_beyond_noise() -> None:
+    import numpy as np
+
+    from churnguard.training.registry import (
+        baseline_decision,
+        compare,
+        weighted_log_loss,
+        weighted_roc_auc,
+    )
+
+    rng = np.random.default_rng(0)
+    n = 2000
+    truth = rng.random(n)
+    y = (rng.random(n) < truth).astype(float)
+    good, noise = np.clip(truth, 0.01, 0.99), np.full(n, y.mean())
+    better = [compare("churn log loss", "lr", y, good, noise, weighted_log_loss,
+                      higher_is_better=False),
+              compare("churn ROC AUC", "lr", y, good, noise, weighted_roc_auc,
+                      higher_is_better=True)]
+    assert all(c.better for c in better) and baseline_decision(better).promote
+    worse = [compare("churn log loss", "lr", y, noise, good, weighted_log_loss,
+                     higher_is_better=False)]
+    d = baseline_decision(worse)
+    assert worse[0].worse and not d.promote and "worse than the baselines" in d.reason
+    same = [compare("churn log loss", "lr", y, good, good, weighted_log_loss,
+                    higher_is_better=False)]
+    d = baseline_decision(same)
+    assert not d.promote and "not better than the baselines beyond noise" in d.reason
+    assert not baseline_decision([]).promote
