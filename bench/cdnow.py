@@ -167,11 +167,13 @@ def churnguard_scores(data: Path, proto: Protocol, work: Path, log: Path, seed: 
     score_cmd = [exe, "score", "--data", str(data), "--as-of", proto.as_of.isoformat(),
                  "--out", str(out)]
     t_train = run(train_cmd, env, log)
+    from common import force_champion
+    gate = force_champion(store)  # the bench measures the version it trained
     t_score = run(score_cmd, env, log)
     return pd.read_parquet(out), {"train_command": " ".join(train_cmd[1:]),
                                   "score_command": " ".join(score_cmd[1:]),
                                   "train_seconds": round(t_train, 1),
-                                  "score_seconds": round(t_score, 1)}
+                                  "score_seconds": round(t_score, 1), "gate": gate}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,3 +27,23 @@ def small_bundle(cache: Path) -> ScoringBundle:
             boost=BoostConfig(n_estimators=300, early_stopping_rounds=20)))
     bundle: ScoringBundle = fitted.bundle
     return bundle
+
+
+def force_champion(store: Path) -> str:
+    """Make the newest version of the embedded store ``store`` champion, as a bench that
+    measures the version it just trained needs, whatever the promotion gate decided (README,
+    "Promotion"): the gate's decision and reason, for the bench's notes."""
+    from churnguard.model.registry import Tracking
+    from churnguard.training.registry import CHALLENGER, promote
+
+    client = Tracking.resolve(store).client()
+    mv = client.get_model_version_by_alias("churnguard", CHALLENGER)
+    tags = mv.tags or {}
+    decision = (f"v{mv.version}: gate {tags.get('gate_decision', '?')} "
+                f"({tags.get('gate_reason', '')})")
+    if tags.get("gate_decision") == CHALLENGER:
+        promote(client, "churnguard", str(mv.version), force=True,
+                reason="bench: measures the version it trained (promote --force)")
+        print(f"the promotion gate kept {decision}; the bench promotes it with --force",
+              flush=True)
+    return decision

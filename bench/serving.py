@@ -132,6 +132,8 @@ def prepare(args: argparse.Namespace) -> tuple[Path, Path, dict[str, str]]:
         try:
             run([cli, "train", "--data", str(demo), "--max-train-cutoffs",
                  str(args.train_cutoffs)], env)
+            from common import force_champion
+            NOTES.append(f"model: the trained {force_champion(store)}")
         except subprocess.CalledProcessError:
             NOTES.append("`churnguard train` failed in this checkout; the model was fitted with "
                          "training.pipeline.fit_models and registered as the same pyfunc")
