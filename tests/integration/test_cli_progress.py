@@ -17,7 +17,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from churnguard import cli
-from churnguard.cli import app
+from tests.cli import cli_ok
 
 runner = CliRunner()
 TRAIN = ["--max-train-cutoffs", "3", "--horizon-days", "60", "--clv-horizon-days", "90"]
@@ -58,11 +58,6 @@ def stderr(monkeypatch: pytest.MonkeyPatch) -> TimedLines:
     return lines
 
 
-def _ok(args: list[str]) -> str:
-    result = runner.invoke(app, args)
-    assert result.exit_code == 0, f"{args}: {result.output}\n{result.exception!r}"
-    return result.output
-
 
 def test_train_off_a_terminal_logs_every_step_and_a_heartbeat_in_long_ones(
         stderr: TimedLines, small_demo_dir: Path, embedded_store: Path,
@@ -78,7 +73,7 @@ def test_train_off_a_terminal_logs_every_step_and_a_heartbeat_in_long_ones(
         return fit_baselines(*args, **kwargs)
 
     monkeypatch.setattr(pipeline, "fit_baselines", slow_baselines)
-    out = _ok(["train", "--data", str(small_demo_dir), *TRAIN])
+    out = cli_ok(["train", "--data", str(small_demo_dir), *TRAIN])
     assert "registered churnguard v1" in out
     text = stderr.text()
     for step in ("snapshot grid …", "snapshot grid: 1/", "fitting churn model",
@@ -95,18 +90,18 @@ def test_train_off_a_terminal_logs_every_step_and_a_heartbeat_in_long_ones(
 def test_score_grid_and_demo_data_log_their_counts(stderr: TimedLines, small_demo_dir: Path,
                                                    fake_bundle_dir: Path,
                                                    tmp_path: Path) -> None:
-    _ok(["score", "--data", str(small_demo_dir), "--as-of", "2025-05-01", "--out",
+    cli_ok(["score", "--data", str(small_demo_dir), "--as-of", "2025-05-01", "--out",
          str(tmp_path / "s.parquet"), "--model", str(fake_bundle_dir), "--chunk-size", "100"])
     counts = [line.split("scoring customers: ")[1] for _, line in stderr.lines
               if "scoring customers: " in line]
     assert counts[0].startswith("0/") and counts[1].startswith("100/")
     assert "(100%)" in counts[-1] and len(counts) >= 5
 
-    _ok(["features", "grid", "--data", str(small_demo_dir), "--first", "2024-01-01",
+    cli_ok(["features", "grid", "--data", str(small_demo_dir), "--first", "2024-01-01",
          "--last", "2024-04-01", "--out", str(tmp_path / "grid.parquet")])
     assert "snapshot grid cutoffs: 4/4 (100%)" in stderr.text()
 
-    _ok(["demo-data", "--out", str(tmp_path / "demo"), "--customers", "300", "--seed", "3"])
+    cli_ok(["demo-data", "--out", str(tmp_path / "demo"), "--customers", "300", "--seed", "3"])
     assert "generating customers …" in stderr.text()
     assert "generating customers: 300/300 (100%)" in stderr.text()
 

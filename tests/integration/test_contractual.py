@@ -5,7 +5,6 @@ a candidate of another, and the contractual model scores, stages and plans throu
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -14,6 +13,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from churnguard.cli import app
+from tests.cli import cli_ok, registered_versions
 from tests.integration.test_api import API_KEY, settings_for
 
 runner = CliRunner()
@@ -23,37 +23,28 @@ CONTRACT_STAGES = {"onboarding", "active", "at_renewal_risk", "cancelled"}
 pytestmark = pytest.mark.slow
 
 
-def _ok(args: list[str]) -> str:
-    result = runner.invoke(app, args)
-    assert result.exit_code == 0, f"{args}: {result.output}\n{result.exception!r}"
-    return result.output
-
-
-def _versions() -> dict[str, dict]:
-    rows = json.loads(_ok(["models", "--json"]))["versions"]
-    return {r["version"]: r for r in rows}
 
 
 def test_contractual_model_trains_serves_and_plans(tmp_path: Path,
                                                     embedded_store: Path) -> None:
     data = tmp_path / "saas"
-    _ok(["demo-data", "--out", str(data), "--customers", "600", "--seed", "2",
+    cli_ok(["demo-data", "--out", str(data), "--customers", "600", "--seed", "2",
          "--subscriptions"])
 
-    out = _ok(["train", "--data", str(data), *TRAIN])
+    out = cli_ok(["train", "--data", str(data), *TRAIN])
     assert "churn (contractual)" in " ".join(out.split())
     assert "sBG" in out  # the contractual baseline beside logistic regression
     assert "contract CLV model" in " ".join(out.split())  # fee x retention, not purchases
-    v = _versions()
+    v = registered_versions()
     assert v["1"]["churn_label"] == "contractual, 30 days + 14 grace"
     if "champion" not in v["1"]["aliases"]:  # 600 accounts: few churners for the gate
-        _ok(["promote", "1", "--force"])
-    _ok(["models"])  # the table (its "churn label" column) prints too
+        cli_ok(["promote", "1", "--force"])
+    cli_ok(["models"])  # the table (its "churn label" column) prints too
 
     # The same data with the non-contractual label forced: a different question, so it is
     # not compared with the contractual champion and stays challenger.
-    out = _ok(["train", "--data", str(data), *TRAIN, "--noncontractual"])
-    v = _versions()
+    out = cli_ok(["train", "--data", str(data), *TRAIN, "--noncontractual"])
+    v = registered_versions()
     assert v["2"]["churn_label"] == "noncontractual, 30 days"
     assert v["2"]["gate_decision"] == "challenger"
     assert "contractual churn label" in v["2"]["gate_reason"] and "--force" in v["2"][
@@ -65,7 +56,7 @@ def test_contractual_model_trains_serves_and_plans(tmp_path: Path,
 
     # The batch job scores the contractual champion: stages of contracts, CLV from the fee.
     scores_file = tmp_path / "scores.parquet"
-    _ok(["score", "--data", str(data), "--as-of", "2026-01-01", "--out", str(scores_file)])
+    cli_ok(["score", "--data", str(data), "--as-of", "2026-01-01", "--out", str(scores_file)])
     batch = pd.read_parquet(scores_file)
     assert set(batch["lifecycle_stage"]) <= CONTRACT_STAGES
     assert (batch["clv"] >= 0).all() and (batch["clv"] > 0).any()
@@ -73,7 +64,7 @@ def test_contractual_model_trains_serves_and_plans(tmp_path: Path,
 
     # Serve the contractual champion on a snapshot as of the data's end.
     snapshot = embedded_store / "features.parquet"
-    _ok(["features", "build", "--data", str(data), "--as-of", "2026-01-01", "--out",
+    cli_ok(["features", "build", "--data", str(data), "--as-of", "2026-01-01", "--out",
          str(snapshot)])
     subs = pd.read_parquet(data / "subscriptions.parquet")
     active = subs[subs["end_date"].isna()]["customer_id"].astype(str).unique().tolist()[:40]

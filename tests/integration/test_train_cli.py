@@ -12,46 +12,38 @@ import pytest
 from typer.testing import CliRunner
 
 from churnguard.cli import app
+from tests.cli import cli_ok, registered_versions
 from tests.scoring import score_frame
 
 runner = CliRunner()
 TRAIN = ["--max-train-cutoffs", "3", "--horizon-days", "60", "--clv-horizon-days", "90"]
 
 
-def _ok(args: list[str]) -> str:
-    result = runner.invoke(app, args)
-    assert result.exit_code == 0, f"{args}: {result.output}\n{result.exception!r}"
-    return result.output
-
-
-def _models() -> dict[str, dict]:
-    rows = json.loads(_ok(["models", "--json"]))["versions"]
-    return {r["version"]: r for r in rows}
 
 
 def test_train_promote_score(tmp_path: Path, embedded_store: Path) -> None:
     data = tmp_path / "demo"
-    _ok(["demo-data", "--out", str(data), "--customers", "400", "--seed", "5",
+    cli_ok(["demo-data", "--out", str(data), "--customers", "400", "--seed", "5",
          "--start", "2023-06-01", "--end", "2025-06-30"])
 
-    out = _ok(["train", "--data", str(data), *TRAIN])
+    out = cli_ok(["train", "--data", str(data), *TRAIN])
     assert "registered churnguard v1" in out
     assert "AUC active" in out  # ROC AUC among customers who bought in the last year
     assert (embedded_store / "mlflow.db").is_file()
     assert any((embedded_store / "mlartifacts").rglob("bundle.json"))
-    v = _models()
+    v = registered_versions()
     assert v["1"]["gate_reason"]
     if v["1"]["gate_decision"] == "challenger":  # 400 customers rarely beat the baselines
-        _ok(["promote", "1", "--force"])
-        v = _models()
+        cli_ok(["promote", "1", "--force"])
+        v = registered_versions()
     assert v["1"]["aliases"] == ["challenger", "champion"]
     assert 0.5 < v["1"]["metrics"]["test_churn_roc_auc"] <= 1.0
 
     # A second version, trained a month earlier, goes through the gate against v1.
-    out = _ok(["train", "--data", str(data), "--as-of", "2025-06-01", *TRAIN,
+    out = cli_ok(["train", "--data", str(data), "--as-of", "2025-06-01", *TRAIN,
                "--min-uplift-customers", "20", "--seed", "4"])
     assert "registered churnguard v2" in out
-    v = _models()
+    v = registered_versions()
     assert "challenger" in v["2"]["aliases"] and "challenger" not in v["1"]["aliases"]
     assert v["2"]["gate_reason"]
     champion = "2" if v["2"]["gate_decision"] == "champion" else "1"
@@ -60,16 +52,16 @@ def test_train_promote_score(tmp_path: Path, embedded_store: Path) -> None:
     if champion == "1":
         refused = runner.invoke(app, ["promote", "2"])
         assert refused.exit_code == 2 and "--force" in refused.output
-    _ok(["promote", "2", "--force"])
-    v = _models()
+    cli_ok(["promote", "2", "--force"])
+    v = registered_versions()
     assert "champion" in v["2"]["aliases"] and "champion" not in v["1"]["aliases"]
-    table = _ok(["models"])
+    table = cli_ok(["models"])
     assert "registered model churnguard" in table
     assert "v2 (as of 2025-06-01, test cutoff" in table
     assert "v1 (as of 2025-07-01, test cutoff" in table
 
     scores_file = tmp_path / "scores.parquet"
-    _ok(["score", "--data", str(data), "--as-of", "2025-07-01", "--out", str(scores_file)])
+    cli_ok(["score", "--data", str(data), "--as-of", "2025-07-01", "--out", str(scores_file)])
     scores = pd.read_parquet(scores_file)
     customers = pd.read_parquet(data / "customers.parquet")
     population = customers[pd.to_datetime(customers["signup_date"]) < pd.Timestamp("2025-07-01")]
@@ -79,7 +71,7 @@ def test_train_promote_score(tmp_path: Path, embedded_store: Path) -> None:
     assert scores["churn_probability"].between(0, 1).all() and (scores["clv"] >= 0).all()
 
     csv_file = tmp_path / "scores_v1.csv"
-    _ok(["score", "--data", str(data), "--as-of", "2025-07-01", "--out", str(csv_file),
+    cli_ok(["score", "--data", str(data), "--as-of", "2025-07-01", "--out", str(csv_file),
          "--model", "models:/churnguard/1"])
     v1 = pd.read_csv(csv_file)
     assert (v1["model_version"] == 1).all() and len(v1) == len(scores)
@@ -133,7 +125,7 @@ def test_train_promote_score(tmp_path: Path, embedded_store: Path) -> None:
 
 def test_bad_requests_fail_clearly(tmp_path: Path, embedded_store: Path) -> None:
     data = tmp_path / "demo"
-    _ok(["demo-data", "--out", str(data), "--customers", "50", "--seed", "1",
+    cli_ok(["demo-data", "--out", str(data), "--customers", "50", "--seed", "1",
          "--start", "2025-01-01", "--end", "2025-06-30"])
     short = runner.invoke(app, ["train", "--data", str(data), "--clv-horizon-days", "120"])
     assert short.exit_code == 2
@@ -152,7 +144,7 @@ def test_bad_requests_fail_clearly(tmp_path: Path, embedded_store: Path) -> None
 def test_train_rejects_a_bad_catalog_or_campaign_log(tmp_path: Path,
                                                      embedded_store: Path) -> None:
     data = tmp_path / "demo"
-    _ok(["demo-data", "--out", str(data), "--customers", "50", "--seed", "1",
+    cli_ok(["demo-data", "--out", str(data), "--customers", "50", "--seed", "1",
          "--start", "2024-06-01", "--end", "2025-06-30"])
     missing = runner.invoke(app, ["train", "--data", str(data), "--actions",
                                   str(tmp_path / "nope.yaml")])
@@ -190,6 +182,6 @@ def test_every_command_has_help_with_an_example() -> None:
     commands = _leaf_commands()
     assert ["features", "list"] in commands and ["score"] in commands and len(commands) >= 10
     for words in commands:
-        text = _ok([*words, "--help"])
+        text = cli_ok([*words, "--help"])
         assert "Example" in text, f"churnguard {' '.join(words)} --help has no example"
         assert f"churnguard {words[0]}" in text, words  # the example is a real command line
