@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -504,6 +504,27 @@ def build_features(source: Source, spec: FeatureSpec, as_of: date) -> pa.Table:
     _warn_missing_inputs(source, spec)
     table = materialize_features(source, spec, as_of)
     return source.con.sql(f"SELECT * FROM {table} ORDER BY customer_id").to_arrow_table()
+
+
+def feature_batches(source: Source, spec: FeatureSpec, as_of: date, *,
+                    batch_rows: int = 100_000) -> Iterator[pa.RecordBatch]:
+    """:func:`build_features`' rows, in no particular order, as record batches of at most
+    ``batch_rows``, for a consumer that keeps only summaries of them (monitoring): one pass
+    over the source like ``features build``, streamed from the table without sorting it or
+    holding it in Arrow."""
+    _warn_missing_inputs(source, spec)
+    table = materialize_features(source, spec, as_of)
+    # The per-customer aggregates behind the table are done with: at a million customers they
+    # hold more memory than the features themselves, while the consumer works on top.
+    for done in ("_ta", "_ea", "_sa"):
+        source.con.execute(f"DROP TABLE IF EXISTS {done}")
+    try:
+        reader = source.con.sql(f"SELECT * FROM {table}").to_arrow_reader(batch_rows)
+        for batch in reader:
+            if batch.num_rows:
+                yield batch
+    finally:
+        source.con.execute(f"DROP TABLE IF EXISTS {table}")
 
 
 def write_features(

@@ -26,6 +26,7 @@ At an as-of date, from the source and the prediction log:
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -34,10 +35,9 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.compute as pc
 
-from churnguard.features.build import LabelMode, label_sql
+from churnguard.features.build import LabelMode, feature_batches, label_sql
 from churnguard.features.io import atomic_output
 from churnguard.features.sources import Source
 from churnguard.model import evaluate
@@ -53,6 +53,8 @@ from churnguard.model.profile import (
 )
 from churnguard.model.score import predict_outputs
 from churnguard.serving.predlog import LogLocation, read_prediction_log
+
+log = logging.getLogger(__name__)
 
 Verdict = Literal["ok", "warn", "alert"]
 _ORDER: dict[str, int] = {"ok": 0, "warn": 1, "alert": 2}
@@ -140,7 +142,9 @@ def estimated_performance(p: np.ndarray, *, seed: int = 0, draws: int = ESTIMATE
     probabilities ``p`` (confidence-based performance estimation)."""
     from scipy.stats import rankdata
 
-    p = np.clip(np.asarray(p, dtype=float), 1e-15, 1 - 1e-15)
+    # Sorted: the estimate is a function of the probabilities, not of the order the customers
+    # came in (the monitor reads them unsorted).
+    p = np.sort(np.clip(np.asarray(p, dtype=float), 1e-15, 1 - 1e-15))
     if p.size == 0:
         return {"churn_rate": None, "roc_auc": None, "roc_auc_band": None, "log_loss": None,
                 "n": 0}
@@ -209,7 +213,7 @@ def _by_group(joined: pd.DataFrame, column: str, clv_closed: bool) -> list[dict[
     if column not in joined or joined[column].isna().all():
         return []  # logged before churnguard recorded it
     out = []
-    for name, g in joined.groupby(joined[column].fillna("unknown"), sort=True):
+    for name, g in joined.groupby(joined[column].astype(object).fillna("unknown"), sort=True):
         spend = g["future_spend"].to_numpy(dtype=float) if clv_closed else None
         out.append({"group": str(name), **realized_metrics(
             g["churned"].to_numpy(dtype=float), g["churn_probability"].to_numpy(dtype=float),
@@ -259,12 +263,12 @@ def realized_performance(source: Source, bundle: ScoringBundle, log_root: LogLoc
     ends by ``as_of``, oldest first: its realized metrics overall, per value tier and per
     lifecycle stage, its reliability curve, what was estimated from its own probabilities
     before the labels existed, and its campaigns' treated-against-hold-out churn."""
-    table = read_prediction_log(log_root)
     # Only what the metrics need, joined with the labels in DuckDB: at a million logged
     # customers, pandas merges of the whole log cost half a GiB.
-    logged = table.filter(pc.equal(table["channel"], "batch")).select(
-        ["customer_id", "scored_as_of", "model_version", "churn_probability", "clv",
-         "value_tier", "lifecycle_stage", "top_action"])
+    table = read_prediction_log(log_root, columns=[
+        "channel", "customer_id", "scored_as_of", "model_version", "churn_probability", "clv",
+        "value_tier", "lifecycle_stage", "top_action"])
+    logged = table.filter(pc.equal(table["channel"], "batch")).drop_columns(["channel"])
     del table
     if logged.num_rows == 0:
         return []
@@ -301,14 +305,19 @@ def _realized_run(source: Source, scored: date, version: str, as_of: date, mode:
         {"version": version}).fetchnumpy()["churn_probability"]
     attrs = [c for c in source.attribute_columns if c not in ("customer_id", "signup_date")]
     attr_cols = "".join(f', CAST(c."{a}" AS VARCHAR) AS "attr_{a}"' for a in attrs)
-    joined = source.con.execute(
+    result = source.con.execute(
         f"""SELECT l.customer_id, l.churn_probability, l.clv, l.value_tier, l.lifecycle_stage,
                    l.top_action, lab.churned, lab.future_spend{attr_cols}
             FROM (SELECT * FROM _monitor_log WHERE {where}) AS l
             JOIN ({label_sql(t0, h, hc, mode, grace_days=grace)}) AS lab USING (customer_id)
             LEFT JOIN customers AS c USING (customer_id)
             ORDER BY l.customer_id""",
-        {"version": version}).df()
+        {"version": version}).to_arrow_table()
+    if result is None:  # only a statement without a result set gives None; a SELECT has one
+        raise RuntimeError("the realized-performance query returned no result set")
+    # Groups as categories: a million rows of repeated tier and segment names as Python strings
+    # cost hundreds of MB.
+    joined = result.to_pandas(strings_to_categorical=True)
     clv_closed = t0 + timedelta(days=hc) <= as_of and "future_spend" in joined
     y = joined["churned"].to_numpy(dtype=float)
     p = joined["churn_probability"].to_numpy(dtype=float)
@@ -358,18 +367,22 @@ def feed_health(source: Source, reference_day: date, as_of: date) -> list[dict[s
         daily.append("SELECT 'events' AS tbl, event_type AS kind, ts FROM events")
     if not daily:
         return []
-    rows = source.con.sql(f"""
-        SELECT tbl, kind, min(ts) AS first_seen, max(ts) AS last_seen,
-               count(*) FILTER (WHERE ts >= {ts(ref_start)} AND ts < {ts(reference_day)})
-                   AS n_reference
-        FROM ({" UNION ALL ".join(daily)}) AS f WHERE ts < {ts(as_of)}
-        GROUP BY tbl, kind""").fetchall()
+    # One pass over every feed: per feed and day its rows and first and last timestamp, from
+    # which the all-time first and last rows and the reference window's count follow.
     per_day = source.con.sql(f"""
-        SELECT tbl, kind, CAST(ts AS DATE) AS day, count(*) AS n
-        FROM ({" UNION ALL ".join(daily)}) AS f
-        WHERE ts >= {ts(first)} AND ts < {ts(as_of)} GROUP BY ALL""").to_df()
+        SELECT tbl, kind, CAST(ts AS DATE) AS day, count(*) AS n, min(ts) AS first_ts,
+               max(ts) AS last_ts
+        FROM ({" UNION ALL ".join(daily)}) AS f WHERE ts < {ts(as_of)} GROUP BY ALL""").to_df()
     out = []
     per_day["day"] = pd.to_datetime(per_day["day"])
+    in_reference = ((per_day["day"] >= pd.Timestamp(ref_start))
+                    & (per_day["day"] < pd.Timestamp(reference_day)))
+    feeds = per_day.assign(n_ref=per_day["n"].where(in_reference, 0)).groupby(
+        ["tbl", "kind"], dropna=False).agg(first_seen=("first_ts", "min"),
+                                           last_seen=("last_ts", "max"), n_ref=("n_ref", "sum"))
+    per_day = per_day[per_day["day"] >= pd.Timestamp(first)]
+    rows = [(table, None if pd.isna(kind) else kind, r.first_seen, r.last_seen, int(r.n_ref))
+            for (table, kind), r in feeds.iterrows()]
     for table, kind, first_seen, last_seen, n_ref in sorted(rows,
                                                              key=lambda r: (r[0], r[1] or "")):
         # A feed younger than the reference window: its rate over the days it existed.
@@ -400,10 +413,9 @@ def feed_health(source: Source, reference_day: date, as_of: date) -> list[dict[s
     return out
 
 
-def _at_reference_calendar(current: pd.DataFrame, entries: dict[str, Any],
-                           constant: list[str]) -> pd.DataFrame:
-    """``current`` with every one-valued reference feature (the calendar's) set to the
-    reference's value; ``current`` itself when there is none."""
+def reference_calendar(entries: dict[str, Any], constant: list[str]) -> dict[str, Any]:
+    """The reference's value of every one-valued reference feature (the calendar's) that has
+    one to pin: a numeric point mass's value, a categorical's level (not ``OTHER``)."""
     values: dict[str, Any] = {}
     for name in constant:
         entry = entries[name]
@@ -413,9 +425,7 @@ def _at_reference_calendar(current: pd.DataFrame, entries: dict[str, Any],
             level = max(entry["shares"], key=entry["shares"].get)
             if level != OTHER:
                 values[name] = level
-    if not values:
-        return current
-    return current.assign(**{k: v for k, v in values.items() if k in current})
+    return values
 
 
 #: Order values: the recent window compared with the feeds' reference window, and the orders
@@ -501,15 +511,16 @@ class _Sample:
     """What :func:`monitor` keeps of the customers as of its date, chunk by chunk: per
     compared feature its bin counts and nulls, and the two outputs at both calendars."""
 
-    def __init__(self, entries: dict[str, Any], compared: list[str]) -> None:
-        self.entries, self.compared = entries, compared
+    def __init__(self, entries: dict[str, Any], compared: list[str],
+                 calendar: dict[str, Any]) -> None:
+        self.entries, self.compared, self.calendar = entries, compared, calendar
         self.counts = {n: np.zeros(_n_bins(entries[n]), dtype=np.int64) for n in compared}
         self.nulls = dict.fromkeys(compared, 0)
         self.rows = 0
         self.outputs: dict[str, list[np.ndarray]] = {
             k: [] for k in ("p", "clv", "p_ref", "clv_ref")}
 
-    def add(self, chunk: pd.DataFrame, bundle: ScoringBundle, constant: list[str]) -> None:
+    def add(self, chunk: pd.DataFrame, bundle: ScoringBundle) -> None:
         n = len(chunk)
         self.rows += n
         for name in self.compared:
@@ -517,10 +528,18 @@ class _Sample:
             counts = bin_counts(self.entries[name], col)
             self.counts[name] += counts
             self.nulls[name] += n - int(counts.sum())
-        p, clv = predict_outputs(bundle, bundle.encode(chunk))
-        pinned = _at_reference_calendar(chunk, self.entries, constant)
-        p_ref, clv_ref = ((p, clv) if pinned is chunk
-                          else predict_outputs(bundle, bundle.encode(pinned)))
+        X = bundle.encode(chunk)
+        p, clv = predict_outputs(bundle, X)
+        pinned = {k: v for k, v in self.calendar.items() if k in chunk}
+        if pinned and n:
+            # Only the calendar's columns change: encode them on one row and overwrite, rather
+            # than encoding the whole chunk a second time.
+            row = bundle.encode(chunk.iloc[:1].assign(**pinned))[0]
+            cols = [j for j, name in enumerate(bundle.encoder().names) if name in pinned]
+            X[:, cols] = row[cols]
+            p_ref, clv_ref = predict_outputs(bundle, X)
+        else:
+            p_ref, clv_ref = p, clv
         for key, value in (("p", p), ("clv", clv), ("p_ref", p_ref), ("clv_ref", clv_ref)):
             self.outputs[key].append(np.asarray(value, dtype=float))
 
@@ -534,19 +553,11 @@ def _n_bins(entry: dict[str, Any]) -> int:
 
 
 def feature_chunks(source: Source, bundle: ScoringBundle, as_of: date) -> Iterator[pd.DataFrame]:
-    """The bundle's features of every customer as of ``as_of``, in chunks: built by the batch
-    job's DuckDB engine (hash partitions above its row budget), so memory stays flat."""
-    from churnguard.serving.batch import BatchJob, DuckDBEngine
-
-    class _Features(BatchJob):
-        def score(self, features: pa.Table | pa.RecordBatch) -> pa.Table:
-            return (pa.Table.from_batches([features]) if isinstance(features, pa.RecordBatch)
-                    else features)
-
-    _, chunks = DuckDBEngine(source).scored_chunks(
-        _Features(bundle=bundle, as_of=as_of, model_version="", drivers=False))
-    for table in chunks:
-        yield table.to_pandas()
+    """The bundle's features of every customer as of ``as_of``, in chunks: one build like
+    ``features build`` (which the monitor's time is measured against, bench/monitor.py), read
+    back a chunk at a time so that only summaries are kept."""
+    for batch in feature_batches(source, bundle.spec, as_of):
+        yield batch.to_pandas()
 
 
 def monitor(source: Source, bundle: ScoringBundle, model_version: str, *, as_of: date,
@@ -572,13 +583,15 @@ def monitor(source: Source, bundle: ScoringBundle, model_version: str, *, as_of:
     # A feature with the same value for every reference customer (a calendar feature such as
     # the season): any other date moves all of it, which says nothing about the data.
     constant = [name for name, entry in entries.items() if _point_mass(entry)]
-    sample = _Sample(entries, [name for name in entries if name not in constant])
+    # The outputs' drift is taken at the reference's calendar too: the season moves every CLV
+    # (a month later, PSI 0.16 on undrifted demo data) with nothing wrong.
+    sample = _Sample(entries, [name for name in entries if name not in constant],
+                     reference_calendar(entries, constant))
     chunks = (features_as_of if features_as_of is not None
               else feature_chunks(source, bundle, as_of))
+    log.info("monitoring: features and scores of the customers as of %s", as_of)
     for chunk in chunks:
-        # The outputs' drift is taken at the reference's calendar too: the season moves
-        # every CLV (a month later, PSI 0.16 on undrifted demo data) with nothing wrong.
-        sample.add(chunk, bundle, constant)
+        sample.add(chunk, bundle)
     step("customers")  # features and scores: one chunked pass
     features: list[dict[str, Any]] = []
     for name in sample.compared:
@@ -597,11 +610,13 @@ def monitor(source: Source, bundle: ScoringBundle, model_version: str, *, as_of:
     score_psi_raw = population_stability_index(reference["churn_probability"], p)
     clv_psi_raw = population_stability_index(reference["clv"], clv)
     step("drift")
+    log.info("monitoring: feeds, order values and sign-ups")
     reference_day = date.fromisoformat(str(reference["snapshot"])[:10])
     feeds = feed_health(source, reference_day, as_of)
     order_values = order_value_drift(source, reference_day, as_of)
     new_customers = new_customer_mix(source, reference_day, as_of)
     step("feeds")
+    log.info("monitoring: realized performance of the logged runs")
     realized = realized_performance(source, bundle, log_root, as_of)
     step("realized")
     test_auc = bundle.metadata.get("test_roc_auc")

@@ -5,6 +5,7 @@ thresholds."""
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Any
 
 import numpy as np
 import pytest
@@ -70,6 +71,11 @@ def test_estimate_of_a_calibrated_model_brackets_what_happens() -> None:
         assert log_loss(y, p) == pytest.approx(est["log_loss"], rel=0.05)
     assert hits >= 15  # a 90 % band
     assert est["churn_rate"] == pytest.approx(p.mean())
+    # The monitor reads its customers in no particular order: the estimate must not care.
+    shuffled = estimated_performance(np.random.default_rng(4).permutation(p), seed=3)
+    assert shuffled["roc_auc"] == est["roc_auc"]
+    assert shuffled["roc_auc_band"] == est["roc_auc_band"]
+    assert shuffled["log_loss"] == pytest.approx(est["log_loss"], rel=1e-12)
 
 
 def test_status_thresholds() -> None:
@@ -122,22 +128,37 @@ def test_feed_health_names_a_feed_that_stopped() -> None:
     assert late["campaigns"]["status"] == "broken"  # April, May and June's never came
 
 
-def test_outputs_are_compared_at_the_reference_calendar() -> None:
-    import pandas as pd
-
+def test_outputs_are_compared_at_the_reference_calendar(fake_bundle: Any,
+                                                         fake_features: Any) -> None:
     from churnguard.model.profile import categorical_entry, numeric_entry
-    from churnguard.serving.monitor import _at_reference_calendar
+    from churnguard.model.score import predict_outputs
+    from churnguard.serving.monitor import _Sample, reference_calendar
 
     entries = {"season_sin": numeric_entry(np.full(50, 0.5)),
                "quarter": categorical_entry(["q1"] * 50, ["q1", "q2"]),
                "spend": numeric_entry(np.arange(50.0))}
-    current = pd.DataFrame({"season_sin": [-0.9, -0.9], "quarter": ["q2", "q2"],
-                            "spend": [3.0, 4.0]})
-    pinned = _at_reference_calendar(current, entries, ["season_sin", "quarter"])
-    assert pinned["season_sin"].tolist() == [0.5, 0.5]
-    assert pinned["quarter"].tolist() == ["q1", "q1"]
-    assert pinned["spend"].tolist() == [3.0, 4.0] and current["season_sin"].iloc[0] == -0.9
-    assert _at_reference_calendar(current, entries, []) is current
+    assert reference_calendar(entries, ["season_sin", "quarter"]) == {"season_sin": 0.5,
+                                                                      "quarter": "q1"}
+    assert reference_calendar(entries, []) == {}
+
+    # The sample's outputs at the reference calendar: those of the chunk with the calendar's
+    # columns set, whichever way it gets there.
+    frame = fake_features.to_pandas() if hasattr(fake_features, "to_pandas") else fake_features
+    # The calendar's features and, so that pinning visibly moves the fake model's outputs,
+    # the recency ones (any column is pinned the same way).
+    calendar = {c: float(frame[c].median()) for c in ("season_sin", "season_cos",
+                                                      "days_since_last_purchase",
+                                                      "days_since_last_interaction")
+                if c in frame}
+    moved = frame.assign(**{c: frame[c] * 2 + 1 for c in calendar})
+    sample = _Sample({}, [], calendar)
+    sample.add(moved, fake_bundle)
+    p_ref, clv_ref = predict_outputs(fake_bundle, fake_bundle.encode(moved.assign(**calendar)))
+    p, clv = predict_outputs(fake_bundle, fake_bundle.encode(moved))
+    assert np.array_equal(sample.output("p_ref"), p_ref)
+    assert np.array_equal(sample.output("clv_ref"), clv_ref)
+    assert np.array_equal(sample.output("p"), p) and np.array_equal(sample.output("clv"), clv)
+    assert not np.array_equal(p, p_ref)  # the calendar counts, so pinning it is tested
 
 
 def test_the_estimate_takes_the_test_snapshot_calibration_gap() -> None:
