@@ -68,27 +68,37 @@ def test_same_seed_gives_byte_identical_files_and_other_seed_differs(tmp_path: P
     assert fa["events.parquet"] != fc["events.parquet"]
 
 
-# Rows and content hashes (pandas.util.hash_pandas_object) of every table of the retail demo
-# with n_customers=400, seed=3, recorded from the generator before the contractual demo was
-# added: the retail output must not change (the oracle tests and benchmarks depend on it).
+# Rows and content hashes (:func:`_digest`) of every table of the retail demo with
+# n_customers=400, seed=3, recorded from the generator before the contractual demo was added:
+# the retail output must not change (the oracle tests and benchmarks depend on it). Re-recorded
+# with floats rounded on 2026-12-04, when a machine without AVX-512 gave other last bits in
+# ground_truth/customers' rates while the six other tables hashed bit for bit as recorded.
 PINNED = {
     "customers": (400, "8ac3afc57dab7824"),
     "transactions": (9755, "8e9ebad1d27d2075"),
     "events": (22070, "9cd02b099f5a406d"),
     "campaigns": (498, "0c804a16f4de98b5"),
-    "ground_truth/customers": (400, "fa5dc5849b980628"),
-    "ground_truth/stage_paths": (794, "a96562ed3a690e29"),
-    "ground_truth/campaigns": (498, "1fcd2fe866bac555"),
+    "ground_truth/customers": (400, "9bd368b89cba63c5"),
+    "ground_truth/stage_paths": (794, "de940a62064551b3"),
+    "ground_truth/campaigns": (498, "4d15243fe4983dd8"),
 }
+
+
+def _digest(df: pd.DataFrame) -> str:
+    """The frame's content hash, floats taken to 9 decimals first: numpy's vectorised exp and
+    log differ in the last bit between CPUs (AVX-512 against AVX2 builds of the same release),
+    which moves the ground truth's rates by 1e-16 and says nothing about the generator."""
+    floats = df.select_dtypes("float").columns
+    rounded = df.assign(**{c: df[c].round(9) for c in floats})
+    return hashlib.sha256(
+        pd.util.hash_pandas_object(rounded, index=False).to_numpy().tobytes()).hexdigest()[:16]
 
 
 def test_retail_output_is_pinned(tmp_path: Path) -> None:
     s = generate_demo_data(tmp_path / "x", n_customers=400, seed=3)
     for name, expected in PINNED.items():
         df = pd.read_parquet(s.out_dir / f"{name}.parquet")
-        digest = hashlib.sha256(
-            pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes()).hexdigest()
-        assert (len(df), digest[:16]) == expected, name
+        assert (len(df), _digest(df)) == expected, name
     tx = pd.read_parquet(s.out_dir / "transactions.parquet")
     assert tx.iloc[0].to_dict() == {"customer_id": "C0000000",
                                     "ts": pd.Timestamp("2023-01-01 15:32:10"),
