@@ -249,6 +249,11 @@ def _as_float_array(value: ArrayLike, name: str) -> np.ndarray:
 
 
 def _broadcast(names: Sequence[str], arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+    shape = arrays[0].shape
+    if all(a.shape == shape for a in arrays):
+        # Already one shape (the usual case, a customer per element): np.broadcast_arrays
+        # would only wrap each array in a view, at a cost the API's one-row scores notice.
+        return list(arrays)
     try:
         return list(np.broadcast_arrays(*arrays))
     except ValueError as exc:
@@ -272,6 +277,11 @@ def _validate_history(
     t_x = _as_float_array(recency, "recency")
     age = _as_float_array(T, "T")
     x, t_x, age = _broadcast(("frequency", "recency", "T"), (x, t_x, age))
+    # One test for the valid case (each check below reads the arrays again, and each
+    # ``.any()`` is a Python-level call); the checks run only to name what is wrong.
+    if not ((x < 0) | (x != np.round(x)) | (t_x < 0) | (age < 0) | (t_x > age)
+            | ((x == 0) & (t_x != 0))).any():
+        return x, t_x, age
     _check_frequency(x)
     if (t_x < 0).any():
         raise ValueError(f"recency must be >= 0, got minimum {t_x.min():g}")

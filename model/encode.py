@@ -230,6 +230,17 @@ class RowEncoder:
         for j, name in enumerate(self.names):
             v = rec[name]
             kind = self.kinds[j]
+            if type(v) is float and kind != "category":
+                # JSON numbers arrive as float or int: their rules inline (what _number checks),
+                # the other cases below; a request's row is 50-odd of these.
+                if -FLOAT32_MAX <= v <= FLOAT32_MAX and (
+                        kind != "int" or (v.is_integer() and 0 <= v <= COUNT_MAX)):
+                    row[j] = v
+                    continue
+            elif (type(v) is int and kind != "category"
+                  and (0 if kind == "int" else -COUNT_MAX) <= v <= COUNT_MAX):
+                row[j] = v
+                continue
             if kind == "category":
                 if v is None:
                     row[j] = np.nan

@@ -116,10 +116,21 @@ def prior_columns(X: pd.DataFrame | np.ndarray,
     }
 
 
+_FLOAT_MAX = float(np.finfo(np.float64).max)
+
+
+def nan_to_zero(a: np.ndarray) -> np.ndarray:
+    """``np.nan_to_num(a, nan=0.0)`` of a float array (NaN → 0, ±inf → ±the largest float) in
+    three ufunc calls: np.nan_to_num's own checks cost several times more on the API's
+    one-row arrays."""
+    a = np.asarray(a, dtype=float)
+    return np.minimum(np.maximum(np.where(np.isnan(a), 0.0, a), -_FLOAT_MAX), _FLOAT_MAX)
+
+
 def rfm_arrays(cols: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """BTYD inputs in weeks: buyer, x (repeat purchase days), t_x (recency), T (age), m
     (average order value) from the RFM feature columns."""
-    n_days = np.nan_to_num(np.asarray(cols["purchase_days_total"], dtype=float), nan=0.0)
+    n_days = nan_to_zero(cols["purchase_days_total"])
     first = np.asarray(cols["days_since_first_purchase"], dtype=float)
     last = np.asarray(cols["days_since_last_purchase"], dtype=float)
     buyer = (n_days > 0) & np.isfinite(first) & np.isfinite(last)
@@ -127,7 +138,7 @@ def rfm_arrays(cols: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     T = np.where(buyer, first / 7.0, 0.0)
     t_x = np.where(buyer & (x > 0), np.clip((first - last) / 7.0, 0.0, None), 0.0)
     t_x = np.minimum(t_x, T)
-    m = np.nan_to_num(np.asarray(cols["avg_order_value"], dtype=float), nan=0.0).clip(0.0)
+    m = nan_to_zero(cols["avg_order_value"]).clip(0.0)
     return {"buyer": buyer, "x": x, "t_x": t_x, "T": T, "m": m}
 
 
@@ -168,16 +179,18 @@ class BtydPrior:
                    gg={k: float(v) for k, v in data["gg"].items()})
 
     def quantities(self, X: pd.DataFrame | np.ndarray, horizon_days: float,
-                   names: list[str] | None = None) -> dict[str, np.ndarray]:
-        """buyer (bool), p0 = P(no purchase in the horizon), spend = expected spend in it."""
+                   names: list[str] | None = None, *, spend: bool = True
+                   ) -> dict[str, np.ndarray]:
+        """buyer (bool), p0 = P(no purchase in the horizon), spend = expected spend in it
+        (left out with ``spend=False``: the churn margin needs only p0)."""
         from churnguard.model.btyd import BetaGeoModel, GammaGammaModel, ParetoNBDModel
 
         r = rfm_arrays(prior_columns(X, names))
         buyer = r["buyer"]
         n = len(buyer)
         p0 = np.full(n, 0.5)
-        spend = np.zeros(n)
-        gg = GammaGammaModel.from_params(**self.gg)
+        out = {"buyer": buyer}
+        spent = np.zeros(n)
         p, q, v = self.gg["p"], self.gg["q"], self.gg["v"]
         mean_value = v * p / (q - 1.0) if q > 1.0 else float("nan")
         if buyer.any():
@@ -187,27 +200,42 @@ class BtydPrior:
             weeks = horizon_days / 7.0
             p0[buyer] = np.asarray(model.probability_no_purchase(weeks, x, t_x, T),
                                    dtype=float)
-            value = np.where((x > 0) & (m > 0), np.asarray(
-                gg.conditional_expected_average_value(np.where(m > 0, x, 0.0),
-                                                      np.where(m > 0, m, 1.0)), dtype=float),
-                mean_value)
-            spend[buyer] = np.asarray(model.expected_purchases(weeks, x, t_x, T),
-                                      dtype=float) * value
-        return {"buyer": buyer, "p0": np.clip(p0, 1e-4, 1 - 1e-4),
-                "spend": np.nan_to_num(spend, nan=0.0), "mean_value": np.full(n, mean_value)}
+            if spend:
+                gg = GammaGammaModel.from_params(**self.gg)
+                value = np.where((x > 0) & (m > 0), np.asarray(
+                    gg.conditional_expected_average_value(np.where(m > 0, x, 0.0),
+                                                          np.where(m > 0, m, 1.0)),
+                    dtype=float), mean_value)
+                spent[buyer] = np.asarray(model.expected_purchases(weeks, x, t_x, T),
+                                          dtype=float) * value
+        out["p0"] = np.clip(p0, 1e-4, 1 - 1e-4)
+        if spend:
+            out["spend"] = nan_to_zero(spent)
+            out["mean_value"] = np.full(n, mean_value)
+        return out
 
     def margins(self, X: pd.DataFrame | np.ndarray, horizon_days: float,
                 names: list[str] | None = None) -> dict[str, np.ndarray]:
         """``churn``, ``buy`` and ``spend`` base margins (see the class docstring)."""
         qs = self.quantities(X, horizon_days, names)
         buyer, p0 = qs["buyer"], qs["p0"]
-        churn = np.where(buyer, np.log(p0 / (1.0 - p0)), 0.0)
-        churn = np.where(np.isfinite(churn), churn, 0.0)
+        churn = self._churn(buyer, p0)
         cond = qs["spend"] / (1.0 - p0)
         fallback = qs["mean_value"]
         spend = np.log(np.clip(np.where(buyer, cond, fallback), 1e-3, None))
         spend = np.where(np.isfinite(spend), spend, 0.0)
         return {"churn": churn, "buy": -churn, "spend": spend}
+
+    def churn_margin(self, X: pd.DataFrame | np.ndarray, horizon_days: float,
+                     names: list[str] | None = None) -> np.ndarray:
+        """``margins(...)["churn"]`` without the spend quantities it does not use."""
+        qs = self.quantities(X, horizon_days, names, spend=False)
+        return self._churn(qs["buyer"], qs["p0"])
+
+    @staticmethod
+    def _churn(buyer: np.ndarray, p0: np.ndarray) -> np.ndarray:
+        churn = np.where(buyer, np.log(p0 / (1.0 - p0)), 0.0)
+        return np.where(np.isfinite(churn), churn, 0.0)
 
 
 #: The feature columns an :class:`SbgPrior` reads.
@@ -277,9 +305,14 @@ class SbgPrior:
         """The ``churn`` base margin, logit of :meth:`probability` (``horizon_days`` is the
         window the prior was fitted for; it has no CLV margins: a contract's CLV is
         :class:`ContractClvModel`)."""
-        p = clip_probability(self.probability(X, names))
-        churn = np.log(p / (1.0 - p))
+        churn = self.churn_margin(X, horizon_days, names)
         return {"churn": churn, "buy": -churn, "spend": np.zeros(len(churn))}
+
+    def churn_margin(self, X: pd.DataFrame | np.ndarray, horizon_days: float,
+                     names: list[str] | None = None) -> np.ndarray:
+        """``margins(...)["churn"]``: the logit of :meth:`probability`."""
+        p = clip_probability(self.probability(X, names))
+        return np.asarray(np.log(p / (1.0 - p)))
 
 
 #: A prior the boosters can start from.
@@ -350,7 +383,7 @@ class ChurnModel:
         prior = self.prior
         if prior is None:
             return None
-        return prior.margins(X, float(self.info["prior_horizon_days"]), names)["churn"]
+        return prior.churn_margin(X, float(self.info["prior_horizon_days"]), names)
 
     def raw(self, X: pd.DataFrame, margin: np.ndarray | None = None) -> np.ndarray:
         """Uncalibrated probability; ``margin`` overrides the stored prior's base margin."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 import xgboost as xgb
 
@@ -49,14 +50,28 @@ class FullScores:
         """Recommended actions of row ``i``, best first, each with its reason."""
         return self.assessment.actions(self.frame, self.policy, i)
 
-    def row(self, i: int) -> dict[str, Any]:
-        """Score fields of row ``i`` (without id, model version and time)."""
+    def rows(self) -> list[dict[str, Any]]:
+        """Score fields of every row (without id, model version and time), for ``orjson``:
+        the numbers and tiers as Python objects converted once for the whole batch, and each
+        row's ``actions`` as an ``orjson.Fragment`` of the JSON text the policy writes
+        (:meth:`Assessment.actions_json`), which ``orjson.dumps`` copies into its output as
+        it is instead of the API decoding it into dicts only to encode them again (use
+        :meth:`actions` for the dicts)."""
         a = self.assessment
-        return {"churn_probability": float(self.churn_probability[i]),
-                "risk_tier": a.risk_tier[i], "clv": float(self.clv[i]),
-                "value_tier": a.value_tier[i], "lifecycle_stage": a.lifecycle_stage[i],
-                "drivers": self.drivers[i] if self.drivers is not None else [],
-                "actions": self.actions(i)}
+        n = len(self)
+        drivers = self.drivers if self.drivers is not None else [[] for _ in range(n)]
+        return [{"churn_probability": p, "risk_tier": rt, "clv": c, "value_tier": vt,
+                 "lifecycle_stage": st, "drivers": d, "actions": orjson.Fragment(js)}
+                for p, rt, c, vt, st, d, js in zip(
+                    self.churn_probability.tolist(), a.risk_tier.tolist(), self.clv.tolist(),
+                    a.value_tier.tolist(), a.lifecycle_stage.tolist(), drivers,
+                    a.actions_json(self.policy), strict=True)]
+
+    def top_actions(self) -> list[str]:
+        """The id of each row's first recommended action (the catalog's no_action when none
+        pays)."""
+        ids = [act.id for act in self.policy.actions]
+        return [ids[j] for j in self.assessment.recommendations(self.policy).first().tolist()]
 
     def to_frame(self) -> pd.DataFrame:
         """Every score field as a column (drivers and actions as lists of dicts)."""

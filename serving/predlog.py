@@ -410,6 +410,22 @@ class _PostgresRows:
             self._pg = None
 
 
+@dataclass(frozen=True)
+class _Pending:
+    """One request's rows as :meth:`ApiPredictionLog.submit` got them, waiting for a flush."""
+
+    ids: Sequence[str]
+    scored_at: datetime
+    channel: str
+    model_version: str
+    churn_probability: np.ndarray
+    clv: np.ndarray
+    risk_tier: Sequence[str]
+    top_action: Sequence[str | None]
+    value_tier: Sequence[str] | None
+    lifecycle_stage: Sequence[str] | None
+
+
 class ApiPredictionLog:
     """The API's prediction log at ``location`` (a folder, or a :class:`PostgresLog`):
     :meth:`submit` queues a request's rows without waiting; a daemon thread writes what is
@@ -432,7 +448,7 @@ class ApiPredictionLog:
         self.max_rows = max_rows
         self.flush_seconds = flush_seconds
         self._on_written, self._on_dropped = on_written, on_dropped
-        self._queue: queue.SimpleQueue[pa.Table] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
         self._queued = 0
         self._lock = threading.Lock()
         # One flush at a time: the thread's, or close()'s after it (one connection, one file
@@ -449,7 +465,8 @@ class ApiPredictionLog:
                scored_at: datetime | None = None) -> bool:
         """Queue one request's scored customers (``channel``: ``api`` for scores, ``plan`` for
         a campaign plan, whose ``top_action`` is the assigned action); False (and counted as
-        dropped) if the queue is full."""
+        dropped) if the queue is full. The arguments are kept as they are until the next flush
+        converts them: pass values nothing changes afterwards."""
         n = len(ids)
         if n == 0:
             return True
@@ -458,52 +475,79 @@ class ApiPredictionLog:
                 self._on_dropped(n)
                 return False
             self._queued += n
-        at = scored_at or datetime.now(UTC)
-        table = pa.Table.from_arrays([
-            pa.array(ids, pa.string()),
-            pa.repeat(pa.scalar(at.date(), pa.date32()), n),
-            pa.repeat(pa.scalar(at, pa.timestamp("us", tz="UTC")), n),
-            pa.repeat(pa.scalar(channel, pa.string()), n),
-            pa.repeat(pa.scalar(self.model_name, pa.string()), n),
-            pa.repeat(pa.scalar(model_version, pa.string()), n),
-            pa.array(np.asarray(churn_probability, dtype=float), pa.float64()),
-            pa.array(np.asarray(clv, dtype=float), pa.float64()),
-            pa.array(risk_tier, pa.string()),
-            pa.array(top_action, pa.string()),
-            pa.nulls(n, pa.bool_()),
-            pa.array(value_tier, pa.string()) if value_tier is not None
-            else pa.nulls(n, pa.string()),
-            pa.array(lifecycle_stage, pa.string()) if lifecycle_stage is not None
-            else pa.nulls(n, pa.string()),
-        ], schema=LOG_SCHEMA)
-        self._queue.put(table)
+        # Plain references, no conversion: a request pays for a queue put, and the flush
+        # builds one Arrow table from everything queued (_table).
+        self._queue.put(_Pending(ids, scored_at or datetime.now(UTC), channel, model_version,
+                                 churn_probability, clv, risk_tier, top_action, value_tier,
+                                 lifecycle_stage))
         return True
 
     def flush(self) -> int:
         """Write every queued row now; the rows written (the others are counted as dropped)."""
         with self._flushing:
-            tables: list[pa.Table] = []
+            pending: list[_Pending] = []
             while True:
                 try:
-                    tables.append(self._queue.get_nowait())
+                    pending.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            if not tables:
+            if not pending:
                 return 0
-            rows = pa.concat_tables(tables)
             with self._lock:
-                self._queued -= rows.num_rows
+                self._queued -= sum(len(p.ids) for p in pending)
             try:
+                rows = self._table(pending)
                 written = self._writer.write(rows)
             except Exception as exc:
-                log.warning("prediction log: %d rows not written to %s (%s)", rows.num_rows,
-                            self.location, exc)
+                log.warning("prediction log: %d rows not written to %s (%s)",
+                            sum(len(p.ids) for p in pending), self.location, exc)
                 written = 0
-        if written < rows.num_rows:
-            self._on_dropped(rows.num_rows - written)
+        n = sum(len(p.ids) for p in pending)
+        if written < n:
+            self._on_dropped(n - written)
         if written:
             self._on_written(written)
         return written
+
+    def _table(self, pending: list[_Pending]) -> pa.Table:
+        """One :data:`LOG_SCHEMA` table of the queued requests, in the order they came."""
+        counts = [len(p.ids) for p in pending]
+
+        def each(values: Callable[[_Pending], Any]) -> list[Any]:
+            """A per-request value repeated for each of its rows."""
+            out: list[Any] = []
+            for p, n in zip(pending, counts, strict=True):
+                out += [values(p)] * n
+            return out
+
+        def column(values: Callable[[_Pending], Sequence[Any] | None]) -> list[Any]:
+            """A per-row column (None: null for each of the request's rows)."""
+            out: list[Any] = []
+            for p, n in zip(pending, counts, strict=True):
+                got = values(p)
+                out += [None] * n if got is None else list(got)
+            return out
+
+        def floats(values: Callable[[_Pending], np.ndarray]) -> np.ndarray:
+            return np.concatenate([np.asarray(values(p), dtype=float).reshape(-1)
+                                   for p in pending])
+
+        at = each(lambda p: p.scored_at)
+        return pa.Table.from_arrays([
+            pa.array(column(lambda p: p.ids), pa.string()),
+            pa.array([t.date() for t in at], pa.date32()),
+            pa.array(at, pa.timestamp("us", tz="UTC")),
+            pa.array(each(lambda p: p.channel), pa.string()),
+            pa.repeat(pa.scalar(self.model_name, pa.string()), len(at)),
+            pa.array(each(lambda p: p.model_version), pa.string()),
+            pa.array(floats(lambda p: p.churn_probability), pa.float64()),
+            pa.array(floats(lambda p: p.clv), pa.float64()),
+            pa.array(column(lambda p: p.risk_tier), pa.string()),
+            pa.array(column(lambda p: p.top_action), pa.string()),
+            pa.nulls(len(at), pa.bool_()),
+            pa.array(column(lambda p: p.value_tier), pa.string()),
+            pa.array(column(lambda p: p.lifecycle_stage), pa.string()),
+        ], schema=LOG_SCHEMA)
 
     def _run(self) -> None:
         while not self._stop.wait(self.flush_seconds):

@@ -137,23 +137,22 @@ def records(full: FullScores, ids: list[str], model: LoadedModel, metrics: Metri
             warnings: list[list[dict[str, Any]]] | None = None,
             prediction_log: ApiPredictionLog | None = None) -> list[dict[str, Any]]:
     """The API's score of each row of ``full`` (README, "Scoring API"), queued for the
-    ``prediction_log`` too."""
+    ``prediction_log`` too. Bodies for :func:`~churnguard.serving.errors.dumps`: the actions
+    are ``orjson.Fragment`` JSON text (:meth:`FullScores.rows`)."""
     at = datetime.now(UTC)
     now = at.isoformat().replace("+00:00", "Z")
     version = model.version
     b = model.bundle
-    out = [{"customer_id": cid, **full.row(i),
-            "warnings": warnings[i] if warnings is not None else [],
-            "horizon_days": b.horizon_days, "clv_horizon_days": b.clv_horizon_days,
+    tail = {"horizon_days": b.horizon_days, "clv_horizon_days": b.clv_horizon_days,
             "model_version": version, "scored_at": now}
-           for i, cid in enumerate(ids)]
-    tiers = [r["risk_tier"] for r in out]
+    out = [{"customer_id": cid, **row,
+            "warnings": warnings[i] if warnings is not None else [], **tail}
+           for i, (cid, row) in enumerate(zip(ids, full.rows(), strict=True))]
+    a = full.assessment
+    tiers = a.risk_tier.tolist()
     metrics.scored(full.churn_probability, tiers, version)
     if prediction_log is not None:
         prediction_log.submit(ids, version, full.churn_probability, full.clv, tiers,
-                              [r["actions"][0]["action_id"] if r["actions"] else None
-                               for r in out],
-                              value_tier=[r["value_tier"] for r in out],
-                              lifecycle_stage=[r["lifecycle_stage"] for r in out],
-                              scored_at=at)
+                              full.top_actions(), value_tier=a.value_tier.tolist(),
+                              lifecycle_stage=a.lifecycle_stage.tolist(), scored_at=at)
     return out

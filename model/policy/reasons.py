@@ -14,10 +14,10 @@ the API scores one customer per call and the batch job millions.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import json
 import math
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -248,10 +248,28 @@ def _recommend(a: Assessment, policy: Policy) -> Recommendations:
     return Recommendations(offsets=offsets, action=action, json=texts)
 
 
-@functools.lru_cache(maxsize=16)
-def _templates(policy: Policy) -> tuple[list[str], list[str], list[str], list[tuple[int, ...]]]:
+_Templates = tuple[list[str], list[str], list[str], list[tuple[int, ...]]]
+#: :func:`_templates` by ``id(policy)``, with a weak reference that tells a live policy from
+#: a new one at a reused address. By identity, not by value: an ``lru_cache`` hashed the
+#: whole frozen policy (every action, field by field) on every call, a few percent of a
+#: one-customer score. A policy lives as long as its bundle, so there are few.
+_TEMPLATES: dict[int, tuple[weakref.ref[Policy], _Templates]] = {}
+
+
+def _templates(policy: Policy) -> _Templates:
     """Per action, escaped once per policy (the API scores one customer per call): its JSON
     object up to the expected value, its reason's opening, its cost as text, its signals."""
+    found = _TEMPLATES.get(id(policy))
+    if found is not None and found[0]() is policy:
+        return found[1]
+    if len(_TEMPLATES) >= 16:
+        _TEMPLATES.clear()
+    out = _build_templates(policy)
+    _TEMPLATES[id(policy)] = (weakref.ref(policy), out)
+    return out
+
+
+def _build_templates(policy: Policy) -> _Templates:
     esc = json.encoder.encode_basestring_ascii
     heads = [json.dumps(_action_out(act, 0.0, ""), separators=(",", ":"))
              .split('"expected_value":')[0] + '"expected_value":' for act in policy.actions]

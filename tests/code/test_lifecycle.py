@@ -161,4 +161,4 @@ def test_inline_row_with_missing_recency_scores_through_the_scoring_path(
     X = enc.encode_records([rec])
     full = score_matrix(fake_bundle, X)
     assert not full.assessment.signals["overdue"][0]
-    assert full.row(0)["actions"]
+    assert full.actions(0)
