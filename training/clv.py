@@ -54,7 +54,8 @@ class ClvFit:
     #: Test-snapshot predictions of the evaluated model and their metrics.
     test_pred: np.ndarray
     test_metrics: dict[str, float]
-    #: Run metrics (``valid_clv_cv_mae_*``, ``test_clv_*``).
+    #: Run metrics (``valid_clv_cv_mae_*``, ``test_clv_*`` with the deciles'
+    #: ``test_clv_decile_NN_mean_predicted`` / ``_mean_actual``).
     metrics: dict[str, float]
     #: Decile calibration table of the test predictions.
     deciles: pd.DataFrame
@@ -115,7 +116,9 @@ def fit_clv_model(
         clv.info.update(prior=priors.final.to_dict(), prior_horizon_days=h)
     clv.info["kind"] = cand.name
     test = evaluate.clv_metrics(spend[te], pred)
+    deciles = evaluate.decile_calibration(spend[te], pred)
     metrics.update(evaluate.run_metrics("test_clv_", test))
+    metrics.update(evaluate.run_metrics("test_clv_", evaluate.decile_metrics(deciles)))
     notes = [
         f"CLV model: {cand.name}, chosen by cross-fitted MAE (total scale fitted on the other "
         "half) on the validation snapshot ("
@@ -126,9 +129,7 @@ def fit_clv_model(
            f"scale {clv.scale:.3f} measured on the test snapshot." if config.refit else "."),
     ]
     return ClvFit(model=clv, chosen=chosen, tried=tried, test_pred=pred, test_metrics=test,
-                  metrics=metrics,
-                  deciles=evaluate.decile_calibration(spend[te], pred),
-                  notes=notes)
+                  metrics=metrics, deciles=deciles, notes=notes)
 
 
 def _total_scale(actual: np.ndarray, pred: np.ndarray, fallback: float) -> float:
@@ -178,8 +179,10 @@ def fit_contract_clv_model(
         every = rows.all
         shipped.scale = _total_scale(spend[every], shipped.predict(X[every]), model.scale)
     test = evaluate.clv_metrics(spend[te], pred)
+    deciles = evaluate.decile_calibration(spend[te], pred)
     metrics = {"valid_clv_mae_sbg_contract": mae,
-               **evaluate.run_metrics("test_clv_", test)}
+               **evaluate.run_metrics("test_clv_", test),
+               **evaluate.run_metrics("test_clv_", evaluate.decile_metrics(deciles))}
     notes = [
         f"CLV model: contract (fee x sBG retention over the renewals in {h} days; "
         f"alpha {model.alpha:.3f}, beta {model.beta:.3f}, cancellations between renewals "
@@ -191,5 +194,4 @@ def fit_contract_clv_model(
            f"({shipped.scale:.3f}) on every CLV snapshot." if config.refit else "."),
     ]
     return ClvFit(model=shipped, chosen=chosen, tried=[chosen], test_pred=pred,
-                  test_metrics=test, metrics=metrics,
-                  deciles=evaluate.decile_calibration(spend[te], pred), notes=notes)
+                  test_metrics=test, metrics=metrics, deciles=deciles, notes=notes)
