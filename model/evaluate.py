@@ -70,6 +70,8 @@ __all__ = [
     "decile_metrics",
     "expected_calibration_error",
     "gains_table",
+    "interval_coverage",
+    "interval_metrics",
     "lift_at",
     "log_loss",
     "normalized_gini",
@@ -606,6 +608,55 @@ def decile_metrics(table: pd.DataFrame) -> dict[str, float]:
         out[f"decile_{int(b):02d}_mean_predicted"] = float(pred)
         out[f"decile_{int(b):02d}_mean_actual"] = float(actual)
     return out
+
+
+def interval_coverage(y_true: ArrayLike, low: ArrayLike, high: ArrayLike) -> float:
+    """Share of rows whose actual value lies in their closed interval [low, high] [GR07]."""
+    y, lo, hi = _interval_inputs(y_true, low, high)
+    return float(np.mean((y >= lo) & (y <= hi)))
+
+
+def _interval_inputs(y_true: ArrayLike, low: ArrayLike,
+                     high: ArrayLike) -> tuple[FloatArray, FloatArray, FloatArray]:
+    y, lo = _pair(y_true, low, "y_true", "low")
+    _, hi = _pair(y_true, high, "y_true", "high")
+    bad = lo > hi
+    if bad.any():
+        raise ValueError(f"low must not exceed high: {int(bad.sum())} of {lo.size} intervals "
+                         "have low > high")
+    return y, lo, hi
+
+
+def interval_metrics(y_true_spend: ArrayLike, low: ArrayLike, high: ArrayLike,
+                     p_zero: ArrayLike, level: float) -> dict[str, float]:
+    """How well ``level`` prediction intervals of spend hold on a held-out snapshot.
+
+    ``p_zero`` is each row's predicted P(spend = 0) and ``level`` the intervals' nominal
+    probability (0.8 for the 10 %-90 % interval). Keys:
+
+    - ``interval_coverage``: share of customers whose actual spend is in [low, high]
+      (:func:`interval_coverage`); a calibrated model gives about ``interval_nominal``;
+    - ``interval_nominal``: the coverage the model itself expects, mean of max(``level``,
+      P(spend = 0)): an interval of a customer who most likely buys nothing is [0, 0] and
+      holds P(spend = 0) > ``level`` (for a discrete distribution, a lower bound);
+    - ``interval_coverage_buyers`` / ``interval_coverage_nonbuyers``: the coverage among the
+      customers who spent / did not (NaN where there are none), which says whether a miss is
+      in the spend distribution or in P(buy);
+    - ``interval_width``: the mean of high − low, in spend units.
+    """
+    y, lo, hi = _interval_inputs(y_true_spend, low, high)
+    _, pz = _pair(y_true_spend, p_zero, "y_true_spend", "p_zero")
+    _check_probabilities(pz, "p_zero")
+    inside = (y >= lo) & (y <= hi)
+    buyers = y > 0
+    return {
+        "interval_coverage": float(inside.mean()),
+        "interval_nominal": float(np.maximum(level, pz).mean()),
+        "interval_coverage_buyers": float(inside[buyers].mean()) if buyers.any() else math.nan,
+        "interval_coverage_nonbuyers": (float(inside[~buyers].mean()) if (~buyers).any()
+                                        else math.nan),
+        "interval_width": float(np.mean(hi - lo)),
+    }
 
 
 # ---------------------------------------------------------------------------------------------

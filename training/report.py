@@ -105,6 +105,16 @@ METRIC_GUIDE: dict[str, tuple[str, bool | None]] = {
     "normalized_gini": ("Ranking quality: 1 = perfect order, 0 = random", True),
     "top10_spend_share": ("Share of actual spend from the top 10 % by prediction", True),
     "total_error": ("(total predicted - total actual) ÷ total actual; 0 = exact", None),
+    "interval_coverage": ("Share of customers whose actual spend is inside their 80 % CLV "
+                          "interval [clv_low, clv_high]; compare with interval_nominal", None),
+    "interval_nominal": ("The coverage the model expects: 0.80, more for customers whose "
+                         "interval is [0, 0] (no purchase is likely)", None),
+    "interval_coverage_buyers": ("Coverage among the customers who bought: low = the spend "
+                                 "distribution is too narrow", None),
+    "interval_coverage_nonbuyers": ("Coverage among the customers who did not buy: low = "
+                                    "P(buy) is too high for them", None),
+    "interval_width": ("Mean width clv_high - clv_low of the 80 % interval (currency units)",
+                       None),
     "total_pred": ("Sum of predicted spend", None),
     "total_actual": ("Sum of actual spend in the holdout window", None),
 }

@@ -20,6 +20,8 @@ from churnguard.model.evaluate import (
     decile_metrics,
     expected_calibration_error,
     gains_table,
+    interval_coverage,
+    interval_metrics,
     lift_at,
     normalized_gini,
     poisson_deviance,
@@ -260,6 +262,23 @@ def test_poisson_deviance_of_zero_predictions() -> None:
         poisson_deviance([1.0, 2.0], [-1.0, 1.0])
     # clv_metrics leaves it out for predictions below zero (a regressor's raw output)
     assert "poisson_deviance" not in clv_metrics([1.0, 2.0], [-1.0, 1.0])
+
+
+def test_interval_coverage_on_a_tiny_frame() -> None:
+    spend = np.array([0.0, 0.0, 12.0, 30.0, 5.0])
+    low = np.array([0.0, 1.0, 10.0, 0.0, 0.0])
+    high = np.array([0.0, 9.0, 12.0, 20.0, 5.0])
+    # in: 0 in [0, 0], 12 in [10, 12] (closed), 5 in [0, 5]; out: 0 < 1, 30 > 20
+    assert interval_coverage(spend, low, high) == pytest.approx(3 / 5)
+    m = interval_metrics(spend, low, high, p_zero=[0.95, 0.5, 0.0, 0.3, 0.2], level=0.8)
+    assert m["interval_coverage"] == pytest.approx(0.6)
+    assert m["interval_coverage_buyers"] == pytest.approx(2 / 3)  # 12 and 5 in, 30 out
+    assert m["interval_coverage_nonbuyers"] == pytest.approx(1 / 2)
+    # the model's own expectation: 0.95 for the [0, 0] customer, 0.8 for the others
+    assert m["interval_nominal"] == pytest.approx((0.95 + 4 * 0.8) / 5)
+    assert m["interval_width"] == pytest.approx((0 + 8 + 2 + 20 + 5) / 5)
+    with pytest.raises(ValueError, match="1 of 2 intervals have low > high"):
+        interval_coverage([1.0, 2.0], [0.0, 3.0], [1.0, 2.5])
 
 
 # --- bad input -------------------------------------------------------------------------------
