@@ -176,8 +176,8 @@ def make_fake_bundle(spec: Any, features: Any, *, as_of: date = FAKE_AS_OF, seed
     # The spend distribution of the CLV interval, measured on the rows the boosters were
     # fitted on (training measures it on a held-out snapshot; a fake needs only its shape).
     _, expected = bundle.clv.components(X)
-    bundle.clv.quantiles = SpendQuantiles.measure(y["spend"][buyers], expected[buyers],
-                                                  snapshot=as_of.isoformat())
+    bundle.clv.quantiles = SpendQuantiles.measure(
+        y["spend"][buyers], expected[buyers] / bundle.clv.smear, snapshot=as_of.isoformat())
     bundle.policy = load_catalog().fit_value_tiers(bundle.clv.predict(X)).to_dict()
     return bundle
 

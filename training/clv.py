@@ -93,10 +93,11 @@ def spend_quantiles(model: ClvModel, X: pd.DataFrame, spend: np.ndarray,
                     margins: tuple[np.ndarray, np.ndarray] | None, *,
                     snapshot: date) -> SpendQuantiles:
     """The hurdle's spend distribution (:class:`SpendQuantiles`) measured on one held-out
-    snapshot: the buyers' actual spend against ``model``'s E[spend | buy] before its scale."""
+    snapshot: the buyers' actual spend against ``model``'s log-spend regression exp(f(x)),
+    E[spend | buy] before its smear and scale."""
     _, expected = model.components(X, margins)
     buyers = spend > 0
-    return SpendQuantiles.measure(spend[buyers], expected[buyers],
+    return SpendQuantiles.measure(spend[buyers], expected[buyers] / model.smear,
                                   snapshot=snapshot.isoformat())
 
 
@@ -113,11 +114,12 @@ def interval_note(interval: dict[str, float], evaluated: AnyClvModel, shipped: A
     if isinstance(evaluated, ClvModel) and isinstance(shipped, ClvModel):
         assert evaluated.quantiles is not None and shipped.quantiles is not None
         return (f"CLV interval (clv_low .. clv_high): the {level} prediction interval of a "
-                "point mass at 0 (no purchase, 1 - P(buy)) and a buyer's spend E[spend | buy] x "
-                f"the ratio actual / predicted measured on {evaluated.quantiles.n:,} buyers of "
-                f"the validation snapshot ({evaluated.quantiles.snapshot}); {held}. The shipped "
-                f"model's ratio is measured on the {shipped.quantiles.n:,} buyers of the "
-                f"snapshot {shipped.quantiles.snapshot}.")
+                "point mass at 0 (no purchase, 1 - P(buy)) and a buyer's spend exp(f(x)) x the "
+                "ratio actual / exp(f(x)) of the log-spend regression f, measured on "
+                f"{evaluated.quantiles.n:,} buyers of the validation snapshot "
+                f"({evaluated.quantiles.snapshot}); {held}. The shipped model's ratio is "
+                f"measured on the {shipped.quantiles.n:,} buyers of the snapshot "
+                f"{shipped.quantiles.snapshot}.")
     return (f"CLV interval (clv_low .. clv_high): the {level} prediction interval of the "
             "contract's revenue, fee x the renewals paid, from the sBG retention curve; "
             f"{held}.")
