@@ -591,11 +591,14 @@ def train_cmd(
     for label, key in rows:
         churn_table.add_row(label, f(key + "roc_auc"), f(key + "roc_auc_active_365d"),
                             f(key + "log_loss"), f(key + "ece"), f(key + "lift_at_10", "{:.2f}"))
-    clv_table = Table("model", "CLV MAE", "CLV Gini", "CLV total err",
+    # "80% cover": the share of customers whose spend fell in their 80 % CLV interval
+    # (README "CLV intervals"); the baseline has no interval.
+    clv_table = Table("model", "CLV MAE", "CLV Gini", "CLV total err", "80% cover",
                       title=f"CLV, test snapshot {result.clv_plan.test}")
     for label, key in (("churnguard", "test_clv_"), ("BG/NBD+GG", "test_baseline_btyd_clv_")):
         clv_table.add_row(label, f(key + "mae", "{:,.1f}"), f(key + "normalized_gini"),
-                          f(key + "total_error", "{:+.1%}"))
+                          f(key + "total_error", "{:+.1%}"),
+                          f(key + "interval_coverage", "{:.1%}"))
     out.print(churn_table)
     out.print(clv_table)
     out.print(f"registered {settings.model_name} v{result.version} "

@@ -2,9 +2,10 @@
 
 Training writes a bundle (:mod:`churnguard.training.pipeline`); the API, the batch job, Spark
 and the MLflow pyfunc read it and score it with :func:`churnguard.model.score.score_matrix`.
-Files: ``bundle.json`` (spec, category levels, calibrator, CLV factors, metadata, the action
-``policy``), ``churn.ubj``, and for the hurdle CLV model ``clv_buy.ubj``, ``clv_spend.ubj``
-(XGBoost's own format; a contractual bundle's CLV model is a few numbers in ``bundle.json``).
+Files: ``bundle.json`` (spec, category levels, calibrator, CLV factors and the hurdle's
+measured spend distribution for the CLV interval, metadata, the action ``policy``),
+``churn.ubj``, and for the hurdle CLV model ``clv_buy.ubj``, ``clv_spend.ubj`` (XGBoost's
+own format; a contractual bundle's CLV model is a few numbers in ``bundle.json``).
 Loading reads these files only: nothing is unpickled.
 """
 
@@ -30,6 +31,7 @@ from churnguard.model.predictors import (
     ChurnModel,
     ClvModel,
     ContractClvModel,
+    SpendQuantiles,
 )
 
 BUNDLE_FORMAT = 1
@@ -110,6 +112,8 @@ class ScoringBundle:
             self.clv.spend.save_model(directory / "clv_spend.ubj")
             clv: dict[str, Any] = {"smear": self.clv.smear, "scale": self.clv.scale,
                                    "info": self.clv.info}
+            if self.clv.quantiles is not None:
+                clv["quantiles"] = self.clv.quantiles.to_dict()
         else:
             clv = self.clv.to_dict()
         meta = {
@@ -188,9 +192,13 @@ class ScoringBundle:
                 raise BundleError(f"{directory} is not a churnguard bundle (missing "
                                   f"{', '.join(absent)})",
                                   reason=f"not a churnguard bundle (no {absent[0]})")
+            # A bundle saved before CLV intervals has no "quantiles": it loads and scores
+            # with clv_low / clv_high null (the same format: nothing it has changed meaning).
+            quantiles = meta["clv"].get("quantiles")
             clv = ClvModel(buy=booster("clv_buy.ubj"), spend=booster("clv_spend.ubj"),
                            smear=float(meta["clv"]["smear"]),
-                           scale=float(meta["clv"]["scale"]), info=meta["clv"].get("info", {}))
+                           scale=float(meta["clv"]["scale"]), info=meta["clv"].get("info", {}),
+                           quantiles=SpendQuantiles.from_dict(quantiles) if quantiles else None)
         return cls(
             spec=FeatureSpec.from_dict(meta["spec"]),
             levels={k: list(v) for k, v in meta["levels"].items()},

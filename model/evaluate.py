@@ -41,6 +41,10 @@ References
   predictions divided by the Gini of the perfect ordering.
 - [Spe04] Spearman (1904), "The Proof and Measurement of Association between Two Things",
   American Journal of Psychology 15(1), 72-101.
+- [MN89] McCullagh & Nelder (1989), "Generalized Linear Models", 2nd ed., Chapman & Hall,
+  §2.3 and table 2.1 (the Poisson deviance 2 Σ [y log(y/μ) − (y − μ)]).
+- [GR07] Gneiting & Raftery (2007), "Strictly Proper Scoring Rules, Prediction, and
+  Estimation", JASA 102(477), 359-378 (interval coverage of a central prediction interval).
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from collections.abc import Mapping
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+from scipy.special import xlogy
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 __all__ = [
@@ -61,11 +66,16 @@ __all__ = [
     "churn_metrics",
     "clv_metrics",
     "decile_calibration",
+    "decile_calibration_error",
+    "decile_metrics",
     "expected_calibration_error",
     "gains_table",
+    "interval_coverage",
+    "interval_metrics",
     "lift_at",
     "log_loss",
     "normalized_gini",
+    "poisson_deviance",
     "reliability_table",
     "run_metrics",
 ]
@@ -471,6 +481,35 @@ def _spearman(a: FloatArray, b: FloatArray) -> float:
     return float(ra @ rb) / denom if denom > 0 else math.nan
 
 
+def poisson_deviance(y_true_spend: ArrayLike, y_pred: ArrayLike) -> float:
+    """Mean Poisson deviance of non-negative predictions of a non-negative target [MN89].
+
+    ``D = (2/n) Σ_i [y_i log(y_i / μ_i) − (y_i − μ_i)]``, with ``y log(y/μ) = 0`` for ``y = 0``
+    (``scipy.special.xlogy``), so a zero prediction costs nothing for a customer who spent
+    nothing. It is a proper loss for the *mean* (minimised in expectation by ``μ = E[y]``),
+    unlike MAE, which rewards the median and so predicting 0 for the many who do not buy.
+    Equals ``sklearn.metrics.mean_poisson_deviance`` where that is defined (every ``μ > 0``);
+    a prediction of exactly 0 for a customer who spent gives ``inf`` (the model called a
+    purchase impossible), where sklearn raises. Spend is not a count: the deviance is in spend
+    units and compares models on the same customers, not across data sets.
+    """
+    y, mu = _pair(y_true_spend, y_pred, "y_true_spend", "y_pred")
+    for arr, name in ((y, "y_true_spend"), (mu, "y_pred")):
+        neg = arr < 0
+        if neg.any():
+            raise ValueError(
+                f"{name} must be non-negative: {int(neg.sum())} of {arr.size} values are < 0")
+    return _poisson_deviance(y, mu)
+
+
+def _poisson_deviance(y: FloatArray, mu: FloatArray) -> float:
+    with np.errstate(divide="ignore"):
+        # xlogy(y, y) - xlogy(y, mu) = y log(y / mu) without 0 · log 0; -xlogy(y, 0) = inf
+        # for y > 0, the honest cost of calling a purchase impossible.
+        dev = 2.0 * (xlogy(y, y) - xlogy(y, mu) - (y - mu))
+    return float(np.mean(dev))
+
+
 def clv_metrics(y_true_spend: ArrayLike, y_pred: ArrayLike) -> dict[str, float]:
     """Error, ranking and aggregate metrics of predicted customer spend (CLV) ``y_pred``.
 
@@ -479,11 +518,17 @@ def clv_metrics(y_true_spend: ArrayLike, y_pred: ArrayLike) -> dict[str, float]:
 
     Keys:
 
-    - ``mae``, ``rmse``: mean absolute / root-mean-squared error, in spend units.
+    - ``mae``, ``rmse``: mean absolute / root-mean-squared error, in spend units. MAE rewards
+      the median, not the mean (predicting 0 for everyone comes close on a base of mostly
+      non-buyers): judge an expected-value CLV by RMSE, ``poisson_deviance``, ranking,
+      decile calibration and total error, and read MAE as per-customer accuracy only.
+    - ``poisson_deviance``: mean Poisson deviance, see :func:`poisson_deviance` [MN89] (only
+      with non-negative predictions; ``inf`` for a zero prediction of a customer who spent).
     - ``spearman``: Spearman rank correlation [Spe04] (NaN if either input is constant).
     - ``normalized_gini``: see :func:`normalized_gini` [PS17, WLM19].
     - ``top10_spend_share``: share of the actual total spend made by the 10 % of customers with
       the highest predictions (random ordering: 0.10).
+    - ``decile_calibration_error``: see :func:`decile_calibration_error`.
     - ``total_error``: ``(Σ pred - Σ actual) / Σ actual``, the relative error of the portfolio
       total that finance cares about.
     - ``total_pred``, ``total_actual``, ``n``.
@@ -495,9 +540,11 @@ def clv_metrics(y_true_spend: ArrayLike, y_pred: ArrayLike) -> dict[str, float]:
     return {
         "mae": float(np.mean(np.abs(err))),
         "rmse": float(np.sqrt(np.mean(err**2))),
+        **({"poisson_deviance": _poisson_deviance(y, pred)} if (pred >= 0).all() else {}),
         "spearman": _spearman(y, pred),
         "normalized_gini": _normalized_gini(y, pred),
         "top10_spend_share": _top_share(y, pred, TOP_FRACTION),
+        "decile_calibration_error": _decile_calibration_error(decile_calibration(y, pred), y),
         "total_error": (total_pred - total_actual) / total_actual,
         "total_pred": total_pred,
         "total_actual": total_actual,
@@ -529,6 +576,87 @@ def decile_calibration(y_true: ArrayLike, y_pred: ArrayLike, n_bins: int = 10) -
             "count": count,
         }
     )
+
+
+def decile_calibration_error(y_true_spend: ArrayLike, y_pred: ArrayLike,
+                             n_bins: int = 10) -> float:
+    """How far the decile chart's two series are apart, relative to the mean actual spend.
+
+    ``Σ_b (n_b / n) · |mean_predicted_b − mean_actual_b| ÷ mean actual`` over the bins of
+    :func:`decile_calibration`: the ECE of [NCH15, GPSW17] carried to spend (bins by predicted
+    quantile, not equal width, as in [WLM19]'s decile chart), divided by the mean so that it
+    reads as a share of the average customer's spend (0 = every decile's mean is exact; 0.2 =
+    the deciles are off by a fifth of the mean spend on average). A constant total shift
+    shows here as well as in ``total_error``; a model right on the total but too flat
+    (under-predicting the top, over-predicting the bottom) shows only here.
+    """
+    y, pred = _spend_inputs(y_true_spend, y_pred)
+    return _decile_calibration_error(decile_calibration(y, pred, n_bins), y)
+
+
+def _decile_calibration_error(table: pd.DataFrame, y: FloatArray) -> float:
+    gap = (table["mean_predicted"] - table["mean_actual"]).abs()
+    return float((gap * table["count"]).sum() / y.size / y.mean())
+
+
+def decile_metrics(table: pd.DataFrame) -> dict[str, float]:
+    """A :func:`decile_calibration` table as flat metrics, ``decile_01_mean_predicted``,
+    ``decile_01_mean_actual``, ... (two-digit bins, so they sort in order in MLflow)."""
+    out: dict[str, float] = {}
+    for b, pred, actual in zip(table["bin"], table["mean_predicted"], table["mean_actual"],
+                               strict=True):
+        out[f"decile_{int(b):02d}_mean_predicted"] = float(pred)
+        out[f"decile_{int(b):02d}_mean_actual"] = float(actual)
+    return out
+
+
+def interval_coverage(y_true: ArrayLike, low: ArrayLike, high: ArrayLike) -> float:
+    """Share of rows whose actual value lies in their closed interval [low, high] [GR07]."""
+    y, lo, hi = _interval_inputs(y_true, low, high)
+    return float(np.mean((y >= lo) & (y <= hi)))
+
+
+def _interval_inputs(y_true: ArrayLike, low: ArrayLike,
+                     high: ArrayLike) -> tuple[FloatArray, FloatArray, FloatArray]:
+    y, lo = _pair(y_true, low, "y_true", "low")
+    _, hi = _pair(y_true, high, "y_true", "high")
+    bad = lo > hi
+    if bad.any():
+        raise ValueError(f"low must not exceed high: {int(bad.sum())} of {lo.size} intervals "
+                         "have low > high")
+    return y, lo, hi
+
+
+def interval_metrics(y_true_spend: ArrayLike, low: ArrayLike, high: ArrayLike,
+                     p_zero: ArrayLike, level: float) -> dict[str, float]:
+    """How well ``level`` prediction intervals of spend hold on a held-out snapshot.
+
+    ``p_zero`` is each row's predicted P(spend = 0) and ``level`` the intervals' nominal
+    probability (0.8 for the 10 %-90 % interval). Keys:
+
+    - ``interval_coverage``: share of customers whose actual spend is in [low, high]
+      (:func:`interval_coverage`); a calibrated model gives about ``interval_nominal``;
+    - ``interval_nominal``: the coverage the model itself expects, mean of max(``level``,
+      P(spend = 0)): an interval of a customer who most likely buys nothing is [0, 0] and
+      holds P(spend = 0) > ``level`` (for a discrete distribution, a lower bound);
+    - ``interval_coverage_buyers`` / ``interval_coverage_nonbuyers``: the coverage among the
+      customers who spent / did not (NaN where there are none), which says whether a miss is
+      in the spend distribution or in P(buy);
+    - ``interval_width``: the mean of high − low, in spend units.
+    """
+    y, lo, hi = _interval_inputs(y_true_spend, low, high)
+    _, pz = _pair(y_true_spend, p_zero, "y_true_spend", "p_zero")
+    _check_probabilities(pz, "p_zero")
+    inside = (y >= lo) & (y <= hi)
+    buyers = y > 0
+    return {
+        "interval_coverage": float(inside.mean()),
+        "interval_nominal": float(np.maximum(level, pz).mean()),
+        "interval_coverage_buyers": float(inside[buyers].mean()) if buyers.any() else math.nan,
+        "interval_coverage_nonbuyers": (float(inside[~buyers].mean()) if (~buyers).any()
+                                        else math.nan),
+        "interval_width": float(np.mean(hi - lo)),
+    }
 
 
 # ---------------------------------------------------------------------------------------------

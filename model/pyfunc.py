@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from mlflow.pyfunc.model import PythonModel
 
@@ -30,6 +31,9 @@ def predict_frame(bundle: ScoringBundle, features: pd.DataFrame) -> pd.DataFrame
             out[col] = features[col].to_numpy()
     out["churn_probability"] = full.churn_probability
     out["clv"] = full.clv
+    nan = np.full(len(out), np.nan)
+    out["clv_low"] = nan if full.clv_low is None else full.clv_low
+    out["clv_high"] = nan if full.clv_high is None else full.clv_high
     out["p_buy"] = full.p_buy.astype("float64")
     out["expected_spend_if_buy"] = full.expected_spend_if_buy
     out["risk_tier"] = full.assessment.risk_tier
@@ -82,7 +86,8 @@ def output_schema() -> Any:
     example's integer columns on every training run."""
     from mlflow.types import ColSpec, Schema
 
-    doubles = ("churn_probability", "clv", "p_buy", "expected_spend_if_buy")
+    doubles = ("churn_probability", "clv", "clv_low", "clv_high", "p_buy",
+               "expected_spend_if_buy")
     strings = ("risk_tier", "value_tier", "lifecycle_stage", "recommended_action", "actions")
     return Schema([ColSpec("string", "customer_id"), *(ColSpec("double", c) for c in doubles),
                    *(ColSpec("string", c) for c in strings)])

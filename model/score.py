@@ -42,6 +42,10 @@ class FullScores:
     drivers: list[list[dict[str, Any]]] | None
     frame: dict[str, np.ndarray]
     policy: Policy
+    #: The CLV's 80 % prediction interval (README, "CLV intervals"); None for a bundle
+    #: trained before intervals existed.
+    clv_low: np.ndarray | None = None
+    clv_high: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.churn_probability)
@@ -60,11 +64,14 @@ class FullScores:
         a = self.assessment
         n = len(self)
         drivers = self.drivers if self.drivers is not None else [[] for _ in range(n)]
-        return [{"churn_probability": p, "risk_tier": rt, "clv": c, "value_tier": vt,
-                 "lifecycle_stage": st, "drivers": d, "actions": orjson.Fragment(js)}
-                for p, rt, c, vt, st, d, js in zip(
+        lows = self.clv_low.tolist() if self.clv_low is not None else [None] * n
+        highs = self.clv_high.tolist() if self.clv_high is not None else [None] * n
+        return [{"churn_probability": p, "risk_tier": rt, "clv": c, "clv_low": lo,
+                 "clv_high": hi, "value_tier": vt, "lifecycle_stage": st, "drivers": d,
+                 "actions": orjson.Fragment(js)}
+                for p, rt, c, lo, hi, vt, st, d, js in zip(
                     self.churn_probability.tolist(), a.risk_tier.tolist(), self.clv.tolist(),
-                    a.value_tier.tolist(), a.lifecycle_stage.tolist(), drivers,
+                    lows, highs, a.value_tier.tolist(), a.lifecycle_stage.tolist(), drivers,
                     a.actions_json(self.policy), strict=True)]
 
     def top_actions(self) -> list[str]:
@@ -77,8 +84,11 @@ class FullScores:
         """Every score field as a column (drivers and actions as lists of dicts)."""
         n = len(self)
         a = self.assessment
+        missing = np.full(n, np.nan)
         return pd.DataFrame({
             "churn_probability": self.churn_probability, "clv": self.clv,
+            "clv_low": missing if self.clv_low is None else self.clv_low,
+            "clv_high": missing if self.clv_high is None else self.clv_high,
             "p_buy": self.p_buy, "expected_spend_if_buy": self.expected_spend_if_buy,
             "risk_tier": a.risk_tier, "value_tier": a.value_tier,
             "lifecycle_stage": a.lifecycle_stage,
@@ -91,7 +101,9 @@ def score_matrix(bundle: ScoringBundle, X: np.ndarray, *, drivers: bool = True) 
     :meth:`~ScoringBundle.encode_arrow` or :meth:`RowEncoder.encode_records`).
 
     Churn probability (calibrated, in the bundle's churn horizon), CLV (expected spend in the
-    CLV horizon, never negative) with its two hurdle parts, then the policy's risk and value
+    CLV horizon, never negative) with its two hurdle parts and its 80 % prediction interval
+    (``clv_low`` .. ``clv_high``, quantiles of the CLV model's predictive distribution:
+    :meth:`~churnguard.model.predictors.ClvModel.interval`), then the policy's risk and value
     tier, lifecycle stage and recommended actions, and with ``drivers`` the actionable features
     raising each churn score most (TreeSHAP contributions, :func:`contributions`; context
     features such as the season are left out, and a null value says what null means).
@@ -112,7 +124,8 @@ def score_matrix(bundle: ScoringBundle, X: np.ndarray, *, drivers: bool = True) 
     return FullScores(churn_probability=p, clv=clv, p_buy=core["p_buy"],
                       expected_spend_if_buy=core["expected_spend_if_buy"],
                       assessment=assess(frame, policy), drivers=top, frame=frame,
-                      policy=policy)
+                      policy=policy, clv_low=core.get("clv_low"),
+                      clv_high=core.get("clv_high"))
 
 
 def predict_outputs(bundle: ScoringBundle, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -162,7 +175,12 @@ def _core(bundle: ScoringBundle, X: np.ndarray) -> dict[str, np.ndarray]:
     p_buy, spend = bundle.clv.components(frame)
     return {"churn_probability": bundle.churn.predict(frame),
             "clv": np.maximum(bundle.clv.scale * p_buy * spend, 0.0),
-            "p_buy": p_buy, "expected_spend_if_buy": spend * bundle.clv.scale}
+            "p_buy": p_buy, "expected_spend_if_buy": spend * bundle.clv.scale,
+            **_interval(bundle.clv.interval(frame, p_buy, spend))}
+
+
+def _interval(bounds: tuple[np.ndarray, np.ndarray] | None) -> dict[str, np.ndarray]:
+    return {} if bounds is None else {"clv_low": bounds[0], "clv_high": bounds[1]}
 
 
 def _core_fast(bundle: ScoringBundle, X: np.ndarray) -> dict[str, np.ndarray]:
@@ -174,7 +192,8 @@ def _core_fast(bundle: ScoringBundle, X: np.ndarray) -> dict[str, np.ndarray]:
     p = churn.predict_encoded(X, names)
     p_buy, spend = clv.components_encoded(X, names)
     return {"churn_probability": p, "clv": np.maximum(clv.scale * p_buy * spend, 0.0),
-            "p_buy": p_buy, "expected_spend_if_buy": spend * clv.scale}
+            "p_buy": p_buy, "expected_spend_if_buy": spend * clv.scale,
+            **_interval(clv.interval(X, p_buy, spend, names))}
 
 
 def _core_checked(bundle: ScoringBundle, X: np.ndarray) -> dict[str, np.ndarray]:
@@ -186,8 +205,8 @@ def _core_checked(bundle: ScoringBundle, X: np.ndarray) -> dict[str, np.ndarray]
         slow = _core(bundle, head)
         try:
             fast = _core_fast(bundle, head)
-            bundle.fast_path = all(np.array_equal(slow[k], fast[k], equal_nan=True)
-                                   for k in slow)
+            bundle.fast_path = slow.keys() == fast.keys() and all(
+                np.array_equal(slow[k], fast[k], equal_nan=True) for k in slow)
             why = "its results differ from the models' own predict methods"
         except Exception as exc:  # a model step the fast path does not know
             bundle.fast_path = False

@@ -72,7 +72,9 @@ DestKind = Literal["parquet", "parquet_dir", "csv", "postgres"]
 
 #: One schema for every engine and destination; drivers and actions are JSON text.
 #: ``horizon_days`` is the window ``churn_probability`` is about and ``clv_horizon_days`` the
-#: one ``clv`` is about (the bundle's, as the API reports them: README, "Batch scoring").
+#: one ``clv`` is about (the bundle's, as the API reports them: README, "Batch scoring");
+#: ``clv_low`` / ``clv_high`` the CLV's 80 % prediction interval (null for a bundle trained
+#: before intervals).
 OUTPUT_SCHEMA = pa.schema([
     ("customer_id", pa.string()),
     ("as_of", pa.date32()),
@@ -81,6 +83,8 @@ OUTPUT_SCHEMA = pa.schema([
     ("risk_tier", pa.string()),
     ("clv", pa.float64()),
     ("clv_horizon_days", pa.int32()),
+    ("clv_low", pa.float64()),
+    ("clv_high", pa.float64()),
     ("value_tier", pa.string()),
     ("lifecycle_stage", pa.string()),
     ("recommended_action", pa.string()),
@@ -95,7 +99,7 @@ KEY = ("customer_id", "as_of", "model_version")
 #: Columns added to :data:`OUTPUT_SCHEMA` after tables were first created: a PostgreSQL table
 #: that lacks only these gets them (``ALTER TABLE … ADD COLUMN``, null in the rows already
 #: there) in the run's transaction; a table lacking any other score column is refused.
-ADDED_COLUMNS = ("horizon_days", "clv_horizon_days")
+ADDED_COLUMNS = ("horizon_days", "clv_horizon_days", "clv_low", "clv_high")
 _PG_TYPES = {pa.string(): "text", pa.date32(): "date", pa.float64(): "double precision",
              pa.int32(): "integer", pa.timestamp("us", tz="UTC"): "timestamptz",
              pa.bool_(): "boolean"}
@@ -140,6 +144,9 @@ def _output(features: pa.Table | pa.RecordBatch, full: FullScores, *, drivers: b
         "risk_tier": a.risk_tier,
         "clv": full.clv,
         "clv_horizon_days": pa.repeat(pa.scalar(horizons[1], pa.int32()), n),
+        # Null (not NaN) for a bundle trained before intervals: a CRM reads "unknown".
+        "clv_low": full.clv_low,
+        "clv_high": full.clv_high,
         "value_tier": a.value_tier,
         "lifecycle_stage": a.lifecycle_stage,
         "recommended_action": action_ids[recs.first()],

@@ -92,7 +92,8 @@ class ScoreWarning(BaseModel):
 class Score(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "customer_id": "C0000042", "churn_probability": 0.71, "risk_tier": "high",
-        "clv": 412.5, "value_tier": "high", "lifecycle_stage": "at_risk",
+        "clv": 412.5, "clv_low": 0.0, "clv_high": 980.0, "value_tier": "high",
+        "lifecycle_stage": "at_risk",
         "drivers": [{"feature": "purchase_trend", "description": "Purchase rate in the last 90 "
                      "days relative to the last year (1 = usual).", "value": 0.4,
                      "contribution": 0.82}],
@@ -112,6 +113,16 @@ class Score(BaseModel):
     risk_tier: RiskTier
     clv: float = Field(ge=0, description="Expected spend in the next `clv_horizon_days` "
                        "days, in the currency of the transactions.")
+    clv_low: float | None = Field(
+        ge=0, description="Lower end of the 80 % prediction interval of the spend in the next "
+        "`clv_horizon_days` days: its 10 % quantile, or 0 when the customer has a 10 % or "
+        "greater chance of buying nothing (the interval then runs from 0 to the 80 % "
+        "quantile). Null for a model trained before intervals.")
+    clv_high: float | None = Field(
+        ge=0, description="Upper end of that interval: the 90 % quantile, or the 80 % "
+        "quantile when `clv_low` is 0 because of the chance of no purchase. `clv` (a mean) "
+        "can exceed it for a customer unlikely to buy. Null for a model trained before "
+        "intervals.")
     value_tier: ValueTier
     lifecycle_stage: Stage
     drivers: list[Driver] = Field(description="Features raising the churn score most.")

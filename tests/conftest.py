@@ -131,9 +131,9 @@ def make_fake_bundle(spec: Any, features: Any, *, as_of: date = FAKE_AS_OF, seed
     feature rows ``features`` (a frame with the spec's columns) with :func:`fake_labels`: churn,
     CLV buy and CLV spend boosters of ``rounds`` depth-``depth`` trees on
     ``enable_categorical`` DMatrices of :func:`model_matrix` (so their feature names are the
-    spec's, in order), a fixed Platt calibrator, smear and scale 1, metadata in the shape
-    training writes, and the default action catalog with value tiers fitted on the bundle's
-    own CLVs of ``features``."""
+    spec's, in order), a fixed Platt calibrator, smear and scale 1, the spend distribution of
+    the CLV interval, metadata in the shape training writes, and the default action catalog
+    with value tiers fitted on the bundle's own CLVs of ``features``."""
     import numpy as np
     import pandas as pd
     import xgboost as xgb
@@ -141,7 +141,7 @@ def make_fake_bundle(spec: Any, features: Any, *, as_of: date = FAKE_AS_OF, seed
     from churnguard.model.bundle import ScoringBundle
     from churnguard.model.encode import model_matrix
     from churnguard.model.policy import load_catalog
-    from churnguard.model.predictors import Calibrator, ChurnModel, ClvModel
+    from churnguard.model.predictors import Calibrator, ChurnModel, ClvModel, SpendQuantiles
     from churnguard.training.data import category_levels
 
     levels = category_levels(spec, features)
@@ -173,6 +173,11 @@ def make_fake_bundle(spec: Any, features: Any, *, as_of: date = FAKE_AS_OF, seed
             "feature_set_version": spec.version, "calibration": "platt", "refit": False,
             "trained_at": pd.Timestamp(as_of, tz="UTC").isoformat(), "fake_fit": True,
         })
+    # The spend distribution of the CLV interval, measured on the rows the boosters were
+    # fitted on (training measures it on a held-out snapshot; a fake needs only its shape).
+    _, expected = bundle.clv.components(X)
+    bundle.clv.quantiles = SpendQuantiles.measure(
+        y["spend"][buyers], expected[buyers] / bundle.clv.smear, snapshot=as_of.isoformat())
     bundle.policy = load_catalog().fit_value_tiers(bundle.clv.predict(X)).to_dict()
     return bundle
 

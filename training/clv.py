@@ -8,6 +8,13 @@ snapshot. With ``refit`` the shipped boosters are refitted on train + validation
 the early-stopped tree counts, and the total scale is the one measured on the test snapshot,
 out of sample (by the model fitted without it), the latest such measurement.
 
+The CLV interval (``clv_low`` .. ``clv_high``, the 80 % prediction interval) needs the
+distribution of a buyer's spend around E[spend | buy]: it is measured the same way, on the
+validation snapshot for the evaluated model (whose interval coverage the test snapshot
+measures) and on the test snapshot for the shipped one
+(:class:`~churnguard.model.predictors.SpendQuantiles`). The contract model's interval comes
+from the model itself (the renewals paid are its random variable).
+
 A subscription's revenue follows its contract, not a purchase process: for a contractual label
 the CLV is the fee times the sBG retention curve over the renewals in the horizon
 (:class:`~churnguard.model.predictors.ContractClvModel`), its total scale pooled over the
@@ -24,7 +31,13 @@ import numpy as np
 import pandas as pd
 
 from churnguard.model import evaluate
-from churnguard.model.predictors import AnyClvModel, ContractClvModel
+from churnguard.model.predictors import (
+    CLV_INTERVAL_LEVEL,
+    AnyClvModel,
+    ClvModel,
+    ContractClvModel,
+    SpendQuantiles,
+)
 from churnguard.training.baselines import SbgBaseline
 from churnguard.training.config import TrainConfig
 from churnguard.training.data import SplitRows, TrainingData
@@ -54,7 +67,8 @@ class ClvFit:
     #: Test-snapshot predictions of the evaluated model and their metrics.
     test_pred: np.ndarray
     test_metrics: dict[str, float]
-    #: Run metrics (``valid_clv_cv_mae_*``, ``test_clv_*``).
+    #: Run metrics (``valid_clv_cv_mae_*``, ``test_clv_*`` with the deciles'
+    #: ``test_clv_decile_NN_mean_predicted`` / ``_mean_actual``).
     metrics: dict[str, float]
     #: Decile calibration table of the test predictions.
     deciles: pd.DataFrame
@@ -75,12 +89,49 @@ def cross_fitted_scaled_mae(y: np.ndarray, pred: np.ndarray, *, seed: int = 0,
     return total / max(y.size, 1)
 
 
+def spend_quantiles(model: ClvModel, X: pd.DataFrame, spend: np.ndarray,
+                    margins: tuple[np.ndarray, np.ndarray] | None, *,
+                    snapshot: date) -> SpendQuantiles:
+    """The hurdle's spend distribution (:class:`SpendQuantiles`) measured on one held-out
+    snapshot: the buyers' actual spend against ``model``'s log-spend regression exp(f(x)),
+    E[spend | buy] before its smear and scale."""
+    _, expected = model.components(X, margins)
+    buyers = spend > 0
+    return SpendQuantiles.measure(spend[buyers], expected[buyers] / model.smear,
+                                  snapshot=snapshot.isoformat())
+
+
+def interval_note(interval: dict[str, float], evaluated: AnyClvModel, shipped: AnyClvModel,
+                  test_cutoff: date) -> str:
+    """The report's line on the CLV interval: how it is made, where it was measured, how
+    often it held on the test snapshot."""
+    level = f"{CLV_INTERVAL_LEVEL:.0%}"
+    held = (f"it held for {interval['interval_coverage']:.1%} of the customers at the test "
+            f"snapshot ({test_cutoff}; the model expects {interval['interval_nominal']:.1%}: "
+            f"buyers {interval['interval_coverage_buyers']:.1%}, non-buyers "
+            f"{interval['interval_coverage_nonbuyers']:.1%}), mean width "
+            f"{interval['interval_width']:,.0f}")
+    if isinstance(evaluated, ClvModel) and isinstance(shipped, ClvModel):
+        assert evaluated.quantiles is not None and shipped.quantiles is not None
+        return (f"CLV interval (clv_low .. clv_high): the {level} prediction interval of a "
+                "point mass at 0 (no purchase, 1 - P(buy)) and a buyer's spend exp(f(x)) x the "
+                "ratio actual / exp(f(x)) of the log-spend regression f, measured on "
+                f"{evaluated.quantiles.n:,} buyers of the validation snapshot "
+                f"({evaluated.quantiles.snapshot}); {held}. The shipped model's ratio is "
+                f"measured on the {shipped.quantiles.n:,} buyers of the snapshot "
+                f"{shipped.quantiles.snapshot}.")
+    return (f"CLV interval (clv_low .. clv_high): the {level} prediction interval of the "
+            "contract's revenue, fee x the renewals paid, from the sBG retention curve; "
+            f"{held}.")
+
+
 def fit_clv_model(
     data: TrainingData, rows: SplitRows, priors: SnapshotPriors,
-    candidates: list[Candidate], config: TrainConfig, *, test_cutoff: date,
+    candidates: list[Candidate], config: TrainConfig, *, valid_cutoff: date, test_cutoff: date,
 ) -> ClvFit:
     """Fit, choose, evaluate and refit the CLV model (see the module docstring);
-    ``test_cutoff`` only names the test snapshot in the notes."""
+    ``valid_cutoff`` and ``test_cutoff`` name the snapshots in the notes and the interval's
+    spend distribution."""
     X, spend, h = data.X, data.future_spend, config.clv_horizon_days
     tr, va, te = rows.train, rows.valid, rows.test
     log.info("fitting CLV model on %s rows (%d candidates)", f"{tr.sum():,}", len(candidates))
@@ -102,20 +153,36 @@ def fit_clv_model(
     metrics = {f"valid_clv_cv_mae_{t.candidate.name}": t.mae for t in tried}
     chosen = min(tried, key=lambda t: t.mae)
     cand, clv = chosen.candidate, chosen.model
-    pred = clv.predict(X[te], margins(te) if cand.use_prior else None)
+    assert isinstance(clv, ClvModel)  # every candidate here is a hurdle model (fit_clv)
+    mg_va, mg_te = (margins(va), margins(te)) if cand.use_prior else (None, None)
+    # The spend distribution of the interval, measured out of sample like the total scale:
+    # the evaluated model's on the validation snapshot, so that its coverage on the test
+    # snapshot is an honest forecast of the shipped one's.
+    clv.quantiles = spend_quantiles(clv, X[va], spend[va], mg_va, snapshot=valid_cutoff)
+    pred = clv.predict(X[te], mg_te)
+    p_te, s_te = clv.components(X[te], mg_te)
+    bounds = clv.interval(X[te], p_te, s_te)
+    assert bounds is not None  # the quantiles were just measured
+    interval = evaluate.interval_metrics(spend[te], *bounds, 1.0 - p_te, clv.quantiles.level)
     if config.refit:
         unscaled = float(pred.sum()) / clv.scale
         test_scale = float(spend[te].sum()) / unscaled if unscaled > 0 else clv.scale
+        # As the scale: the latest out-of-sample measurement, the test snapshot by the model
+        # fitted without it.
+        test_quantiles = spend_quantiles(clv, X[te], spend[te], mg_te, snapshot=test_cutoff)
         final = rows.all
         clv = refit_clv(X[final], spend[final], int(clv.info["buy_trees"]),
                         int(clv.info["spend_trees"]), cand.boost, scale=test_scale,
                         margins=margins(final) if cand.use_prior else None,
                         masked=tuple(clv.info.get("masked", ())), monotone=mono)
+        clv.quantiles = test_quantiles
     if cand.use_prior and priors.final is not None:
         clv.info.update(prior=priors.final.to_dict(), prior_horizon_days=h)
     clv.info["kind"] = cand.name
-    test = evaluate.clv_metrics(spend[te], pred)
+    test = {**evaluate.clv_metrics(spend[te], pred), **interval}
+    deciles = evaluate.decile_calibration(spend[te], pred)
     metrics.update(evaluate.run_metrics("test_clv_", test))
+    metrics.update(evaluate.run_metrics("test_clv_", evaluate.decile_metrics(deciles)))
     notes = [
         f"CLV model: {cand.name}, chosen by cross-fitted MAE (total scale fitted on the other "
         "half) on the validation snapshot ("
@@ -124,11 +191,10 @@ def fit_clv_model(
         f"vs actual {test['total_actual']:,.0f}"
         + (f"; the shipped models are refitted on train + validation + test, with the total "
            f"scale {clv.scale:.3f} measured on the test snapshot." if config.refit else "."),
+        interval_note(interval, chosen.model, clv, test_cutoff),
     ]
     return ClvFit(model=clv, chosen=chosen, tried=tried, test_pred=pred, test_metrics=test,
-                  metrics=metrics,
-                  deciles=evaluate.decile_calibration(spend[te], pred),
-                  notes=notes)
+                  metrics=metrics, deciles=deciles, notes=notes)
 
 
 def _total_scale(actual: np.ndarray, pred: np.ndarray, fallback: float) -> float:
@@ -171,15 +237,21 @@ def fit_contract_clv_model(
     cand = Candidate("sbg_contract", False, (), config.boost)
     chosen = ClvTried(cand, mae, model)
     pred = model.predict(X[te])
+    p_te, s_te = model.components(X[te])
+    bounds = model.interval(X[te], p_te, s_te)
+    assert bounds is not None  # a contract model's interval comes from the model itself
+    interval = evaluate.interval_metrics(spend[te], *bounds, 1.0 - p_te, CLV_INTERVAL_LEVEL)
     shipped = model
     if config.refit:
         labelled = churn_rows.all & np.isfinite(churned)
         shipped = retention(labelled)
         every = rows.all
         shipped.scale = _total_scale(spend[every], shipped.predict(X[every]), model.scale)
-    test = evaluate.clv_metrics(spend[te], pred)
+    test = {**evaluate.clv_metrics(spend[te], pred), **interval}
+    deciles = evaluate.decile_calibration(spend[te], pred)
     metrics = {"valid_clv_mae_sbg_contract": mae,
-               **evaluate.run_metrics("test_clv_", test)}
+               **evaluate.run_metrics("test_clv_", test),
+               **evaluate.run_metrics("test_clv_", evaluate.decile_metrics(deciles))}
     notes = [
         f"CLV model: contract (fee x sBG retention over the renewals in {h} days; "
         f"alpha {model.alpha:.3f}, beta {model.beta:.3f}, cancellations between renewals "
@@ -189,7 +261,7 @@ def fit_contract_clv_model(
         f"vs actual {test['total_actual']:,.0f} ({test['total_error']:+.1%})"
         + (f"; the shipped model's sBG is refitted on every churn snapshot, its total scale "
            f"({shipped.scale:.3f}) on every CLV snapshot." if config.refit else "."),
+        interval_note(interval, model, shipped, test_cutoff),
     ]
     return ClvFit(model=shipped, chosen=chosen, tried=[chosen], test_pred=pred,
-                  test_metrics=test, metrics=metrics,
-                  deciles=evaluate.decile_calibration(spend[te], pred), notes=notes)
+                  test_metrics=test, metrics=metrics, deciles=deciles, notes=notes)

@@ -126,7 +126,8 @@ def fit_models(
         clv = fit_contract_clv_model(data, churn_rows, clv_rows, replace(config, grace_days=grace),
                                      test_cutoff=clv_plan.test)
     else:
-        clv = fit_clv_model(data, clv_rows, priors, tried, config, test_cutoff=clv_plan.test)
+        clv = fit_clv_model(data, clv_rows, priors, tried, config, valid_cutoff=clv_plan.valid,
+                            test_cutoff=clv_plan.test)
     base = fit_baselines(data, churn_rows, clv_rows, config)
 
     # 5. collect

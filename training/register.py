@@ -420,7 +420,9 @@ def _log_report(out: Path, fitted: Fitted, *, context: dict[str, object]) -> Non
                 ] if gains else []
     sections = report.standard_sections(churn=fitted.churn_table, clv=fitted.clv_table,
                                         churn_images=churn_imgs, clv_images=clv_imgs,
-                                        importance_images=imp_imgs)
+                                        importance_images=imp_imgs,
+                                        clv_tables=[report.decile_table(
+                                            fitted.extra["clv_deciles"])])
     report.write_html_report(plots / "report.html", "churnguard model report", sections,
                              context=context, notes=fitted.notes)
     mlflow.log_artifacts(str(plots), artifact_path="report")

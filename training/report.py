@@ -52,6 +52,7 @@ __all__ = [
     "Section",
     "churn_plots",
     "clv_plots",
+    "decile_table",
     "html_report",
     "importance_plot",
     "standard_sections",
@@ -91,12 +92,29 @@ METRIC_GUIDE: dict[str, tuple[str, bool | None]] = {
                                      f"{ACTIVE_DAYS} days before the cutoff", None),
     f"base_rate_active_{ACTIVE_DAYS}d": ("Churn rate among those active customers", None),
     "n": ("Number of customers evaluated", None),
-    "mae": ("Mean absolute error of predicted spend (currency units)", False),
+    "mae": ("Mean absolute error of predicted spend (currency units); rewards the median, "
+            "so predicting 0 for the many non-buyers scores well: per-customer accuracy, not "
+            "the yardstick of an expected value", False),
     "rmse": ("Root-mean-squared error of predicted spend; dominated by big spenders", False),
+    "poisson_deviance": ("Mean Poisson deviance 2·[y·log(y/pred) − (y − pred)]: a proper "
+                         "loss for an expected value, less dominated by big spenders than "
+                         "RMSE; ∞ = a zero prediction for a customer who spent", False),
+    "decile_calibration_error": ("Mean |predicted − actual| per prediction decile ÷ mean "
+                                 "spend (the decile chart in one number); 0 = exact", False),
     "spearman": ("Rank correlation of predicted and actual spend", True),
     "normalized_gini": ("Ranking quality: 1 = perfect order, 0 = random", True),
     "top10_spend_share": ("Share of actual spend from the top 10 % by prediction", True),
     "total_error": ("(total predicted - total actual) ÷ total actual; 0 = exact", None),
+    "interval_coverage": ("Share of customers whose actual spend is inside their 80 % CLV "
+                          "interval [clv_low, clv_high]; compare with interval_nominal", None),
+    "interval_nominal": ("The coverage the model expects: 0.80, more for customers whose "
+                         "interval is [0, 0] (no purchase is likely)", None),
+    "interval_coverage_buyers": ("Coverage among the customers who bought: low = the spend "
+                                 "distribution is too narrow", None),
+    "interval_coverage_nonbuyers": ("Coverage among the customers who did not buy: low = "
+                                    "P(buy) is too high for them", None),
+    "interval_width": ("Mean width clv_high - clv_low of the 80 % interval (currency units)",
+                       None),
     "total_pred": ("Sum of predicted spend", None),
     "total_actual": ("Sum of actual spend in the holdout window", None),
 }
@@ -472,6 +490,8 @@ def _fmt(key: str, value: object) -> str:
         return html.escape(str(value))
     if math.isnan(v):
         return "-"
+    if math.isinf(v):
+        return "∞" if v > 0 else "−∞"
     if key == "n" or (v.is_integer() and abs(v) >= 1000):
         return f"{v:,.0f}"
     if abs(v) >= 1000:
@@ -499,10 +519,12 @@ def _render_table(t: MetricsTable) -> str:
             guide += f" (here at most {_BEST_POSSIBLE[key](bases[0]):.2f})"
         direction = t.higher_is_better.get(key, direction)
         vals = {m: t.metrics[m].get(key) for m in models}
+        # An infinite value (a Poisson deviance of a zero prediction for a buyer) takes part:
+        # it is the worst of its row, not a missing one.
         numeric = {
             m: float(v)
             for m, v in vals.items()
-            if isinstance(v, int | float | np.number) and math.isfinite(float(v))
+            if isinstance(v, int | float | np.number) and not math.isnan(float(v))
         }
         best: set[str] = set()
         if direction is not None and len(numeric) > 1:
@@ -617,6 +639,20 @@ def write_html_report(
     return out
 
 
+def decile_table(deciles: Mapping[str, Sequence[float]],
+                 title: str = "churnguard: CLV decile calibration (holdout)") -> MetricsTable:
+    """A :func:`~churnguard.model.evaluate.decile_calibration` table (as ``to_dict("list")``)
+    as a report table: one row per decile (1 = lowest predictions), the mean predicted and
+    mean actual spend and the customers in it as columns."""
+    rows = {f"decile {int(b)}": i for i, b in enumerate(deciles["bin"])}
+    cols = {"mean predicted": "mean_predicted", "mean actual": "mean_actual",
+            "customers": "count"}
+    return MetricsTable(title, {label: {row: float(deciles[col][i]) for row, i in rows.items()}
+                                for label, col in cols.items()},
+                        caption="Customers sorted by predicted spend into ten equal groups: "
+                                "the two spend columns should be close in every row.")
+
+
 def standard_sections(
     *,
     churn: Mapping[str, Mapping[str, float]] | None = None,
@@ -624,11 +660,13 @@ def standard_sections(
     churn_images: Sequence[str | os.PathLike[str]] = (),
     clv_images: Sequence[str | os.PathLike[str]] = (),
     importance_images: Sequence[str | os.PathLike[str]] = (),
+    clv_tables: Sequence[MetricsTable] = (),
 ) -> list[Section]:
     """The usual report layout from per-model metric dicts and plot paths.
 
-    Headline (churn and CLV tables side by side), then churn plots, CLV plots and feature
-    importance; sections with nothing to show are left out.
+    Headline (churn and CLV tables side by side), then churn plots, CLV plots (after
+    ``clv_tables``, e.g. :func:`decile_table`) and feature importance; sections with nothing to
+    show are left out.
     """
     tables = []
     if churn:
@@ -661,12 +699,15 @@ def standard_sections(
                 images=churn_images,
             )
         )
-    if clv_images:
+    if clv_images or clv_tables:
         sections.append(
             Section(
                 "Customer lifetime value",
-                "Spend is heavy-tailed: judge ranking by normalized Gini and top-decile share, "
-                "the portfolio total by total_error, and per-customer accuracy by MAE.",
+                "Spend is heavy-tailed: judge the expected values by RMSE, Poisson deviance "
+                "and the decile calibration, ranking by normalized Gini and top-decile share, "
+                "the portfolio total by total_error; MAE is per-customer accuracy (it rewards "
+                "the median, not the mean).",
+                tables=clv_tables,
                 images=clv_images,
             )
         )

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 from scipy.stats import spearmanr
+from sklearn.metrics import mean_poisson_deviance
 
 from churnguard.model.evaluate import (
     active_at_cutoff,
@@ -15,10 +16,15 @@ from churnguard.model.evaluate import (
     churn_metrics,
     clv_metrics,
     decile_calibration,
+    decile_calibration_error,
+    decile_metrics,
     expected_calibration_error,
     gains_table,
+    interval_coverage,
+    interval_metrics,
     lift_at,
     normalized_gini,
+    poisson_deviance,
     reliability_table,
 )
 
@@ -221,6 +227,58 @@ def test_decile_calibration_by_hand() -> None:
     # all predictions tied: each bin gets the overall mean actual (3) in expectation
     t = decile_calibration([0, 3, 6], [1, 1, 1], n_bins=3)
     assert t["mean_actual"].tolist() == pytest.approx([3, 3, 3])
+
+
+def test_decile_calibration_error_and_metrics_by_hand() -> None:
+    t = decile_calibration(SPEND, PRED, n_bins=5)
+    # gaps per bin of 2 rows (table above): 1, 1, 1, 1, 1 -> weighted mean 1; mean spend 2
+    assert decile_calibration_error(SPEND, PRED, n_bins=5) == pytest.approx(0.5)
+    m = decile_metrics(t)
+    assert m["decile_05_mean_predicted"] == pytest.approx(8.5)
+    assert m["decile_04_mean_actual"] == pytest.approx(2.5)
+    assert len(m) == 10
+    # clv_metrics carries the ten-bin figure; exact predictions have none
+    assert clv_metrics(SPEND, PRED)["decile_calibration_error"] == pytest.approx(
+        decile_calibration_error(SPEND, PRED))
+    assert decile_calibration_error(SPEND, SPEND) == pytest.approx(0.0)
+
+
+def test_poisson_deviance_matches_sklearn() -> None:
+    rng = np.random.default_rng(5)
+    spend = np.where(rng.random(300) < 0.4, rng.gamma(2.0, 40.0, 300), 0.0)
+    pred = rng.gamma(1.5, 30.0, 300)
+    assert poisson_deviance(spend, pred) == pytest.approx(mean_poisson_deviance(spend, pred))
+    assert clv_metrics(spend, pred)["poisson_deviance"] == pytest.approx(
+        mean_poisson_deviance(spend, pred))
+
+
+def test_poisson_deviance_of_zero_predictions() -> None:
+    # A zero prediction for a non-buyer costs nothing: 2 · (0 - (0 - 0)) = 0; by hand for
+    # y = 2, mu = 1: 2 · (2 log 2 - 1) -> mean over the two rows is 2 log 2 - 1.
+    assert poisson_deviance([0.0, 2.0], [0.0, 1.0]) == pytest.approx(2 * math.log(2) - 1)
+    # ... and for a buyer it is infinite (sklearn refuses y_pred <= 0 instead)
+    assert poisson_deviance([1.0, 2.0], [0.0, 1.0]) == math.inf
+    with pytest.raises(ValueError, match="y_pred must be non-negative"):
+        poisson_deviance([1.0, 2.0], [-1.0, 1.0])
+    # clv_metrics leaves it out for predictions below zero (a regressor's raw output)
+    assert "poisson_deviance" not in clv_metrics([1.0, 2.0], [-1.0, 1.0])
+
+
+def test_interval_coverage_on_a_tiny_frame() -> None:
+    spend = np.array([0.0, 0.0, 12.0, 30.0, 5.0])
+    low = np.array([0.0, 1.0, 10.0, 0.0, 0.0])
+    high = np.array([0.0, 9.0, 12.0, 20.0, 5.0])
+    # in: 0 in [0, 0], 12 in [10, 12] (closed), 5 in [0, 5]; out: 0 < 1, 30 > 20
+    assert interval_coverage(spend, low, high) == pytest.approx(3 / 5)
+    m = interval_metrics(spend, low, high, p_zero=[0.95, 0.5, 0.0, 0.3, 0.2], level=0.8)
+    assert m["interval_coverage"] == pytest.approx(0.6)
+    assert m["interval_coverage_buyers"] == pytest.approx(2 / 3)  # 12 and 5 in, 30 out
+    assert m["interval_coverage_nonbuyers"] == pytest.approx(1 / 2)
+    # the model's own expectation: 0.95 for the [0, 0] customer, 0.8 for the others
+    assert m["interval_nominal"] == pytest.approx((0.95 + 4 * 0.8) / 5)
+    assert m["interval_width"] == pytest.approx((0 + 8 + 2 + 20 + 5) / 5)
+    with pytest.raises(ValueError, match="1 of 2 intervals have low > high"):
+        interval_coverage([1.0, 2.0], [0.0, 3.0], [1.0, 2.5])
 
 
 # --- bad input -------------------------------------------------------------------------------

@@ -12,12 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from churnguard.model.evaluate import churn_metrics, clv_metrics
+from churnguard.model.evaluate import churn_metrics, clv_metrics, decile_calibration
 from churnguard.training.report import (
     MetricsTable,
     Section,
     churn_plots,
     clv_plots,
+    decile_table,
     html_report,
     importance_plot,
     standard_sections,
@@ -111,6 +112,20 @@ def test_html_report_contains_metrics_images_and_context(tmp_path: Path, churn_d
         assert text in doc
     assert "&lt;holdout&gt;" in doc and "<holdout>" not in doc  # titles are escaped
     assert "2025-01-02 03:04" in doc
+
+
+def test_report_shows_clv_deciles_deviance_and_an_infinite_deviance() -> None:
+    spend = np.array([10.0, 0, 0, 5, 0, 0, 0, 0, 0, 5])
+    pred = np.array([8.0, 1, 1, 9, 1, 1, 1, 1, 1, 2])
+    zero = np.array([8.0, 1, 1, 0, 1, 1, 1, 1, 1, 2])  # 0 for a customer who spent 5
+    clv = {"churnguard": clv_metrics(spend, pred), "BG/NBD": clv_metrics(spend, zero)}
+    deciles = decile_calibration(spend, pred, n_bins=5).to_dict("list")
+    doc = html_report("r", standard_sections(clv=clv, clv_tables=[decile_table(deciles)]))
+    for text in ("poisson_deviance", "decile_calibration_error", "decile 5", "mean actual",
+                 "∞"):
+        assert text in doc
+    assert "8.5000" in doc  # decile 5's mean prediction (8 + 9) / 2
+    assert f"<b>{clv['churnguard']['poisson_deviance']:.4f}</b>" in doc  # finite beats ∞
 
 
 def test_html_report_bolds_the_best_model_per_row() -> None:

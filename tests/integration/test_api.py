@@ -141,9 +141,11 @@ def test_score_by_id_has_every_field(client: TestClient, snapshot: Path) -> None
     assert body["request_id"] == r.headers["x-request-id"]
     assert body["model_version"] == "1"
     (s,) = body["scores"]
-    assert set(s) == {"customer_id", "churn_probability", "risk_tier", "clv", "value_tier",
-                      "lifecycle_stage", "drivers", "actions", "warnings", "horizon_days",
-                      "clv_horizon_days", "model_version", "scored_at"}
+    assert set(s) == {"customer_id", "churn_probability", "risk_tier", "clv", "clv_low",
+                      "clv_high", "value_tier", "lifecycle_stage", "drivers", "actions",
+                      "warnings", "horizon_days", "clv_horizon_days", "model_version",
+                      "scored_at"}
+    assert 0 <= s["clv_low"] <= s["clv_high"]
     assert body["errors"] == [] and s["warnings"] == []
     assert s["customer_id"] == cid and 0 < s["churn_probability"] < 1 and s["clv"] >= 0
     assert s["risk_tier"] in ("low", "medium", "high")
@@ -172,6 +174,8 @@ def test_scores_keep_request_order_and_match_batch_scoring(
     np.testing.assert_array_equal([s["churn_probability"] for s in got],
                                   batch["churn_probability"].to_numpy())
     np.testing.assert_array_equal([s["clv"] for s in got], batch["clv"].to_numpy())
+    for end in ("clv_low", "clv_high"):
+        np.testing.assert_array_equal([s[end] for s in got], batch[end].to_numpy())
     assert [s["lifecycle_stage"] for s in got] == batch["lifecycle_stage"].tolist()
     assert [s["actions"] for s in got] == batch["actions"].tolist()
     assert [s["drivers"] for s in got] == batch["drivers"].tolist()

@@ -159,6 +159,11 @@ def test_every_score_field_is_written(small_source: Any, fake_bundle: Any,
     names = OUTPUT_SCHEMA.names
     assert names.index("horizon_days") == names.index("churn_probability") + 1
     assert names.index("clv_horizon_days") == names.index("clv") + 1
+    # The CLV's 80 % prediction interval, beside it (README, "CLV intervals").
+    assert names.index("clv_low") == names.index("clv_horizon_days") + 1
+    assert frame["clv_low"].notna().all() and frame["clv_high"].notna().all()
+    assert ((frame["clv_low"] >= 0) & (frame["clv_low"] <= frame["clv_high"])).all()
+    assert (frame.loc[frame["p_buy"] <= 0.9, "clv_low"] == 0).all()
     n_later = int(small_source.con.execute(
         "SELECT count(*) FROM customers WHERE signup_date >= ?", [AS_OF]).fetchall()[0][0])
     assert summary.skipped == ({"signed up on or after the as-of date": n_later}
