@@ -305,16 +305,15 @@ def _realized_run(source: Source, scored: date, version: str, as_of: date, mode:
         {"version": version}).fetchnumpy()["churn_probability"]
     attrs = [c for c in source.attribute_columns if c not in ("customer_id", "signup_date")]
     attr_cols = "".join(f', CAST(c."{a}" AS VARCHAR) AS "attr_{a}"' for a in attrs)
-    result = source.con.execute(
+    # A relation, not an executed statement: DuckDB's Arrow output of the latter copies the rows.
+    result = source.con.sql(
         f"""SELECT l.customer_id, l.churn_probability, l.clv, l.value_tier, l.lifecycle_stage,
                    l.top_action, lab.churned, lab.future_spend{attr_cols}
             FROM (SELECT * FROM _monitor_log WHERE {where}) AS l
             JOIN ({label_sql(t0, h, hc, mode, grace_days=grace)}) AS lab USING (customer_id)
             LEFT JOIN customers AS c USING (customer_id)
             ORDER BY l.customer_id""",
-        {"version": version}).to_arrow_table()
-    if result is None:  # only a statement without a result set gives None; a SELECT has one
-        raise RuntimeError("the realized-performance query returned no result set")
+        params={"version": version}).to_arrow_table()
     # Groups as categories: a million rows of repeated tier and segment names as Python strings
     # cost hundreds of MB.
     joined = result.to_pandas(strings_to_categorical=True)
