@@ -61,6 +61,29 @@ BATCH_CUSTOMERS_PER_S_MIN = 20_000  # 100-customer batches, drivers included
 #: The prediction log may cost at most 10 % of the single-customer p50 (README, "Prediction log").
 LOG_P50_MAX_RATIO = 1.10
 
+# What both bare endpoints share: the request's feature values into the preallocated ``row``
+# (the encoder's numbers and category codes), and the uvicorn settings of `churnguard serve`.
+APP_ROW = '''
+def fill_row(f):
+    for j, n in enumerate(names):
+        v = f[n]
+        if kinds[j] == "category":
+            row[0, j] = codes[n].get(v, np.nan) if v is not None else np.nan
+        else:
+            row[0, j] = np.nan if v is None else v
+'''
+
+APP_MAIN = '''
+if __name__ == "__main__":
+    import uvicorn
+    # The same uvicorn settings as `churnguard serve` (uvloop + httptools from
+    # uvicorn[standard], no access log, no proxy headers) and the same number of workers.
+    workers = int(sys.argv[2])
+    uvicorn.run("{module}:app" if workers > 1 else app, host="127.0.0.1",
+                port=int(sys.argv[1]), workers=workers, log_level="warning", access_log=False,
+                proxy_headers=False, app_dir=os.path.dirname(os.path.abspath(__file__)))
+'''
+
 MINIMAL_APP = '''
 import os, sys, numpy as np, xgboost as xgb
 from fastapi import FastAPI, Request
@@ -68,9 +91,8 @@ from fastapi.responses import Response
 import orjson
 from churnguard.model.bundle import ScoringBundle
 bundle = ScoringBundle.load(os.environ["CG_MINIMAL_BUNDLE"])
-names = bundle.feature_names
-kinds = {f.name: f.kind for f in bundle.spec.features()}
-codes = {k: {lv: float(i) for i, lv in enumerate(v)} for k, v in bundle.levels.items()}
+enc = bundle.encoder()
+names, kinds, codes = enc.names, enc.kinds, enc.codes
 booster = bundle.churn.booster
 booster.set_param({"nthread": 1})
 row = np.empty((1, len(names)), dtype=np.float32)
@@ -81,25 +103,11 @@ async def predict(request: Request) -> Response:
     body = orjson.loads(await request.body())
     out = []
     for c in body["customers"]:
-        f = c["features"]
-        for j, n in enumerate(names):
-            v = f[n]
-            if kinds[n] == "category":
-                row[0, j] = codes[n].get(v, np.nan) if v is not None else np.nan
-            else:
-                row[0, j] = np.nan if v is None else v
+        fill_row(c["features"])
         out.append({"customer_id": c["customer_id"],
                     "churn_score": float(booster.inplace_predict(row)[0])})
     return Response(orjson.dumps({"scores": out}), media_type="application/json")
 
-if __name__ == "__main__":
-    import uvicorn
-    # The same uvicorn settings as `churnguard serve` (uvloop + httptools from
-    # uvicorn[standard], no access log, no proxy headers) and the same number of workers.
-    workers = int(sys.argv[2])
-    uvicorn.run("minimal_app:app" if workers > 1 else app, host="127.0.0.1",
-                port=int(sys.argv[1]), workers=workers, log_level="warning", access_log=False,
-                proxy_headers=False, app_dir=os.path.dirname(os.path.abspath(__file__)))
 '''
 
 FLOOR_APP = '''
@@ -134,13 +142,7 @@ async def predict(request: Request) -> Response:
     body = orjson.loads(await request.body())
     out = []
     for c in body["customers"]:
-        f = c["features"]
-        for j, n in enumerate(names):
-            v = f[n]
-            if kinds[j] == "category":
-                row[0, j] = codes[n].get(v, np.nan) if v is not None else np.nan
-            else:
-                row[0, j] = np.nan if v is None else v
+        fill_row(c["features"])
         x_churn[:] = row
         x_churn[0, churn_masked] = np.nan
         x_clv[:] = row
@@ -155,13 +157,6 @@ async def predict(request: Request) -> Response:
                     "contributions": contribs[0].tolist()})
     return Response(orjson.dumps({"scores": out}), media_type="application/json")
 
-if __name__ == "__main__":
-    import uvicorn
-    # The same uvicorn settings as `churnguard serve` and the minimal endpoint.
-    workers = int(sys.argv[2])
-    uvicorn.run("floor_app:app" if workers > 1 else app, host="127.0.0.1",
-                port=int(sys.argv[1]), workers=workers, log_level="warning", access_log=False,
-                proxy_headers=False, app_dir=os.path.dirname(os.path.abspath(__file__)))
 '''
 
 WRK_LUA = '''
@@ -383,8 +378,8 @@ def main(argv: list[str] | None = None) -> int:
     bodies = payloads(snapshot, tmp)
     env = {**env, "CHURNGUARD_API_KEYS": API_KEY, "CHURNGUARD_LOG_LEVEL": "warning",
            "OMP_NUM_THREADS": "1", "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    (tmp / "minimal_app.py").write_text(MINIMAL_APP)
-    (tmp / "floor_app.py").write_text(FLOOR_APP)
+    for module, text in (("minimal_app", MINIMAL_APP), ("floor_app", FLOOR_APP)):
+        (tmp / f"{module}.py").write_text(text + APP_ROW + APP_MAIN.format(module=module))
     results: dict[str, Any] = {"runs": [], "notes": list(NOTES)}
     samples: dict[str, Any] = {}
     load_before = os.getloadavg()
