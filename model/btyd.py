@@ -533,10 +533,14 @@ class BetaGeoModel(_BaseModel):
         """E[Y(t) | x, t_x, T]: expected repeat purchases in (T, T+t], [FHL05] eq. 10.
 
         Eq. 10 is ``(a+b+x-1)/(a-1) · [1 - ((α+T)/(α+T+t))^(r+x) · 2F1(r+x, b+x; a+b+x-1;
-        t/(α+T+t))] · P(alive)``. The Pfaff transformation [AS64] 15.3.4 turns the bracket into
-        ``1 - 2F1(r+x, a-1; a+b+x-1; -t/(α+T))``, which avoids multiplying an overflowing 2F1 by
-        an underflowing power for heavy buyers. The expression is analytic through a = 1 (both
-        factors vanish); within 1e-6 of it we average the two sides.
+        t/(α+T+t))] · P(alive)``, whose 2F1 overflows against an underflowing power for heavy
+        buyers. Two Pfaff transformations ([AS64] 15.3.4, then 15.3.5) turn the bracket into
+        ``1 - ((α+T+t)/(α+T))^(1-a) · 2F1(a+b-1-r, a-1; a+b+x-1; t/(α+T+t))``: x is left only
+        in the third parameter and the argument stays in [0, 1). (After the first
+        transformation alone the argument is -t/(α+T), below -1 for young customers, where
+        scipy's 2F1 returns inf, NaN or wrong digits for frequent buyers.) The expression is
+        analytic through a = 1 (both factors vanish); within 1e-6 of it we average the two
+        sides.
         """
         params = self.params
         x, t_x, age = _validate_history(frequency, recency, T)
@@ -547,8 +551,11 @@ class BetaGeoModel(_BaseModel):
         p_alive = np.exp(-np.logaddexp(0.0, self._log_dead_odds(params, x, t_x, age)))
 
         def scaled_bracket(a_: float) -> np.ndarray:
-            hyp = hyp2f1(r + x, a_ - 1.0, a_ + b + x - 1.0, -horizon / (alpha + age))
-            return (a_ + b + x - 1.0) / (a_ - 1.0) * (1.0 - hyp)
+            c = a_ + b + x - 1.0
+            growth = (alpha + age + horizon) / (alpha + age)
+            hyp = growth ** (1.0 - a_) * hyp2f1(a_ + b - 1.0 - r, a_ - 1.0, c,
+                                                horizon / (alpha + age + horizon))
+            return c / (a_ - 1.0) * (1.0 - hyp)
 
         h = 1e-6
         if abs(a - 1.0) < h:

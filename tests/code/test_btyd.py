@@ -140,6 +140,23 @@ def test_bgnbd_eq10_agrees_with_pfaff_form_on_a_grid() -> None:
         np.testing.assert_allclose(model.expected_purchases(t, x, t_x, big_t), direct, rtol=1e-9)
 
 
+
+def test_bgnbd_expected_purchases_of_young_frequent_buyers() -> None:
+    """A customer of 20 weeks with 100 repeat purchases puts the once-transformed 2F1 at
+    z = -t/(α+T) < -1, where scipy returned NaN or ±inf; the demo's CLV prior turned those
+    into spend margins of ±709 for its youngest heavy buyers. References: FHL 2005 eq. 10
+    (once transformed) by mpmath.hyp2f1 at 40 digits, times P(alive)."""
+    cases = [  # (r, alpha, a, b), x, t_x, T, t, the bracket (a+b+x-1)/(a-1)·[1 - 2F1]
+        ((0.5788, 1.2371, 0.3576, 11.04), 100, 19.0, 20.0, 52.14, 193.599514202226),
+        ((0.3, 0.05, 0.8, 3.0), 100, 19.0, 20.0, 52.14, 147.747204192962),
+        ((0.8, 2.0, 1.5, 4.0), 100, 19.0, 20.0, 52.14, 93.6986104497107),
+        ((0.5788, 1.2371, 0.3576, 11.04), 30, 2.5, 3.0, 52.14, 218.48084219141),
+    ]
+    for (r, alpha, a, b), x, t_x, big_t, t, bracket in cases:
+        model = BetaGeoModel.from_params(r=r, alpha=alpha, a=a, b=b)
+        expected = bracket * float(model.probability_alive(x, t_x, big_t))
+        assert model.expected_purchases(t, x, t_x, big_t) == pytest.approx(expected, rel=1e-9)
+
 @pytest.mark.parametrize(
     "model",
     [BetaGeoModel.from_params(**BGNBD_PAPER), ParetoNBDModel.from_params(**PNBD_PAPER)],
