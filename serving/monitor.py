@@ -25,10 +25,12 @@ At an as-of date, from the source and the prediction log:
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -559,6 +561,39 @@ def feature_chunks(source: Source, bundle: ScoringBundle, as_of: date) -> Iterat
         yield batch.to_pandas()
 
 
+def _feature_drift(sample: _Sample, entries: dict[str, Any], t: Thresholds
+                   ) -> list[dict[str, Any]]:
+    """Each compared feature's PSI, null rates and status, the most drifted first."""
+    features: list[dict[str, Any]] = []
+    for name in sample.compared:
+        entry = entries[name]
+        null_rate = sample.nulls[name] / sample.rows if sample.rows else 0.0
+        psi = psi_from_counts(entry, sample.counts[name])
+        change = abs(null_rate - float(entry["null_rate"]))
+        features.append({"name": name, "psi": psi, "null_rate": null_rate,
+                         "reference_null_rate": float(entry["null_rate"]),
+                         "status": _status(psi, change, t)})
+    features.sort(key=lambda f: -f["psi"])
+    return features
+
+
+SourceFacts = tuple[list[dict[str, Any]], dict[str, Any] | None, dict[str, Any] | None,
+                    list[dict[str, Any]]]
+
+
+def _source_facts(source: Source, bundle: ScoringBundle, log_root: LogLocation,
+                  reference_day: date, as_of: date) -> SourceFacts:
+    """Feeds, order values, new customers and the realized performance of the logged runs:
+    what :func:`monitor` reads from the source besides the customers' features."""
+    log.info("monitoring: feeds, order values and sign-ups")
+    feeds = feed_health(source, reference_day, as_of)
+    order_values = order_value_drift(source, reference_day, as_of)
+    new_customers = new_customer_mix(source, reference_day, as_of)
+    log.info("monitoring: realized performance of the logged runs")
+    return feeds, order_values, new_customers, realized_performance(source, bundle, log_root,
+                                                                    as_of)
+
+
 def monitor(source: Source, bundle: ScoringBundle, model_version: str, *, as_of: date,
             log_root: LogLocation, thresholds: Thresholds | None = None,
             features_as_of: Iterable[pd.DataFrame] | None = None,
@@ -586,37 +621,40 @@ def monitor(source: Source, bundle: ScoringBundle, model_version: str, *, as_of:
     # (a month later, PSI 0.16 on undrifted demo data) with nothing wrong.
     sample = _Sample(entries, [name for name in entries if name not in constant],
                      reference_calendar(entries, constant))
-    chunks = (features_as_of if features_as_of is not None
-              else feature_chunks(source, bundle, as_of))
-    log.info("monitoring: features and scores of the customers as of %s", as_of)
-    for chunk in chunks:
-        sample.add(chunk, bundle)
-    step("customers")  # features and scores: one chunked pass
-    features: list[dict[str, Any]] = []
-    for name in sample.compared:
-        entry = entries[name]
-        null_rate = sample.nulls[name] / sample.rows if sample.rows else 0.0
-        psi = psi_from_counts(entry, sample.counts[name])
-        change = abs(null_rate - float(entry["null_rate"]))
-        features.append({"name": name, "psi": psi, "null_rate": null_rate,
-                         "reference_null_rate": float(entry["null_rate"]),
-                         "status": _status(psi, change, t)})
-    features.sort(key=lambda f: -f["psi"])
-    p, clv = sample.output("p"), sample.output("clv")
-    p_ref, clv_ref = sample.output("p_ref"), sample.output("clv_ref")
-    score_psi = population_stability_index(reference["churn_probability"], p_ref)
-    clv_psi = population_stability_index(reference["clv"], clv_ref)
-    score_psi_raw = population_stability_index(reference["churn_probability"], p)
-    clv_psi_raw = population_stability_index(reference["clv"], clv)
-    step("drift")
-    log.info("monitoring: feeds, order values and sign-ups")
+    chunks = iter(features_as_of if features_as_of is not None
+                  else feature_chunks(source, bundle, as_of))
     reference_day = date.fromisoformat(str(reference["snapshot"])[:10])
-    feeds = feed_health(source, reference_day, as_of)
-    order_values = order_value_drift(source, reference_day, as_of)
-    new_customers = new_customer_mix(source, reference_day, as_of)
+    log.info("monitoring: features and scores of the customers as of %s", as_of)
+    first = next(chunks, None)  # the feature build (unless another engine built them)
+    # The source checks and the labels of the logged runs are DuckDB queries and the scoring is
+    # Python: run the queries on a second connection while this thread scores, so that the
+    # engine's threads are busy while Python encodes and predicts (bench/monitor.py).
+    checks = source.con.cursor()
+    try:
+        with ThreadPoolExecutor(1, thread_name_prefix="monitor-source") as pool:
+            facts = pool.submit(_source_facts, replace(source, con=checks), bundle, log_root,
+                                reference_day, as_of)
+            try:
+                for chunk in itertools.chain([] if first is None else [first], chunks):
+                    sample.add(chunk, bundle)
+            except BaseException:
+                checks.interrupt()  # the pool waits for the queries before it re-raises
+                raise
+            step("customers")  # features and scores: one chunked pass
+            features = _feature_drift(sample, entries, t)
+            p, clv = sample.output("p"), sample.output("clv")
+            p_ref, clv_ref = sample.output("p_ref"), sample.output("clv_ref")
+            score_psi = population_stability_index(reference["churn_probability"], p_ref)
+            clv_psi = population_stability_index(reference["clv"], clv_ref)
+            score_psi_raw = population_stability_index(reference["churn_probability"], p)
+            clv_psi_raw = population_stability_index(reference["clv"], clv)
+            step("drift")
+            estimated = estimated_performance(
+                p, reliability=bundle.metadata.get("test_reliability"))
+            feeds, order_values, new_customers, realized = facts.result()
+    finally:
+        checks.close()
     step("feeds")
-    log.info("monitoring: realized performance of the logged runs")
-    realized = realized_performance(source, bundle, log_root, as_of)
     step("realized")
     test_auc = bundle.metadata.get("test_roc_auc")
     reasons: list[str] = []
@@ -691,8 +729,7 @@ def monitor(source: Source, bundle: ScoringBundle, model_version: str, *, as_of:
             "clv": {"psi": clv_psi, "psi_with_calendar": clv_psi_raw,
                     **distribution(reference["clv"], clv_ref)},
             "test_roc_auc": None if test_auc is None else float(test_auc),
-            "estimated": estimated_performance(
-                p, reliability=bundle.metadata.get("test_reliability")),
+            "estimated": estimated,
             "realized": realized,
             "thresholds": {k: getattr(t, k) for k in t.__dataclass_fields__}}
 
