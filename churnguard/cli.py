@@ -921,8 +921,7 @@ def _spark_feature_chunks(data: str, bundle: Any, cutoff: date, staging: Path,
         write_spark_features(src, bundle.spec, cutoff, str(path))
     except DataContractError as exc:
         raise _fail(str(exc)) from None
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=100_000):
-        yield batch.to_pandas()
+    yield from pq.ParquetFile(path).iter_batches(batch_size=100_000)
 
 
 def _log_monitoring(report: dict[str, Any], files: list[Path], settings: Settings, uri: str,

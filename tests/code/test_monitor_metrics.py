@@ -161,6 +161,28 @@ def test_outputs_are_compared_at_the_reference_calendar(fake_bundle: Any,
     assert not np.array_equal(p, p_ref)  # the calendar counts, so pinning it is tested
 
 
+def test_reference_calendar_sample_is_by_customer_not_by_row_order(
+        fake_bundle: Any, fake_features: Any) -> None:
+    from churnguard.model.score import predict_outputs
+    from churnguard.serving.monitor import _Sample
+
+    frame = fake_features.copy()
+    calendar = {"days_since_last_purchase": float(frame["days_since_last_purchase"].median())}
+    half, shuffled = _Sample({}, [], calendar, 0.5), _Sample({}, [], calendar, 0.5)
+    half.add(frame, fake_bundle)
+    shuffled.add(frame.sample(frac=1.0, random_state=3), fake_bundle)
+    n = len(frame)
+    assert half.output("p").size == n  # today's calendar: every customer
+    assert 0.3 * n < half.output("p_ref").size < 0.7 * n
+    assert np.array_equal(np.sort(half.output("p_ref")), np.sort(shuffled.output("p_ref")))
+    # The sampled customers' reference-calendar outputs are theirs, not a subset of others'.
+    everyone = _Sample({}, [], calendar)
+    everyone.add(frame, fake_bundle)
+    assert np.isin(half.output("p_ref"), everyone.output("p_ref")).all()
+    p_all, _ = predict_outputs(fake_bundle, fake_bundle.encode(frame.assign(**calendar)))
+    assert np.array_equal(everyone.output("p_ref"), p_all)
+
+
 def test_the_estimate_takes_the_test_snapshot_calibration_gap() -> None:
     from churnguard.serving.monitor import expected_labels
 
