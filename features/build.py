@@ -418,13 +418,17 @@ def label_sql(
     payment). The window read ends at T + horizon + grace_days.
     ``future_spend`` = net spend in [T, T + clv_horizon), floored at 0; ``future_orders`` =
     orders in the same window. ``txn`` is the purchases activity relation (default: built from
-    the ``transactions`` table), so duplicates count once here as they do in the features.
+    the ``transactions`` rows of the label window), so duplicates count once here as they do in
+    the features.
     """
-    txn = txn or txn_activity_sql()
     t0 = f"DATE '{cutoff.isoformat()}'"
     th = f"DATE '{(cutoff + timedelta(days=horizon_days)).isoformat()}'"
     tc = f"DATE '{(cutoff + timedelta(days=clv_horizon_days)).isoformat()}'"
     t_end = f"DATE '{(cutoff + timedelta(days=max(horizon_days, clv_horizon_days))).isoformat()}'"
+    # The window's rows only: an exact duplicate has its original's timestamp, so it is flagged
+    # the same without the history, which the activity relation's window would sort whole.
+    txn = txn or txn_activity_sql(table=f"(SELECT * FROM transactions WHERE ts >= {t0} "
+                                        f"AND ts < {t_end}) AS window_txn")
     future = f"""
         SELECT customer_id,
                sum(CASE WHEN day < {th} THEN n_orders END) AS orders_h,

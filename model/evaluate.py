@@ -56,7 +56,6 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 from scipy.special import xlogy
-from sklearn.metrics import average_precision_score, roc_auc_score
 
 __all__ = [
     "ACTIVE_DAYS",
@@ -76,6 +75,7 @@ __all__ = [
     "log_loss",
     "normalized_gini",
     "poisson_deviance",
+    "ranking_areas",
     "reliability_table",
     "run_metrics",
 ]
@@ -155,6 +155,32 @@ def _binary_inputs(y_true: ArrayLike, p: ArrayLike) -> tuple[FloatArray, FloatAr
     _check_labels(y, "y_true")
     _check_probabilities(q, "p")
     return y, q
+
+
+def ranking_areas(y_true: ArrayLike, score: ArrayLike) -> tuple[float, float]:
+    """ROC AUC [HM82, Faw06] (the trapezoid over the thresholds: Mann-Whitney, ties count one
+    half) and average precision [MRS08] (scikit-learn's step-wise definition: the precision at
+    each distinct threshold weighted by its gain in recall) of ``score`` for the class
+    ``y_true == 1``, from one sort; NaN without both classes. The same numbers as
+    ``sklearn.metrics.roc_auc_score`` and ``average_precision_score`` (tests/code/test_evaluate),
+    without their input checks and second sort, which dominated the monitor's per-group
+    metrics at a million customers."""
+    y = np.asarray(y_true, dtype=float)
+    s = np.asarray(score, dtype=float)
+    order = np.argsort(s, kind="stable")[::-1]
+    s, y = s[order], y[order]
+    # The last row of each run of equal scores: one point of both curves per distinct score.
+    last = np.r_[np.flatnonzero(np.diff(s)), s.size - 1] if s.size else np.zeros(0, dtype=int)
+    tps = np.cumsum(y)[last]
+    fps = (last + 1.0) - tps
+    if not tps.size or tps[-1] == 0 or fps[-1] == 0:
+        return math.nan, math.nan
+    tpr = np.r_[0.0, tps] / tps[-1]
+    fpr = np.r_[0.0, fps] / fps[-1]
+    auc = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1])) / 2.0)
+    precision = tps / (tps + fps)
+    ap = float(np.sum(np.diff(tpr) * precision))
+    return auc, ap
 
 
 def _require_both_classes(y: FloatArray, what: str) -> None:
@@ -321,10 +347,11 @@ def churn_metrics(y_true: ArrayLike, p: ArrayLike, *, n_bins: int = 10) -> dict[
     y, q = _binary_inputs(y_true, p)
     _require_both_classes(y, "churn_metrics")
     capture = _top_share(y, q, TOP_FRACTION)
+    auc, ap = ranking_areas(y, q)
     return {
-        "roc_auc": float(roc_auc_score(y, q)),
-        "pr_auc": float(average_precision_score(y, q)),
-        "pr_auc_active": float(average_precision_score(1.0 - y, 1.0 - q)),
+        "roc_auc": auc,
+        "pr_auc": ap,
+        "pr_auc_active": ranking_areas(1.0 - y, 1.0 - q)[1],
         "log_loss": _log_loss(y, q),
         # Not sklearn's brier_score_loss: the installed scikit-learn (1.9) sums over both class
         # columns and halves, which rounds differently in the last bits (same definition).
@@ -370,7 +397,7 @@ def active_churn_metrics(y_true: ArrayLike, p: ArrayLike, days_since_last_purcha
                          f"{active.size}")
     ya, qa = y[active], q[active]
     n_pos = float(ya.sum())
-    auc = (float(roc_auc_score(ya, qa)) if 0 < n_pos < ya.size else math.nan)
+    auc = ranking_areas(ya, qa)[0] if 0 < n_pos < ya.size else math.nan
     return {
         f"roc_auc_active_{days}d": auc,
         f"active_share_{days}d": float(active.mean()),

@@ -194,8 +194,7 @@ def realized_metrics(y: np.ndarray, p: np.ndarray, clv: np.ndarray | None = None
                                    if y.size else _nan()),
                            "clv_total_error": None, "clv_gini": None}
     if 0 < y.sum() < y.size:
-        m = evaluate.churn_metrics(y, p, n_bins=ECE_BINS)
-        out["roc_auc"], out["pr_auc"] = m["roc_auc"], m["pr_auc"]
+        out["roc_auc"], out["pr_auc"] = evaluate.ranking_areas(y, p)
     if spend is not None and clv is not None and y.size:
         actual = float(np.sum(spend))
         out["clv_total_error"] = (float(np.sum(clv)) - actual) / actual if actual > 0 else None
@@ -220,12 +219,23 @@ def reliability(y: np.ndarray, p: np.ndarray) -> list[dict[str, Any]]:
 def _by_group(joined: pd.DataFrame, column: str, clv_closed: bool) -> list[dict[str, Any]]:
     if column not in joined or joined[column].isna().all():
         return []  # logged before churnguard recorded it
+    col = joined[column]
+    groups = (col if isinstance(col.dtype, pd.CategoricalDtype) else col.astype("category"))
+    names = [str(c) for c in groups.cat.categories]
+    codes = groups.cat.codes.to_numpy()
+    # A missing group is "unknown"; the groups come sorted by name, the missing one among them.
+    if "unknown" not in names:
+        names.append("unknown")
+    codes = np.where(codes < 0, names.index("unknown"), codes)
+    y = joined["churned"].to_numpy(dtype=float)
+    p = joined["churn_probability"].to_numpy(dtype=float)
+    clv = joined["clv"].to_numpy(dtype=float)
+    spend = joined["future_spend"].to_numpy(dtype=float) if clv_closed else None
     out = []
-    for name, g in joined.groupby(joined[column].astype(object).fillna("unknown"), sort=True):
-        spend = g["future_spend"].to_numpy(dtype=float) if clv_closed else None
-        out.append({"group": str(name), **realized_metrics(
-            g["churned"].to_numpy(dtype=float), g["churn_probability"].to_numpy(dtype=float),
-            g["clv"].to_numpy(dtype=float), spend)})
+    for code in sorted(np.unique(codes).tolist(), key=lambda c: names[c]):
+        rows = codes == code
+        out.append({"group": names[code], **realized_metrics(
+            y[rows], p[rows], clv[rows], None if spend is None else spend[rows])})
     return out
 
 
@@ -306,10 +316,11 @@ def _realized_run(source: Source, scored: date, version: str, as_of: date, mode:
     t0 = pd.Timestamp(scored).date()
     if t0 + timedelta(days=h + grace) > as_of:
         return None  # the label window is still open
-    # Ordered, so that the numbers (and the estimate's draws) do not depend on the join's.
+    # In no particular order: every number below is a function of the set of rows (the
+    # estimate sorts its probabilities, Gini resolves ties in expectation).
     where = f"scored_as_of = DATE '{t0.isoformat()}' AND model_version = $version"
     run_p = source.con.execute(
-        f"SELECT churn_probability FROM _monitor_log WHERE {where} ORDER BY customer_id",
+        f"SELECT churn_probability FROM _monitor_log WHERE {where}",
         {"version": version}).fetchnumpy()["churn_probability"]
     attrs = [c for c in source.attribute_columns if c not in ("customer_id", "signup_date")]
     attr_cols = "".join(f', CAST(c."{a}" AS VARCHAR) AS "attr_{a}"' for a in attrs)
@@ -319,8 +330,7 @@ def _realized_run(source: Source, scored: date, version: str, as_of: date, mode:
                    l.top_action, lab.churned, lab.future_spend{attr_cols}
             FROM (SELECT * FROM _monitor_log WHERE {where}) AS l
             JOIN ({label_sql(t0, h, hc, mode, grace_days=grace)}) AS lab USING (customer_id)
-            LEFT JOIN customers AS c USING (customer_id)
-            ORDER BY l.customer_id""",
+            LEFT JOIN customers AS c USING (customer_id)""",
         params={"version": version}).to_arrow_table()
     # Groups as categories: a million rows of repeated tier and segment names as Python strings
     # cost hundreds of MB.

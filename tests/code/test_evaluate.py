@@ -357,3 +357,23 @@ def test_roc_auc_active_is_nan_with_one_class_and_rejects_bad_input() -> None:
     assert none["active_share_365d"] == 0.0 and math.isnan(none["base_rate_active_365d"])
     with pytest.raises(ValueError, match="days_since_last_purchase has 2"):
         active_churn_metrics([1, 0, 1], [0.9, 0.1, 0.8], [1.0, 2.0])
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_ranking_areas_equal_sklearns(ties: bool) -> None:
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from churnguard.model.evaluate import ranking_areas
+
+    rng = np.random.default_rng(11)
+    for n in (2, 7, 500, 20_000):
+        s = rng.random(n)
+        if ties:
+            s = np.round(s * 5) / 5  # six distinct scores: long runs of ties
+        y = (rng.random(n) < s * 0.8 + 0.1).astype(float)
+        y[0], y[-1] = 0.0, 1.0
+        auc, ap = ranking_areas(y, s)
+        assert auc == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+        assert ap == pytest.approx(average_precision_score(y, s), abs=1e-12)
+    assert all(np.isnan(v) for v in ranking_areas(np.ones(4), np.arange(4.0)))
+    assert all(np.isnan(v) for v in ranking_areas(np.zeros(0), np.zeros(0)))
