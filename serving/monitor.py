@@ -461,13 +461,17 @@ def order_value_drift(source: Source, reference_day: date, as_of: date) -> dict[
     ref_start = reference_day - timedelta(days=FEED_REFERENCE_DAYS)
     rec_start = as_of - timedelta(days=ORDER_VALUE_DAYS)
 
-    def amounts(start: date, end: date) -> np.ndarray:
-        got = source.con.execute(
-            "SELECT amount FROM transactions WHERE amount > 0 AND ts >= ? AND ts < ?",
-            [start, end]).fetchnumpy()["amount"]
-        return np.asarray(got, dtype=float)
-
-    ref, recent = amounts(ref_start, reference_day), amounts(rec_start, as_of)
+    # Both windows (which may overlap) in one scan of the table.
+    got = source.con.execute(
+        "SELECT amount, ts >= $ref_start AND ts < $ref_end AS in_ref, "
+        "ts >= $rec_start AND ts < $as_of AS in_recent FROM transactions "
+        "WHERE amount > 0 AND ((ts >= $ref_start AND ts < $ref_end) "
+        "OR (ts >= $rec_start AND ts < $as_of))",
+        {"ref_start": ref_start, "ref_end": reference_day, "rec_start": rec_start,
+         "as_of": as_of}).fetchnumpy()
+    amount = np.asarray(got["amount"], dtype=float)
+    ref = amount[np.asarray(got["in_ref"], dtype=bool)]
+    recent = amount[np.asarray(got["in_recent"], dtype=bool)]
     if min(ref.size, recent.size) < ORDER_VALUE_MIN_ORDERS:
         return None
     entry = numeric_entry(ref)
