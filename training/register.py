@@ -5,7 +5,9 @@ register the pyfunc.
   test snapshots; :func:`churnguard.training.registry.promotion_decision` decides. A champion
   that cannot be scored is not beaten (promote by hand with ``--force``).
 - **run**: parameters, metrics (with the champion's, the action effects', the churn ranking
-  among customers active at the test cutoff (:func:`add_active_metrics`) and the run time),
+  among customers active at the test cutoff (:func:`add_active_metrics`), every test metric's
+  bootstrap interval and churnguard's paired differences to the baselines
+  (:func:`add_interval_metrics`) and the run time),
   tags, JSON artifacts (feature spec, cutoffs, data fingerprint, metrics, evaluation tables,
   action effects) and the report (``report/``, README "Reading the model report").
 - **model**: the bundle logged as the churnguard pyfunc and registered as a new version of

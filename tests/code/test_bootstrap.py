@@ -106,3 +106,23 @@ def test_percentile_interval_matches_numpy_and_keeps_infinite_draws() -> None:
     low, high = bs.percentile_interval(r)
     assert np.isfinite(low) and high == np.inf
     assert all(np.isnan(bs.percentile_interval([np.nan, np.nan])))  # never defined
+
+
+def test_run_metrics_keep_the_keys_and_add_lo_hi_and_paired_differences() -> None:
+    from churnguard.training.register import bootstrap_run_metrics
+
+    d = _data()
+    preds = {"churnguard": 0.3 * d["y"] + 0.7 * d["p"], "logistic regression": d["p"]}
+    table = {m: evaluate.churn_metrics(d["y"], q) for m, q in preds.items()}
+    boot = bs.bootstrap(d["y"], preds, bs.CHURN_METRICS, resamples=100)
+    m = bootstrap_run_metrics(table, boot, {"churnguard": "test_churn_",
+                                            "logistic regression": "test_baseline_logreg_churn_"})
+    assert m["test_churn_roc_auc_lo"] <= table["churnguard"]["roc_auc"] <= m[
+        "test_churn_roc_auc_hi"]
+    assert "test_baseline_logreg_churn_log_loss_hi" in m
+    low, high = boot.difference("churnguard", "logistic regression", "log_loss")
+    assert (m["test_churn_log_loss_diff_logreg_lo"], m["test_churn_log_loss_diff_logreg_hi"]) == (
+        low, high)
+    assert "test_churn_base_rate_lo" in m and "test_churn_base_rate_diff_logreg_lo" not in m
+    assert not any(k.startswith("test_churn_n_") for k in m)  # n is every resample's size
+    assert not set(table["churnguard"]) & set(m)  # the metrics themselves are not touched
