@@ -159,9 +159,10 @@ PLOT_GUIDE: dict[str, str] = {
         "score. The diagonal is random targeting; the dotted line a perfect ranking, which "
         "rises with slope 1 ÷ base rate until it has reached every churner, so when churn is "
         "common even it stays close to the diagonal. Lift per decile (right): churn rate in "
-        "that decile ÷ overall rate (1 = random); the dotted line is the maximum a perfect "
-        "ranking reaches in each decile: at base rate r the top fraction k has lift at most "
-        "min(k, r) ÷ (k·r) = min(1 ÷ r, 1 ÷ k), so a decile 1 at that line cannot be beaten. "
+        "that decile ÷ overall rate (1 = random); the dotted line is a perfect ranking's. At "
+        "base rate r the top fraction k has lift at most min(k, r) ÷ (k·r) = min(1 ÷ r, "
+        "1 ÷ k), which the perfect ranking reaches, so a decile 1 at the line cannot be "
+        "beaten however modest it looks (at 55 % churn the maximum is 1.82). "
         "A good model has decile 1 well above 1 and a steady decline."
     ),
     "clv_deciles": (
@@ -291,8 +292,8 @@ def churn_plots(
         share, capture = np.r_[0, g["population_share"]], np.r_[0, g["cum_capture"]]
         axg.plot(share, capture, marker="o", label=name)
         axl.bar(g["bin"] - 0.4 + (i + 0.5) * width, g["lift"], width=width, label=name)
-    # What a perfect ranking (every churner first) reaches at this base rate: a bar that
-    # touches the line cannot be beaten, however modest it looks.
+    # What a perfect ranking (every churner first) reaches at this base rate: its top deciles
+    # are the maximum possible lift, so a bar that touches the line cannot be beaten.
     k = np.linspace(0.0, 1.0, 201)
     axg.plot(k, [max_capture(x, base) for x in k], c="black", lw=1, ls=":",
              label=f"perfect ranking (base rate {base:.2f})")
@@ -302,7 +303,8 @@ def churn_plots(
     best = np.diff([max_capture(x, base) for x in edges]) * n_bins
     axl.step(np.r_[0.5, np.arange(1, n_bins + 1) + 0.5], np.r_[best[0], best], where="pre",
              c="black", lw=1, ls=":",
-             label=f"maximum possible (decile 1: {max_lift(1.0 / n_bins, base):.2f})")
+             label=f"perfect ranking (decile 1: {max_lift(1.0 / n_bins, base):.2f}, the "
+                   "maximum)")
     axl.axhline(1.0, ls="--", c="grey", lw=1, label="random (lift 1)")
     axl.set_xticks(range(1, n_bins + 1))
     _label(axl, "Lift by decile", "Score decile (1 = highest)", "Churn rate ÷ overall rate")
@@ -623,7 +625,10 @@ def _render_differences(t: MetricsTable) -> str:
                 diff = float(np.float64(a) - np.float64(b))
             low, high = boot.difference(ref, m, key)
             verdict = ""
-            if direction is not None and not (math.isnan(low) or math.isnan(high)):
+            if low == high == 0.0:
+                # Identical on every resample: e.g. both at the maximum lift for this base rate.
+                verdict = "equal"
+            elif direction is not None and not (math.isnan(low) or math.isnan(high)):
                 verdict = ("better" if (low > 0 if direction else high < 0) else
                            "worse" if (high < 0 if direction else low > 0) else
                            "within noise")
@@ -817,9 +822,10 @@ def standard_sections(
                 f"{reference} minus each baseline on the same test customers, with the 95 % "
                 "interval of the difference over the same bootstrap resamples. \"better\" or "
                 "\"worse\" only when the whole interval is on one side of 0; \"within noise\" "
-                "when it contains 0, whatever the sign of the point difference. The promotion "
-                "gate reads its log loss, ROC AUC, RMSE and |total error| comparisons from these "
-                "resamples (README \"Promotion\").",
+                "when it contains 0, whatever the sign of the point difference; \"equal\" when "
+                "the two agree on every resample (e.g. both at the maximum possible lift). The "
+                "promotion gate reads its log loss, ROC AUC, RMSE and |total error| comparisons "
+                "from these resamples (README \"Promotion\").",
                 tables=diffs,
             )
         )

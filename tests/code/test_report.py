@@ -221,7 +221,9 @@ def test_report_shows_intervals_and_bolds_only_wins_beyond_noise(churn_data: tup
     assert "churnguard − twin" in doc and "churnguard − noisy" in doc
     diff_rows = re.search(r"Churn: churnguard − baseline.*?</table>", doc, re.S).group(0)
     auc_row = re.search(r"<tr><th>roc_auc</th>.*?</tr>", diff_rows).group(0)
-    assert "within noise" in auc_row and "better" in auc_row
+    assert "equal" in auc_row and "better" in auc_row  # the twin ranks exactly alike
+    loss_row = re.search(r"<tr><th>log_loss</th>.*?</tr>", diff_rows).group(0)
+    assert "within noise" in loss_row
     assert "<tr><th>base_rate</th>" not in diff_rows  # the same for every model
 
 
