@@ -678,7 +678,7 @@ def models_cmd(
     out.print(table)
     if any(r["intervals"] for r in rows):
         out.print("[low, high]: 95 % bootstrap interval over the test customers "
-                  "(README \"Reading the model report\")", highlight=False)
+                  "(README \"Reading the model report\")", highlight=False, markup=False)
     for r in rows:
         if r["gate_reason"]:
             out.print(f"v{r['version']} (as of {r['as_of']}, test cutoff {r['test_cutoff']}): "

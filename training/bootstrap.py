@@ -7,8 +7,10 @@ every resample, and read the 2.5 % and 97.5 % percentiles of a metric across res
 *same* resamples, so the interval of a difference between two models is paired: noise common
 to both (a resample that happens to hold many easy customers) cancels in the difference.
 
-One implementation serves the promotion gate (:func:`paired_bootstrap`, README "Promotion"),
-the report and the run metrics (:func:`bootstrap`, README "Reading the model report").
+One implementation serves the promotion gate (README "Promotion"), the report and the run
+metrics (README "Reading the model report"): :func:`bootstrap` scores every model of a test
+snapshot once, and the gate reads its comparisons from those draws; :func:`paired_bootstrap`
+is the same for two models alone.
 
 A resample is a vector of multinomial counts over the customers (how often each was drawn);
 every metric here is written for a *matrix* of them, one resample per row, and equals the
