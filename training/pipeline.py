@@ -12,7 +12,7 @@
 5. **evaluate**: every step measures its models on the test snapshots with
    :mod:`~churnguard.model.evaluate`; :func:`fit_models` collects the results (:class:`Fitted`)
    and bootstraps every model's metrics on the same resamples of the test customers
-   (:func:`test_bootstraps`);
+   (:func:`bootstrap_test_snapshots`);
 6. **register** (:mod:`~churnguard.training.register`): promotion gate against the champion on
    the same snapshots, MLflow run, registered pyfunc version, aliases and tags.
 
@@ -169,8 +169,8 @@ def fit_models(
         snapshot=as_of.isoformat())
     churn_preds = {"churnguard": churn.test_pred, **base.churn_preds}
     clv_preds = {"churnguard": clv.test_pred, **base.clv_preds}
-    churn_boot, clv_boot = test_bootstraps(data.grid, churn_rows.test, clv_rows.test,
-                                           churn_preds, clv_preds, clv.test_interval)
+    churn_boot, clv_boot = bootstrap_test_snapshots(data.grid, churn_rows.test, clv_rows.test,
+                                                    churn_preds, clv_preds, clv.test_interval)
     return Fitted(
         as_of=as_of, config=config, churn_plan=churn_plan, clv_plan=clv_plan, spec=spec,
         grid=data.grid, bundle=bundle, metrics={**churn.metrics, **clv.metrics, **base.metrics},
@@ -186,7 +186,7 @@ def fit_models(
         churn_bootstrap=churn_boot, clv_bootstrap=clv_boot)
 
 
-def test_bootstraps(
+def bootstrap_test_snapshots(
     grid: pd.DataFrame, churn_test: np.ndarray, clv_test: np.ndarray,
     churn_preds: dict[str, np.ndarray], clv_preds: dict[str, np.ndarray],
     interval: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
