@@ -636,7 +636,8 @@ def promote_cmd(
 def models_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """List the registered model's versions with aliases, gate decisions and key metrics.
+    """List the registered model's versions with aliases, gate decisions and key metrics
+    with their 95 % bootstrap intervals.
 
     Example: churnguard models
     """
@@ -659,15 +660,25 @@ def models_cmd(
         table.add_column(header, justify="right")
     table.add_column("gate")
     for r in rows:
-        mt = r["metrics"]
+        mt, ci = r["metrics"], r["intervals"]
 
-        def g(key: str, fmt: str = "{:.3f}", mt: dict[str, float] = mt) -> str:
-            return fmt.format(mt[key]) if key in mt else "-"
+        # The 95 % bootstrap interval under each value (README "Reading the model report");
+        # versions trained before intervals show the value alone.
+        def g(key: str, fmt: str = "{:.3f}", mt: dict[str, float] = mt,
+              ci: dict[str, list[float]] = ci) -> str:
+            if key not in mt:
+                return "-"
+            value = fmt.format(mt[key])
+            return (f"{value}\n[{fmt.format(ci[key][0])}, {fmt.format(ci[key][1])}]"
+                    if key in ci else value)
         table.add_row(r["version"], " ".join(r["aliases"]), r["churn_label"],
                       g("test_churn_roc_auc"), g("test_churn_log_loss"), g("test_churn_ece"),
                       g("test_clv_mae", "{:,.1f}"), g("test_clv_normalized_gini"),
                       r["gate_decision"])
     out.print(table)
+    if any(r["intervals"] for r in rows):
+        out.print("[low, high]: 95 % bootstrap interval over the test customers "
+                  "(README \"Reading the model report\")", highlight=False, markup=False)
     for r in rows:
         if r["gate_reason"]:
             out.print(f"v{r['version']} (as of {r['as_of']}, test cutoff {r['test_cutoff']}): "

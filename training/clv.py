@@ -73,6 +73,9 @@ class ClvFit:
     #: Decile calibration table of the test predictions.
     deciles: pd.DataFrame
     notes: list[str]
+    #: The test predictions' intervals and nominal coverage per customer, max(level,
+    #: P(spend = 0)) (:func:`churnguard.model.evaluate.interval_metrics`), for their bootstrap.
+    test_interval: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
 
 def cross_fitted_scaled_mae(y: np.ndarray, pred: np.ndarray, *, seed: int = 0,
@@ -164,6 +167,7 @@ def fit_clv_model(
     bounds = clv.interval(X[te], p_te, s_te)
     assert bounds is not None  # the quantiles were just measured
     interval = evaluate.interval_metrics(spend[te], *bounds, 1.0 - p_te, clv.quantiles.level)
+    test_interval = (*bounds, np.maximum(clv.quantiles.level, 1.0 - p_te))
     if config.refit:
         unscaled = float(pred.sum()) / clv.scale
         test_scale = float(spend[te].sum()) / unscaled if unscaled > 0 else clv.scale
@@ -194,7 +198,7 @@ def fit_clv_model(
         interval_note(interval, chosen.model, clv, test_cutoff),
     ]
     return ClvFit(model=clv, chosen=chosen, tried=tried, test_pred=pred, test_metrics=test,
-                  metrics=metrics, deciles=deciles, notes=notes)
+                  metrics=metrics, deciles=deciles, notes=notes, test_interval=test_interval)
 
 
 def _total_scale(actual: np.ndarray, pred: np.ndarray, fallback: float) -> float:
@@ -241,6 +245,7 @@ def fit_contract_clv_model(
     bounds = model.interval(X[te], p_te, s_te)
     assert bounds is not None  # a contract model's interval comes from the model itself
     interval = evaluate.interval_metrics(spend[te], *bounds, 1.0 - p_te, CLV_INTERVAL_LEVEL)
+    test_interval = (*bounds, np.maximum(CLV_INTERVAL_LEVEL, 1.0 - p_te))
     shipped = model
     if config.refit:
         labelled = churn_rows.all & np.isfinite(churned)
@@ -264,4 +269,5 @@ def fit_contract_clv_model(
         interval_note(interval, model, shipped, test_cutoff),
     ]
     return ClvFit(model=shipped, chosen=chosen, tried=[chosen], test_pred=pred,
-                  test_metrics=test, metrics=metrics, deciles=deciles, notes=notes)
+                  test_metrics=test, metrics=metrics, deciles=deciles, notes=notes,
+                  test_interval=test_interval)

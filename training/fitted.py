@@ -11,6 +11,7 @@ import pandas as pd
 
 from churnguard.features.definitions import FeatureSpec
 from churnguard.model.bundle import ScoringBundle
+from churnguard.training.bootstrap import Bootstrap
 from churnguard.training.config import TrainConfig
 from churnguard.training.split import SplitPlan
 
@@ -46,3 +47,7 @@ class Fitted:
     #: Grid row masks of the churn and the CLV test snapshots.
     test_rows: np.ndarray
     clv_test_rows: np.ndarray
+    #: Every model's test metrics on the same bootstrap resamples of the churn and the CLV
+    #: test customers: their intervals and the paired differences between models.
+    churn_bootstrap: Bootstrap
+    clv_bootstrap: Bootstrap

@@ -10,7 +10,9 @@
 4. **baselines** (:mod:`~churnguard.training.baselines`): logistic regression, BG/NBD +
    Gamma-Gamma;
 5. **evaluate**: every step measures its models on the test snapshots with
-   :mod:`~churnguard.model.evaluate`; :func:`fit_models` collects the results (:class:`Fitted`);
+   :mod:`~churnguard.model.evaluate`; :func:`fit_models` collects the results (:class:`Fitted`)
+   and bootstraps every model's metrics on the same resamples of the test customers
+   (:func:`bootstrap_test_snapshots`);
 6. **register** (:mod:`~churnguard.training.register`): promotion gate against the champion on
    the same snapshots, MLflow run, registered pyfunc version, aliases and tags.
 
@@ -27,6 +29,7 @@ from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from churnguard.features.build import build_features, infer_spec
@@ -36,6 +39,14 @@ from churnguard.model.profile import reference_profile
 from churnguard.model.registry import Tracking
 from churnguard.model.score import score_matrix
 from churnguard.training.baselines import fit_baselines
+from churnguard.training.bootstrap import (
+    CHURN_METRICS,
+    CLV_METRICS,
+    Bootstrap,
+    active_churn_metrics,
+    bootstrap,
+    interval_metrics,
+)
 from churnguard.training.churn import fit_churn_model
 from churnguard.training.clv import fit_clv_model, fit_contract_clv_model
 from churnguard.training.config import TrainConfig
@@ -156,18 +167,45 @@ def fit_models(
         reference, {f.name: f.kind for f in spec.features()}, data.levels,
         churn_probability=outputs.churn_probability, clv=outputs.clv,
         snapshot=as_of.isoformat())
+    churn_preds = {"churnguard": churn.test_pred, **base.churn_preds}
+    clv_preds = {"churnguard": clv.test_pred, **base.clv_preds}
+    churn_boot, clv_boot = bootstrap_test_snapshots(data.grid, churn_rows.test, clv_rows.test,
+                                                    churn_preds, clv_preds, clv.test_interval)
     return Fitted(
         as_of=as_of, config=config, churn_plan=churn_plan, clv_plan=clv_plan, spec=spec,
         grid=data.grid, bundle=bundle, metrics={**churn.metrics, **clv.metrics, **base.metrics},
         extra={"churn_reliability": churn.reliability.to_dict("list"),
                "clv_deciles": clv.deciles.to_dict("list")},
         notes=[*churn.notes, *clv.notes, *base.notes],
-        churn_preds={"churnguard": churn.test_pred, **base.churn_preds},
+        churn_preds=churn_preds,
         churn_table={"churnguard": churn.test_metrics, **base.churn_table},
-        clv_preds={"churnguard": clv.test_pred, **base.clv_preds},
+        clv_preds=clv_preds,
         clv_table={"churnguard": clv.test_metrics, **base.clv_table},
         fingerprint=fingerprint, churn_trees=churn.n_trees,
-        test_rows=churn_rows.test, clv_test_rows=clv_rows.test)
+        test_rows=churn_rows.test, clv_test_rows=clv_rows.test,
+        churn_bootstrap=churn_boot, clv_bootstrap=clv_boot)
+
+
+def bootstrap_test_snapshots(
+    grid: pd.DataFrame, churn_test: np.ndarray, clv_test: np.ndarray,
+    churn_preds: dict[str, np.ndarray], clv_preds: dict[str, np.ndarray],
+    interval: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+) -> tuple[Bootstrap, Bootstrap]:
+    """Every model's test metrics on the same bootstrap resamples of the churn test
+    customers, and of the CLV test customers (:mod:`~churnguard.training.bootstrap`, Efron &
+    Tibshirani 1993): intervals of each metric and paired differences to the baselines for
+    the gate, the run metrics and the report."""
+    started = time.perf_counter()
+    test = grid.loc[churn_test]
+    y = test["churned"].to_numpy(float)
+    churn = bootstrap(y, churn_preds, {
+        **CHURN_METRICS, **active_churn_metrics(test["days_since_last_purchase"].to_numpy(float))})
+    spend = grid.loc[clv_test, "future_spend"].to_numpy(float)
+    clv = bootstrap(spend, clv_preds, CLV_METRICS,
+                    extra={"churnguard": interval_metrics(spend, *interval)} if interval else None)
+    log.info("bootstrap intervals: %d resamples of %d churn and %d CLV test customers in %.1f s",
+             churn.resamples, y.size, spend.size, time.perf_counter() - started)
+    return churn, clv
 
 
 def train(

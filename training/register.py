@@ -5,7 +5,9 @@ register the pyfunc.
   test snapshots; :func:`churnguard.training.registry.promotion_decision` decides. A champion
   that cannot be scored is not beaten (promote by hand with ``--force``).
 - **run**: parameters, metrics (with the champion's, the action effects', the churn ranking
-  among customers active at the test cutoff (:func:`add_active_metrics`) and the run time),
+  among customers active at the test cutoff (:func:`add_active_metrics`), every test metric's
+  bootstrap interval and churnguard's paired differences to the baselines
+  (:func:`add_interval_metrics`) and the run time),
   tags, JSON artifacts (feature spec, cutoffs, data fingerprint, metrics, evaluation tables,
   action effects) and the report (``report/``, README "Reading the model report").
 - **model**: the bundle logged as the churnguard pyfunc and registered as a new version of
@@ -35,6 +37,7 @@ from churnguard.model.predictors import ClvModel
 from churnguard.model.registry import Tracking, load_bundle
 from churnguard.model.score import score_matrix
 from churnguard.training.baselines import BTYD_CHURN, BTYD_CLV, LOGREG, SBG
+from churnguard.training.bootstrap import DESCRIPTORS, Bootstrap
 from churnguard.training.fitted import Fitted
 from churnguard.training.registry import (
     CHALLENGER,
@@ -44,12 +47,8 @@ from churnguard.training.registry import (
     baseline_decision,
     champion_version,
     class_count_problem,
-    compare,
+    compare_in,
     promotion_decision,
-    weighted_abs_total_error,
-    weighted_log_loss,
-    weighted_rmse,
-    weighted_roc_auc,
 )
 from churnguard.training.split import SplitPlan
 
@@ -82,27 +81,25 @@ class Registered:
 
 
 def baseline_comparisons(fitted: Fitted) -> list[Comparison]:
-    """churnguard against each baseline on the test snapshots, paired bootstrap intervals:
-    churn log loss and ROC AUC against logistic regression and BG/NBD (sBG for a contractual
-    label), CLV RMSE and |total error| against BG/NBD + Gamma-Gamma (baselines that could not
-    be fitted are left out; README, "Promotion")."""
-    y = fitted.grid.loc[fitted.test_rows, "churned"].to_numpy(float)
-    spend = fitted.grid.loc[fitted.clv_test_rows, "future_spend"].to_numpy(float)
+    """churnguard against each baseline on the test snapshots, paired bootstrap intervals
+    (the resamples of ``fitted.churn_bootstrap`` / ``clv_bootstrap``): churn log loss and ROC
+    AUC against logistic regression and BG/NBD (sBG for a contractual label), CLV RMSE and
+    |total error| against BG/NBD + Gamma-Gamma (baselines that could not be fitted are left
+    out; README, "Promotion")."""
     out: list[Comparison] = []
-    churn = fitted.churn_preds["churnguard"]
     for name in (LOGREG, BTYD_CHURN, SBG):
         if name in fitted.churn_preds:
-            other = fitted.churn_preds[name]
-            out.append(compare("churn log loss", name, y, churn, other, weighted_log_loss,
-                               higher_is_better=False))
-            out.append(compare("churn ROC AUC", name, y, churn, other, weighted_roc_auc,
-                               higher_is_better=True))
+            out.append(compare_in(fitted.churn_bootstrap, fitted.churn_table, "churn log loss",
+                                  "churnguard", name, "log_loss", higher_is_better=False))
+            out.append(compare_in(fitted.churn_bootstrap, fitted.churn_table, "churn ROC AUC",
+                                  "churnguard", name, "roc_auc", higher_is_better=True))
     if BTYD_CLV in fitted.clv_preds:
-        clv, other = fitted.clv_preds["churnguard"], fitted.clv_preds[BTYD_CLV]
-        out.append(compare("CLV RMSE", BTYD_CLV, spend, clv, other, weighted_rmse,
-                           higher_is_better=False))
-        out.append(compare("CLV |total error|", BTYD_CLV, spend, clv, other,
-                           weighted_abs_total_error, higher_is_better=False))
+        values = {m: {**t, "abs_total_error": abs(t["total_error"])}
+                  for m, t in fitted.clv_table.items()}
+        out.append(compare_in(fitted.clv_bootstrap, values, "CLV RMSE", "churnguard", BTYD_CLV,
+                              "rmse", higher_is_better=False))
+        out.append(compare_in(fitted.clv_bootstrap, values, "CLV |total error|", "churnguard",
+                              BTYD_CLV, "abs_total_error", higher_is_better=False))
     return out
 
 
@@ -187,6 +184,7 @@ def log_and_register(source: Source, fitted: Fitted, effects: UpliftReport, gate
     churn_plan, clv_plan, metrics = fitted.churn_plan, fitted.clv_plan, fitted.metrics
     assert bundle.churn.calibrator is not None
     add_active_metrics(fitted)
+    add_interval_metrics(fitted)
     metrics.update(gate.metrics)
     log.info("logging the MLflow run, the report and the model, registering %s",
              config.model_name)
@@ -236,9 +234,45 @@ def log_and_register(source: Source, fitted: Fitted, effects: UpliftReport, gate
     return Registered(run_id=run.info.run_id, version=version)
 
 
-#: Run-metric prefix of each model of the churn table.
+#: Run-metric prefix of each model of the churn table and of the CLV table.
 _CHURN_PREFIXES = {"churnguard": "test_churn_", LOGREG: "test_baseline_logreg_churn_",
-                   BTYD_CHURN: "test_baseline_btyd_churn_"}
+                   BTYD_CHURN: "test_baseline_btyd_churn_", SBG: "test_baseline_sbg_churn_"}
+_CLV_PREFIXES = {"churnguard": "test_clv_", BTYD_CLV: "test_baseline_btyd_clv_"}
+#: The baselines' short names in the run metrics of differences (``_diff_logreg_lo``).
+_SHORT = {LOGREG: "logreg", BTYD_CHURN: "btyd", SBG: "sbg", BTYD_CLV: "btyd"}
+
+
+def bootstrap_run_metrics(table: dict[str, dict[str, float]], boot: Bootstrap,
+                          prefixes: dict[str, str]) -> dict[str, float]:
+    """The bootstrap intervals of a metric table as run metrics beside the metrics they
+    qualify: ``<metric>_lo`` / ``<metric>_hi`` for every model and metric (e.g.
+    ``test_churn_roc_auc_lo``), and churnguard minus each baseline on the same resamples as
+    ``<churnguard metric>_diff_<baseline>_lo`` / ``_hi`` (e.g.
+    ``test_churn_log_loss_diff_logreg_hi``). Descriptions of the customers (base rate,
+    shares, the actual total) are the same for every model and have no difference."""
+    out: dict[str, float] = {}
+    for model, prefix in prefixes.items():
+        if model not in table or model not in boot.draws:
+            continue
+        for key in table[model]:
+            if key in boot.draws[model]:
+                low, high = boot.interval(model, key)
+                out.update({f"{prefix}{key}_lo": low, f"{prefix}{key}_hi": high})
+            if (model == "churnguard" or key in DESCRIPTORS or key not in boot.draws[model]
+                    or key not in boot.draws["churnguard"]):
+                continue
+            low, high = boot.difference("churnguard", model, key)
+            out.update({f"{prefixes['churnguard']}{key}_diff_{_SHORT[model]}_lo": low,
+                        f"{prefixes['churnguard']}{key}_diff_{_SHORT[model]}_hi": high})
+    return {k: v for k, v in out.items() if np.isfinite(v)}
+
+
+def add_interval_metrics(fitted: Fitted) -> None:
+    """:func:`bootstrap_run_metrics` of the churn and the CLV tables into ``fitted.metrics``."""
+    fitted.metrics.update(bootstrap_run_metrics(fitted.churn_table, fitted.churn_bootstrap,
+                                                _CHURN_PREFIXES))
+    fitted.metrics.update(bootstrap_run_metrics(fitted.clv_table, fitted.clv_bootstrap,
+                                                _CLV_PREFIXES))
 
 
 def add_active_metrics(fitted: Fitted) -> None:
@@ -422,7 +456,9 @@ def _log_report(out: Path, fitted: Fitted, *, context: dict[str, object]) -> Non
                                         churn_images=churn_imgs, clv_images=clv_imgs,
                                         importance_images=imp_imgs,
                                         clv_tables=[report.decile_table(
-                                            fitted.extra["clv_deciles"])])
+                                            fitted.extra["clv_deciles"])],
+                                        churn_bootstrap=fitted.churn_bootstrap,
+                                        clv_bootstrap=fitted.clv_bootstrap)
     report.write_html_report(plots / "report.html", "churnguard model report", sections,
                              context=context, notes=fitted.notes)
     mlflow.log_artifacts(str(plots), artifact_path="report")

@@ -7,7 +7,7 @@ A version becomes champion only when, on its out-of-time test snapshots,
    non-churners, buyers and non-buyers; ``CHURNGUARD_GATE_MIN_POSITIVES`` /
    ``CHURNGUARD_GATE_MIN_NEGATIVES``),
 2. it beats the baselines beyond the noise of a paired bootstrap over customers
-   (:func:`baseline_decision`), and
+   (:func:`baseline_decision`, :mod:`churnguard.training.bootstrap`), and
 3. it beats the current champion (:func:`promotion_decision`, the champion re-scored on the
    new test cutoffs) when there is one, and that champion answers the same question (label
    kind, churn horizon, grace period, CLV horizon),
@@ -19,12 +19,19 @@ reason are tags on the version (``gate_decision``, ``gate_reason``).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from churnguard.training.bootstrap import (
+    BOOTSTRAP_RESAMPLES,
+    Bootstrap,
+    WeightedMetric,
+    paired_bootstrap,
+)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -42,12 +49,6 @@ KEY_METRICS = ("test_churn_roc_auc", "test_churn_log_loss", "test_churn_ece",
 #: Defaults of the class minimums (``Settings.gate_min_positives`` / ``gate_min_negatives``).
 DEFAULT_MIN_POSITIVES = 50
 DEFAULT_MIN_NEGATIVES = 50
-#: The paired bootstrap of :func:`paired_bootstrap`: resamples, seed, interval level.
-BOOTSTRAP_RESAMPLES = 1000
-BOOTSTRAP_SEED = 0
-BOOTSTRAP_LEVEL = 0.95
-
-FloatArray = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True)
@@ -73,47 +74,6 @@ def class_count_problem(y: npt.ArrayLike, *, positive: str, negative: str, snaps
             f"test snapshot; the gate needs at least {min_positives} {positive} and "
             f"{min_negatives} {negative} (CHURNGUARD_GATE_MIN_POSITIVES / "
             "CHURNGUARD_GATE_MIN_NEGATIVES) to tell a model from noise")
-
-
-# ---------------------------------------------------------------------------------------------
-# Paired bootstrap over customers
-# ---------------------------------------------------------------------------------------------
-
-#: A metric of weighted rows: (weights, labels, predictions) -> value. A bootstrap resample is
-#: the multinomial weights of the customers drawn (each row counted as often as it was drawn).
-WeightedMetric = Callable[[FloatArray, FloatArray, FloatArray], float]
-
-
-def weighted_log_loss(w: FloatArray, y: FloatArray, p: FloatArray) -> float:
-    """Mean log loss [Good 1952] of probabilities ``p``, rows weighted by ``w`` (``p`` clipped
-    to float64 epsilon as :func:`churnguard.model.evaluate.log_loss`)."""
-    eps = float(np.finfo(np.float64).eps)
-    q = np.clip(p, eps, 1.0 - eps)
-    return -float(w @ (y * np.log(q) + (1.0 - y) * np.log1p(-q))) / float(w.sum())
-
-
-def weighted_roc_auc(w: FloatArray, y: FloatArray, p: FloatArray) -> float:
-    """ROC AUC (Mann-Whitney, ties count one half; Hanley & McNeil 1982) of rows weighted by
-    ``w``: the weighted share of (churner, non-churner) pairs ranked the right way round."""
-    order = np.argsort(p, kind="stable")
-    ps, pos, neg = p[order], (w * y)[order], (w * (1.0 - y))[order]
-    starts = np.flatnonzero(np.r_[True, ps[1:] != ps[:-1]])
-    gpos, gneg = np.add.reduceat(pos, starts), np.add.reduceat(neg, starts)
-    below = np.cumsum(gneg) - gneg
-    total = float(gpos.sum()) * float(gneg.sum())
-    return float(gpos @ (below + 0.5 * gneg)) / total if total > 0 else math.nan
-
-
-def weighted_rmse(w: FloatArray, y: FloatArray, p: FloatArray) -> float:
-    """Root-mean-squared error of predictions ``p``, rows weighted by ``w``."""
-    return math.sqrt(float(w @ (p - y) ** 2) / float(w.sum()))
-
-
-def weighted_abs_total_error(w: FloatArray, y: FloatArray, p: FloatArray) -> float:
-    """|Σ prediction − Σ actual| ÷ Σ actual over rows weighted by ``w`` (the size of
-    :func:`churnguard.model.evaluate.clv_metrics`' ``total_error``)."""
-    actual = float(w @ y)
-    return abs(float(w @ p) - actual) / actual if actual > 0 else math.nan
 
 
 @dataclass(frozen=True)
@@ -144,40 +104,24 @@ class Comparison:
                 f"(gain 95 % interval {self.low:+.4g} to {self.high:+.4g})")
 
 
-def paired_bootstrap(
-    y: npt.ArrayLike, pred: npt.ArrayLike, baseline: npt.ArrayLike, metric: WeightedMetric, *,
-    higher_is_better: bool, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
-    level: float = BOOTSTRAP_LEVEL,
-) -> tuple[float, float, float, float]:
-    """(churnguard's value, the baseline's, low, high): the percentile interval (Efron &
-    Tibshirani 1993, ch. 13) at ``level`` of the gain of ``pred`` over ``baseline`` under
-    ``metric``, both scored on the *same* resamples of customers (paired), so noise common to
-    the two cancels. Resamples whose metric is undefined (e.g. no churner drawn) are left out.
-    """
-    yy = np.asarray(y, dtype=float)
-    a, b = np.asarray(pred, dtype=float), np.asarray(baseline, dtype=float)
-    n = yy.size
-    ones = np.ones(n)
-    sign = 1.0 if higher_is_better else -1.0
-    rng = np.random.default_rng(seed)
-    gains = np.empty(resamples)
-    for i in range(resamples):
-        w = np.bincount(rng.integers(0, n, n), minlength=n).astype(float)
-        gains[i] = sign * (metric(w, yy, a) - metric(w, yy, b))
-    gains = gains[np.isfinite(gains)]
-    tail = (1.0 - level) / 2.0 * 100.0
-    low, high = (np.percentile(gains, [tail, 100.0 - tail]) if gains.size
-                 else (math.nan, math.nan))
-    return metric(ones, yy, a), metric(ones, yy, b), float(low), float(high)
-
-
 def compare(metric: str, baseline: str, y: npt.ArrayLike, pred: npt.ArrayLike,
             other: npt.ArrayLike, fn: WeightedMetric, *, higher_is_better: bool) -> Comparison:
-    """:func:`paired_bootstrap` of ``pred`` against the baseline's ``other``, as a
-    :class:`Comparison`."""
+    """:func:`~churnguard.training.bootstrap.paired_bootstrap` of ``pred`` against the
+    baseline's ``other``, as a :class:`Comparison`."""
     value, base, low, high = paired_bootstrap(y, pred, other, fn,
                                               higher_is_better=higher_is_better)
     return Comparison(metric, baseline, value, base, low, high)
+
+
+def compare_in(boot: Bootstrap, values: Mapping[str, Mapping[str, float]], metric: str,
+               model: str, baseline: str, key: str, *, higher_is_better: bool) -> Comparison:
+    """:func:`compare` read from a bootstrap already run on the test snapshot (``values``:
+    each model's metrics there), so the gate and the report judge on the same resamples."""
+    low, high = boot.difference(model, baseline, key)
+    if not higher_is_better:
+        low, high = -high, -low
+    return Comparison(metric, baseline, float(values[model][key]),
+                      float(values[baseline][key]), low, high)
 
 
 def baseline_decision(comparisons: list[Comparison]) -> Decision:
@@ -277,7 +221,9 @@ def promote(client: Any, name: str, version: str, *, force: bool = False,
 
 
 def list_versions(client: Any, name: str) -> list[dict[str, Any]]:
-    """Every version of ``name``, newest first: version, aliases, run, gate tags, key metrics."""
+    """Every version of ``name``, newest first: version, aliases, run, gate tags, key metrics
+    and, for versions trained with them, the key metrics' 95 % bootstrap intervals
+    (``intervals``: metric -> [low, high], from the run's ``<metric>_lo`` / ``_hi``)."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -305,6 +251,8 @@ def list_versions(client: Any, name: str) -> list[dict[str, Any]]:
             # Versions registered before labels were tagged are non-contractual.
             "churn_label": tags.get("churn_label", "noncontractual"),
             "metrics": {k: metrics[k] for k in KEY_METRICS if k in metrics},
+            "intervals": {k: [metrics[f"{k}_lo"], metrics[f"{k}_hi"]] for k in KEY_METRICS
+                          if f"{k}_lo" in metrics and f"{k}_hi" in metrics},
         })
     rows.sort(key=lambda r: int(r["version"]), reverse=True)
     return rows

@@ -38,8 +38,11 @@ from churnguard.model.evaluate import (
     churn_metrics,
     decile_calibration,
     gains_table,
+    max_capture,
+    max_lift,
     reliability_table,
 )
+from churnguard.training.bootstrap import DESCRIPTORS, Bootstrap
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -122,8 +125,8 @@ METRIC_GUIDE: dict[str, tuple[str, bool | None]] = {
 #: The best value a perfect ranking can reach, from the evaluation set's base rate: shown
 #: after the guide of these metrics ("here at most …").
 _BEST_POSSIBLE = {
-    "capture_at_10": lambda base: min(1.0, TOP_FRACTION / base),
-    "lift_at_10": lambda base: min(1.0, TOP_FRACTION / base) / TOP_FRACTION,
+    "capture_at_10": lambda base: max_capture(TOP_FRACTION, base),
+    "lift_at_10": lambda base: max_lift(TOP_FRACTION, base),
 }
 
 #: Row order of a churn table: ROC AUC and its active-customer counterpart first.
@@ -153,11 +156,14 @@ PLOT_GUIDE: dict[str, str] = {
     ),
     "churn_gains": (
         "Cumulative gains (left): share of all churners reached when contacting the top x % by "
-        "score. The diagonal is random targeting; a perfect ranking rises with slope 1 ÷ base "
-        "rate until it has reached every churner, so when churn is common even it stays close "
-        "to the diagonal. Lift per decile (right): churn rate in that decile ÷ overall rate (1 "
-        "= random, at most 1 ÷ base rate); a good model has decile 1 well above 1 and a steady "
-        "decline."
+        "score. The diagonal is random targeting; the dotted line a perfect ranking, which "
+        "rises with slope 1 ÷ base rate until it has reached every churner, so when churn is "
+        "common even it stays close to the diagonal. Lift per decile (right): churn rate in "
+        "that decile ÷ overall rate (1 = random); the dotted line is a perfect ranking's. At "
+        "base rate r the top fraction k has lift at most min(k, r) ÷ (k·r) = min(1 ÷ r, "
+        "1 ÷ k), which the perfect ranking reaches, so a decile 1 at the line cannot be "
+        "beaten however modest it looks (at 55 % churn the maximum is 1.82). "
+        "A good model has decile 1 well above 1 and a steady decline."
     ),
     "clv_deciles": (
         "Decile calibration: customers sorted by predicted spend into 10 equal groups; mean "
@@ -286,8 +292,19 @@ def churn_plots(
         share, capture = np.r_[0, g["population_share"]], np.r_[0, g["cum_capture"]]
         axg.plot(share, capture, marker="o", label=name)
         axl.bar(g["bin"] - 0.4 + (i + 0.5) * width, g["lift"], width=width, label=name)
+    # What a perfect ranking (every churner first) reaches at this base rate: its top deciles
+    # are the maximum possible lift, so a bar that touches the line cannot be beaten.
+    k = np.linspace(0.0, 1.0, 201)
+    axg.plot(k, [max_capture(x, base) for x in k], c="black", lw=1, ls=":",
+             label=f"perfect ranking (base rate {base:.2f})")
     axg.plot([0, 1], [0, 1], ls="--", c="grey", lw=1, label="random")
     _label(axg, "Cumulative gains", "Share of customers contacted (by score)", "Churners reached")
+    edges = np.arange(n_bins + 1) / n_bins
+    best = np.diff([max_capture(x, base) for x in edges]) * n_bins
+    axl.step(np.r_[0.5, np.arange(1, n_bins + 1) + 0.5], np.r_[best[0], best], where="pre",
+             c="black", lw=1, ls=":",
+             label=f"perfect ranking (decile 1: {max_lift(1.0 / n_bins, base):.2f}, the "
+                   "maximum)")
     axl.axhline(1.0, ls="--", c="grey", lw=1, label="random (lift 1)")
     axl.set_xticks(range(1, n_bins + 1))
     _label(axl, "Lift by decile", "Score decile (1 = highest)", "Churn rate ÷ overall rate")
@@ -436,6 +453,13 @@ class MetricsTable:
     ``metric_order`` if given, else first appearance; a model lacking a metric shows "-". The
     best value per row is bold when ``METRIC_GUIDE`` (or ``higher_is_better``) says which
     direction is better.
+
+    With ``bootstrap`` (every model's metrics on the same resamples of these customers), each
+    value shows its 95 % interval below it, and the best value is bold only when it is better
+    than every other model's beyond noise: the paired interval of each difference excludes 0.
+    With ``differences_of`` as well, the table shows that model minus each other model (its
+    columns) instead of the values: the point difference, its paired interval and whether it
+    is better, worse or within noise.
     """
 
     title: str
@@ -443,6 +467,8 @@ class MetricsTable:
     caption: str = ""
     metric_order: Sequence[str] | None = None
     higher_is_better: Mapping[str, bool] = field(default_factory=dict)
+    bootstrap: Bootstrap | None = None
+    differences_of: str | None = None
 
 
 @dataclass(frozen=True)
@@ -474,6 +500,7 @@ table.metrics th{background:#f4f4f4}
 table.metrics td.num{text-align:right;font-variant-numeric:tabular-nums}
 table.metrics td.guide{color:#666;font-size:.88em;max-width:22em}
 table.metrics caption{caption-side:top;text-align:left;font-weight:600;padding-bottom:.3em}
+table.metrics .ci{color:#666;font-size:.85em;white-space:nowrap}
 figure{display:inline-block;margin:1em 1.5em 1em 0;max-width:100%;vertical-align:top}
 figure img{max-width:100%;border:1px solid #eee}
 figcaption{font-size:.88em;color:#444;max-width:640px}
@@ -499,25 +526,38 @@ def _fmt(key: str, value: object) -> str:
     return f"{v:.4f}"
 
 
+def _has_draws(boot: Bootstrap | None, model: str, key: str) -> bool:
+    return boot is not None and key in boot.draws.get(model, {})
+
+
+def _interval_html(key: str, interval: tuple[float, float]) -> str:
+    low, high = interval
+    if math.isnan(low) or math.isnan(high):
+        return ""
+    return f'<br><span class="ci">[{_fmt(key, low)}, {_fmt(key, high)}]</span>'
+
+
+def _beyond_noise(boot: Bootstrap, model: str, other: str, key: str, higher: bool) -> bool:
+    """``model`` better than ``other`` on ``key`` beyond noise: the paired 95 % interval of the
+    difference lies wholly on the better side of 0."""
+    low, high = boot.difference(model, other, key)
+    return low > 0 if higher else high < 0
+
+
 def _render_table(t: MetricsTable) -> str:
     models = list(t.metrics)
     if not models:
         raise ValueError(f"metrics table {t.title!r} has no models")
+    if t.differences_of is not None:
+        return _render_differences(t)
     keys: list[str] = list(t.metric_order or [])
     if not t.metric_order:
         for m in models:
             keys.extend(k for k in t.metrics[m] if k not in keys)
     head = "".join(f"<th>{html.escape(m)}</th>" for m in models)
-    bases = [float(t.metrics[m]["base_rate"]) for m in models
-             if isinstance(t.metrics[m].get("base_rate"), int | float | np.number)
-             and 0 < float(t.metrics[m]["base_rate"]) <= 1]
     rows = []
     for key in keys:
-        guide, direction = METRIC_GUIDE.get(key, ("", None))
-        if key in _BEST_POSSIBLE and bases:
-            # Every model is scored on the same customers: one base rate.
-            guide += f" (here at most {_BEST_POSSIBLE[key](bases[0]):.2f})"
-        direction = t.higher_is_better.get(key, direction)
+        guide, direction = _guide(t, key)
         vals = {m: t.metrics[m].get(key) for m in models}
         # An infinite value (a Poisson deviance of a zero prediction for a buyer) takes part:
         # it is the worst of its row, not a missing one.
@@ -530,15 +570,79 @@ def _render_table(t: MetricsTable) -> str:
         if direction is not None and len(numeric) > 1:
             target = max(numeric.values()) if direction else min(numeric.values())
             best = {m for m, v in numeric.items() if v == target}
+            boot = t.bootstrap
+            if boot is not None and all(_has_draws(boot, m, key) for m in numeric):
+                # A near-tie is not a win: the best is bold only when it beats every other
+                # model beyond the noise of a paired bootstrap over these customers.
+                best = {b for b in best if all(_beyond_noise(boot, b, m, key, direction)
+                                               for m in numeric if m != b)}
         cells = "".join(
             f'<td class="num">{"<b>" if m in best else ""}{_fmt(key, vals[m])}'
-            f"{'</b>' if m in best else ''}</td>"
+            f"{'</b>' if m in best else ''}"
+            + (_interval_html(key, t.bootstrap.interval(m, key))
+               if t.bootstrap is not None and _has_draws(t.bootstrap, m, key) else "")
+            + "</td>"
             for m in models
         )
         rows.append(
             f"<tr><th>{html.escape(key)}</th>{cells}"
             f'<td class="guide">{html.escape(guide)}</td></tr>'
         )
+    return _table_html(t, head, rows)
+
+
+def _guide(t: MetricsTable, key: str) -> tuple[str, bool | None]:
+    guide, direction = METRIC_GUIDE.get(key, ("", None))
+    bases = [float(t.metrics[m]["base_rate"]) for m in t.metrics
+             if isinstance(t.metrics[m].get("base_rate"), int | float | np.number)
+             and 0 < float(t.metrics[m]["base_rate"]) <= 1]
+    if key in _BEST_POSSIBLE and bases:
+        # Every model is scored on the same customers: one base rate.
+        guide += f" (here at most {_BEST_POSSIBLE[key](bases[0]):.2f})"
+    return guide, t.higher_is_better.get(key, direction)
+
+
+def _render_differences(t: MetricsTable) -> str:
+    """``t.differences_of`` minus each other model, paired (see :class:`MetricsTable`)."""
+    ref, boot = t.differences_of, t.bootstrap
+    if ref is None or boot is None or ref not in t.metrics:
+        raise ValueError(f"metrics table {t.title!r}: differences need the bootstrap and the "
+                         f"values of {ref!r}")
+    others = [m for m in t.metrics if m != ref]
+    keys = [k for k in (t.metric_order or list(t.metrics[ref]))
+            if k not in DESCRIPTORS and _has_draws(boot, ref, k)]
+    head = "".join(f"<th>{html.escape(ref)} − {html.escape(m)}</th>" for m in others)
+    rows = []
+    for key in keys:
+        guide, direction = _guide(t, key)
+        cells = []
+        for m in others:
+            a, b = t.metrics[ref].get(key), t.metrics[m].get(key)
+            if a is None or b is None or not _has_draws(boot, m, key):
+                cells.append('<td class="num">-</td>')
+                continue
+            with np.errstate(invalid="ignore"):
+                diff = float(np.float64(a) - np.float64(b))
+            low, high = boot.difference(ref, m, key)
+            verdict = ""
+            if low == high == 0.0:
+                # Identical on every resample: e.g. both at the maximum lift for this base rate.
+                verdict = "equal"
+            elif direction is not None and not (math.isnan(low) or math.isnan(high)):
+                verdict = ("better" if (low > 0 if direction else high < 0) else
+                           "worse" if (high < 0 if direction else low > 0) else
+                           "within noise")
+            sign = "+" if diff > 0 else ""
+            cells.append(f'<td class="num">{sign}{_fmt(key, diff)}'
+                         f"{_interval_html(key, (low, high))}"
+                         + (f'<br><span class="ci">{verdict}</span>' if verdict else "")
+                         + "</td>")
+        rows.append(f"<tr><th>{html.escape(key)}</th>{''.join(cells)}"
+                    f'<td class="guide">{html.escape(guide)}</td></tr>')
+    return _table_html(t, head, rows)
+
+
+def _table_html(t: MetricsTable, head: str, rows: list[str]) -> str:
     caption = f"<caption>{html.escape(t.title)}</caption>"
     note = f'<p class="meta">{html.escape(t.caption)}</p>' if t.caption else ""
     return (
@@ -661,32 +765,68 @@ def standard_sections(
     clv_images: Sequence[str | os.PathLike[str]] = (),
     importance_images: Sequence[str | os.PathLike[str]] = (),
     clv_tables: Sequence[MetricsTable] = (),
+    churn_bootstrap: Bootstrap | None = None,
+    clv_bootstrap: Bootstrap | None = None,
+    reference: str = "churnguard",
 ) -> list[Section]:
     """The usual report layout from per-model metric dicts and plot paths.
 
     Headline (churn and CLV tables side by side), then churn plots, CLV plots (after
     ``clv_tables``, e.g. :func:`decile_table`) and feature importance; sections with nothing to
-    show are left out.
+    show are left out. With the bootstraps of the two test snapshots
+    (:func:`churnguard.training.bootstrap.bootstrap`), every value carries its 95 % interval,
+    bold marks only wins beyond noise, and a section after the headline shows ``reference``
+    minus each baseline with paired intervals.
     """
     tables = []
+    diffs = []
     if churn:
         present = {k for m in churn.values() for k in m}
         order = [k for k in CHURN_METRIC_ORDER if k in present]
         order += [k for m in churn.values() for k in m if k not in order]
-        tables.append(MetricsTable("Churn (holdout)", churn,
-                                   metric_order=list(dict.fromkeys(order))))
+        order = list(dict.fromkeys(order))
+        tables.append(MetricsTable("Churn (holdout)", churn, metric_order=order,
+                                   bootstrap=churn_bootstrap))
+        if churn_bootstrap is not None and reference in churn and len(churn) > 1:
+            diffs.append(MetricsTable(f"Churn: {reference} − baseline (paired)", churn,
+                                      metric_order=order, bootstrap=churn_bootstrap,
+                                      differences_of=reference))
     if clv:
-        tables.append(MetricsTable("CLV / spend (holdout)", clv))
+        tables.append(MetricsTable("CLV / spend (holdout)", clv, bootstrap=clv_bootstrap))
+        if clv_bootstrap is not None and reference in clv and len(clv) > 1:
+            diffs.append(MetricsTable(f"CLV: {reference} − baseline (paired)", clv,
+                                      bootstrap=clv_bootstrap, differences_of=reference))
     sections: list[Section] = []
+    boot = churn_bootstrap or clv_bootstrap
+    noise = ("" if boot is None else
+             f" Below each value, its 95 % bootstrap interval ({boot.resamples:,} resamples of "
+             "the test customers, percentile method, Efron & Tibshirani 1993). Every model is "
+             "scored on the same resamples, so differences are paired; bold marks a best value "
+             "only when it beats every other model beyond noise (the paired interval of each "
+             "difference excludes 0): a best value that is not bold is a near-tie.")
     if tables:
         sections.append(
             Section(
                 "Headline metrics: model vs baselines",
                 "One column per model, scored on the same holdout customers. Bold marks the "
-                "best value in a row where a direction is meaningful. Compare churnguard with "
-                "the simple baselines first: a gain that is small against logistic regression "
-                "or BG/NBD rarely justifies the extra machinery.",
+                "best value in a row where a direction is meaningful." + noise + " Compare "
+                "churnguard with the simple baselines first: a gain that is small against "
+                "logistic regression or BG/NBD rarely justifies the extra machinery.",
                 tables=tables,
+            )
+        )
+    if diffs:
+        sections.append(
+            Section(
+                "Differences to the baselines (paired bootstrap)",
+                f"{reference} minus each baseline on the same test customers, with the 95 % "
+                "interval of the difference over the same bootstrap resamples. \"better\" or "
+                "\"worse\" only when the whole interval is on one side of 0; \"within noise\" "
+                "when it contains 0, whatever the sign of the point difference; \"equal\" when "
+                "the two agree on every resample (e.g. both at the maximum possible lift). The "
+                "promotion gate reads its log loss, ROC AUC, RMSE and |total error| comparisons "
+                "from these resamples (README \"Promotion\").",
+                tables=diffs,
             )
         )
     if churn_images:

@@ -190,3 +190,57 @@ def test_importing_report_has_no_plotting_side_effects() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "False"
+
+
+def test_report_shows_intervals_and_bolds_only_wins_beyond_noise(churn_data: tuple) -> None:
+    """Every value carries its bootstrap interval; a best value is bold only when the paired
+    interval of its difference to every other model excludes 0, so a near-tie is not a win;
+    the differences section says better / worse / within noise."""
+    from churnguard.training.bootstrap import CHURN_METRICS, bootstrap
+
+    y, p, baseline = churn_data
+    y = y.astype(float)
+    twin = np.clip(p + 1e-4, 0, 1)  # a near-copy of churnguard: every difference is noise
+    preds = {"churnguard": p, "twin": twin, "noisy": baseline}
+    churn = {name: churn_metrics(y, q) for name, q in preds.items()}
+    boot = bootstrap(y, preds, CHURN_METRICS, resamples=200)
+    doc = html_report("r", standard_sections(churn=churn, churn_bootstrap=boot))
+    low, high = boot.interval("churnguard", "roc_auc")
+    assert f'<span class="ci">[{low:.4f}, {high:.4f}]</span>' in doc
+    assert "200 resamples" in doc and "Efron &amp; Tibshirani 1993" in doc
+    # churnguard and its twin tie within noise: neither is bold on log loss or ROC AUC.
+    best_auc = max(churn[m]["roc_auc"] for m in ("churnguard", "twin"))
+    assert f"<b>{best_auc:.4f}</b>" not in doc
+    assert "<b>" not in re.search(r"<tr><th>log_loss</th>.*?</tr>", doc).group(0)
+    # Against the noisy baseline alone it wins beyond noise, and is bold.
+    solo = {m: churn[m] for m in ("churnguard", "noisy")}
+    doc2 = html_report("r", standard_sections(churn=solo, churn_bootstrap=boot))
+    assert f"<b>{churn['churnguard']['roc_auc']:.4f}</b>" in doc2
+    # The differences section: churnguard minus each baseline, paired.
+    assert "Differences to the baselines (paired bootstrap)" in doc
+    assert "churnguard − twin" in doc and "churnguard − noisy" in doc
+    diff_rows = re.search(r"Churn: churnguard − baseline.*?</table>", doc, re.S).group(0)
+    auc_row = re.search(r"<tr><th>roc_auc</th>.*?</tr>", diff_rows).group(0)
+    assert "equal" in auc_row and "better" in auc_row  # the twin ranks exactly alike
+    loss_row = re.search(r"<tr><th>log_loss</th>.*?</tr>", diff_rows).group(0)
+    assert "within noise" in loss_row
+    assert "<tr><th>base_rate</th>" not in diff_rows  # the same for every model
+
+
+def test_report_without_a_bootstrap_keeps_plain_values() -> None:
+    table = MetricsTable("Churn", {"a": {"roc_auc": 0.81}, "b": {"roc_auc": 0.80}})
+    doc = html_report("r", [Section("Headline", tables=[table])])
+    assert "<b>0.8100</b>" in doc and 'class="ci"' not in doc
+
+
+def test_lift_chart_caption_and_guide_give_the_maximum_achievable_lift() -> None:
+    from churnguard.model.evaluate import max_capture, max_lift
+    from churnguard.training.report import PLOT_GUIDE
+
+    # At base rate r the top fraction k holds at most min(k, r) churners: lift min(k, r)/(k r).
+    assert max_lift(0.1, 0.55) == pytest.approx(1 / 0.55)
+    assert max_lift(0.1, 0.05) == pytest.approx(10.0)
+    assert max_lift(1.0, 0.3) == pytest.approx(1.0)
+    assert max_capture(0.1, 0.05) == 1.0 and max_capture(0.1, 0.5) == pytest.approx(0.2)
+    assert "min(k, r) ÷ (k·r)" in PLOT_GUIDE["churn_gains"]
+    assert "perfect ranking" in PLOT_GUIDE["churn_gains"]

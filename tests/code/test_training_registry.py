@@ -64,7 +64,7 @@ def test_weighted_metrics_match_the_plain_ones() -> None:
     import numpy as np
 
     from churnguard.model import evaluate
-    from churnguard.training.registry import (
+    from churnguard.training.bootstrap import (
         weighted_abs_total_error,
         weighted_log_loss,
         weighted_rmse,
@@ -93,12 +93,8 @@ def test_weighted_metrics_match_the_plain_ones() -> None:
 def test_baselines_must_be_beaten_beyond_noise() -> None:
     import numpy as np
 
-    from churnguard.training.registry import (
-        baseline_decision,
-        compare,
-        weighted_log_loss,
-        weighted_roc_auc,
-    )
+    from churnguard.training.bootstrap import weighted_log_loss, weighted_roc_auc
+    from churnguard.training.registry import baseline_decision, compare
 
     rng = np.random.default_rng(0)
     n = 2000
@@ -119,3 +115,25 @@ def test_baselines_must_be_beaten_beyond_noise() -> None:
     d = baseline_decision(same)
     assert not d.promote and "not better than the baselines beyond noise" in d.reason
     assert not baseline_decision([]).promote
+
+
+def test_versions_list_the_key_metrics_intervals_beside_the_metrics(tmp_path: Path) -> None:
+    """``models --json`` keeps ``metrics`` as it was and adds ``intervals`` from the run's
+    ``_lo`` / ``_hi`` metrics; a version trained before intervals has none."""
+    import mlflow
+
+    tracking = Tracking.resolve(tmp_path)
+    tracking.activate()
+    client = tracking.client()
+    client.create_registered_model("m")
+    for metrics in ({"test_churn_roc_auc": 0.8},
+                    {"test_churn_roc_auc": 0.8, "test_churn_roc_auc_lo": 0.78,
+                     "test_churn_roc_auc_hi": 0.82, "test_churn_log_loss": 0.4}):
+        with mlflow.start_run() as run:
+            mlflow.log_metrics(metrics)
+        client.create_model_version("m", source=str(tmp_path), run_id=run.info.run_id)
+    client.set_registered_model_alias("m", "challenger", "2")
+    new, old = list_versions(client, "m")
+    assert new["metrics"] == {"test_churn_roc_auc": 0.8, "test_churn_log_loss": 0.4}
+    assert new["intervals"] == {"test_churn_roc_auc": [0.78, 0.82]}
+    assert old["metrics"] == {"test_churn_roc_auc": 0.8} and old["intervals"] == {}

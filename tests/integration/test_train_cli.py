@@ -38,6 +38,9 @@ def test_train_promote_score(tmp_path: Path, embedded_store: Path) -> None:
         v = registered_versions()
     assert v["1"]["aliases"] == ["challenger", "champion"]
     assert 0.5 < v["1"]["metrics"]["test_churn_roc_auc"] <= 1.0
+    # Each key metric with its 95 % bootstrap interval, stored with the run.
+    low, high = v["1"]["intervals"]["test_churn_roc_auc"]
+    assert low <= v["1"]["metrics"]["test_churn_roc_auc"] <= high
 
     # A second version, trained a month earlier, goes through the gate against v1.
     out = cli_ok(["train", "--data", str(data), "--as-of", "2025-06-01", *TRAIN,
@@ -57,6 +60,7 @@ def test_train_promote_score(tmp_path: Path, embedded_store: Path) -> None:
     assert "champion" in v["2"]["aliases"] and "champion" not in v["1"]["aliases"]
     table = cli_ok(["models"])
     assert "registered model churnguard" in table
+    assert "95 % bootstrap interval" in table
     assert "v2 (as of 2025-06-01, test cutoff" in table
     assert "v1 (as of 2025-07-01, test cutoff" in table
 
@@ -106,6 +110,19 @@ def test_train_promote_score(tmp_path: Path, embedded_store: Path) -> None:
     report = Path(mlflow.artifacts.download_artifacts(
         run_id=run_id, artifact_path="report/report.html", dst_path=str(tmp_path))).read_text()
     assert "roc_auc_active_365d" in report and "here at most" in report
+    # Intervals under the values, and churnguard minus each baseline, paired.
+    assert 'class="ci"' in report and "Differences to the baselines (paired bootstrap)" in report
+    m = run.data.metrics
+    assert m["test_churn_log_loss_lo"] <= m["test_churn_log_loss"] <= m["test_churn_log_loss_hi"]
+    assert "test_churn_log_loss_diff_logreg_lo" in m
+    # churnguard minus every baseline that was fitted (BG/NBD may not converge on 400 customers)
+    for metric, diff in (("logreg_churn_log_loss", "test_churn_log_loss_diff_logreg_lo"),
+                         ("btyd_churn_log_loss", "test_churn_log_loss_diff_btyd_lo"),
+                         ("btyd_clv_rmse", "test_clv_rmse_diff_btyd_hi")):
+        assert (f"test_baseline_{metric}" in m) == (diff in m), diff
+    if "gate_logistic_regression_churn_log_loss_gain_low" in m:  # the gate read the same draws
+        assert m["gate_logistic_regression_churn_log_loss_gain_low"] == pytest.approx(
+            -m["test_churn_log_loss_diff_logreg_hi"])
     assert run.data.params["seed"] == "4" and run.data.params["xgb_random_state"] == "4"
     # Logged from code: the version holds no pickle, and MLflow's own loader runs the pyfunc.
     model_files = Path(mlflow.artifacts.download_artifacts(
