@@ -151,7 +151,7 @@ def _output(features: pa.Table | pa.RecordBatch, full: FullScores, *, drivers: b
         "lifecycle_stage": a.lifecycle_stage,
         "recommended_action": action_ids[recs.first()],
         "drivers": _to_json(full.drivers, n) if drivers else None,
-        "actions": a.actions_json(full.policy),
+        "actions": recs.text,
         "p_buy": full.p_buy,
         "expected_spend_if_buy": full.expected_spend_if_buy,
         "model_version": pa.repeat(pa.scalar(model_version, pa.string()), n),
