@@ -16,7 +16,9 @@ joined by Arrow) rather than an f-string per row: the batch job writes millions.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
+import math
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -135,6 +137,7 @@ def _decline_fact(c: Mapping[str, np.ndarray], rows: np.ndarray) -> pa.Array:
     return pc.if_else(pa.array(known), facts, vague)
 
 
+_NO_TEXT = pa.array([], pa.string())
 #: Per signal, its facts for the rows where it is on.
 _FACTS: dict[str, Callable[[Mapping[str, np.ndarray], np.ndarray], pa.Array]] = {
     "complaints": lambda c, r: _in_90_days(_col(c, "complaints_90d", r), "complaint"),
@@ -160,7 +163,75 @@ def _facts(columns: Mapping[str, np.ndarray],
     out = []
     for name in SIGNALS:
         rows = np.flatnonzero(np.asarray(sig[name], dtype=bool))
-        out.append((rows, _FACTS[name](columns, rows)))
+        # Most signals are off for most customers, all of them for many one-customer calls.
+        out.append((rows, _FACTS[name](columns, rows) if len(rows) else _NO_TEXT))
+    return out
+
+
+#: Up to this many rows the facts and reasons are formatted row by row with f-strings: the API
+#: scores one customer per call, where the column path's hundred-odd Arrow kernel calls cost
+#: more than the rest of the score. Above it, a column at a time. Both write the same text
+#: (tests/code/test_vectorised_text.py checks them against each other).
+ROW_BY_ROW = 64
+
+
+def _fmt_days(x: float) -> str:
+    if not math.isfinite(x):
+        return "an unknown number of days"
+    d = round(x)
+    return f"{d} day{'s' if d != 1 else ''}"
+
+
+def _row_decline_fact(c: Mapping[str, list[Any]], i: int) -> str:
+    window = c.get("interaction_decline_window")
+    w = int(window[i]) if window is not None and window[i] in (30, 90) else (
+        90 if not math.isfinite(c["expected_events_30d"][i])
+        and math.isfinite(c["expected_events_90d"][i]) else 30)
+    seen, usual = c[f"events_{w}d"][i], c[f"expected_events_{w}d"][i]
+    if not (math.isfinite(seen) and math.isfinite(usual) and usual > 0):
+        return f"interactions fell in the last {w} days vs. their usual"
+    n = round(seen)
+    return (f"{n} interaction{'s' if n != 1 else ''} in the last {w} days, "
+            f"{1 - seen / usual:.0%} fewer than their usual {usual:.0f}")
+
+
+def _row_facts(columns: Mapping[str, np.ndarray],
+               sig: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """:func:`evidence` of a few rows, one f-string per fact (see :data:`ROW_BY_ROW`)."""
+    c = {k: np.asarray(v).tolist() for k, v in columns.items()}
+
+    def plural(x: float, word: str) -> str:
+        if not math.isfinite(x):
+            return f"an unknown number of {word}s"
+        n = int(x)
+        return f"{n} {word}{'s' if n != 1 else ''}"
+
+    def fell(x: float) -> str:
+        return f" {1 - x:.0%}" if math.isfinite(x) else ""
+
+    write: dict[str, Callable[[int], str]] = {
+        "complaints": lambda i: f"{plural(c['complaints_90d'][i], 'complaint')} in the last "
+                                "90 days",
+        "support_friction": lambda i: f"{plural(c['tickets_90d'][i], 'support ticket')} in "
+                                      "the last 90 days",
+        "purchase_decline": lambda i: f"purchase frequency fell{fell(c['purchase_trend'][i])} "
+                                      "vs. their usual",
+        "interaction_decline": lambda i: _row_decline_fact(c, i),
+        "overdue": lambda i: f"{_fmt_days(c['days_since_last_purchase'][i])} since the last "
+                             f"purchase, {c['overdue_ratio'][i]:.1f}\\u00d7 their usual gap",
+        "inactive": lambda i: "no interaction for "
+                              f"{_fmt_days(c['days_since_last_interaction'][i])}",
+        "new_customer": lambda i: f"signed up {_fmt_days(c['tenure_days'][i])} ago",
+        "renewal_due": lambda i: "the subscription renews in "
+                                 f"{_fmt_days(c['sub_days_to_renewal'][i])}",
+    }
+    n = len(c["clv"])
+    out = {}
+    for name in SIGNALS:
+        col = np.full(n, None, dtype=object)
+        for i in np.flatnonzero(np.asarray(sig[name], dtype=bool)).tolist():
+            col[i] = write[name](i)
+        out[name] = col
     return out
 
 
@@ -173,6 +244,8 @@ def evidence(columns: Mapping[str, np.ndarray],
     missing; a missing value given anyway reads as unknown ("an unknown number of days"),
     never as an error."""
     n = len(np.asarray(columns["clv"]))
+    if n <= ROW_BY_ROW:
+        return _row_facts(columns, sig)
     out = {}
     for name, (rows, texts) in zip(SIGNALS, _facts(columns, sig), strict=True):
         col = np.full(n, None, dtype=object)
@@ -196,16 +269,22 @@ class Recommendations:
 
     offsets: np.ndarray
     action: np.ndarray
-    text: pa.Array
+    texts: pa.Array | list[str]
 
     def first(self) -> np.ndarray:
         """The recommended (best) action index of each row."""
         return self.action[self.offsets[:-1]]
 
+    @property
+    def text(self) -> pa.Array:
+        """Each row's JSON text as an Arrow string array."""
+        return self.texts if isinstance(self.texts, pa.Array) else text.strings(self.texts)
+
     @functools.cached_property
     def json(self) -> list[str]:
-        """:attr:`text` as Python strings."""
-        out: list[str] = self.text.to_pylist()
+        """Each row's JSON text as a Python string."""
+        out: list[str] = (self.texts.to_pylist() if isinstance(self.texts, pa.Array)
+                          else self.texts)
         return out
 
 
@@ -230,18 +309,10 @@ def _recommend(a: Assessment, policy: Policy) -> Recommendations:
     action = np.where(paid, order[rows, rank], none_j)
     value = np.where(paid, ev[rows, action], 0.0)
 
-    # Every fact of the batch in one array; where[b, i]: the place of signal b's fact of row i.
-    facts = _facts(a.columns, a.signals)
-    where = np.full((len(SIGNALS), n), -1, dtype=np.int64)
-    start = 0
-    for b, (on, _) in enumerate(facts):
-        where[b, on] = start + np.arange(len(on))
-        start += len(on)
-    all_facts = pa.concat_arrays([t.cast(pa.string()) for _, t in facts])
+    heads, whys, costs, own = _templates(policy)
     bits = np.zeros(n, dtype=np.int64)
     for b, s in enumerate(SIGNALS):
         bits |= np.asarray(a.signals[s], dtype=np.int64) << b
-    heads, whys, costs, own = _templates(policy)
 
     def quoted(j: int, mask: int) -> list[int]:
         """The facts quoted for action ``j``: its own signals first, then the others; at most
@@ -251,6 +322,19 @@ def _recommend(a: Assessment, policy: Policy) -> Recommendations:
             return active[:2]
         mine = [b for b in own[j] if mask >> b & 1]
         return [*mine, *(b for b in active if b not in own[j])][:3]
+
+    if n <= ROW_BY_ROW:
+        return Recommendations(offsets=offsets, action=action, texts=_row_texts(
+            a, (heads, whys, costs, own), offsets, rows, action, value, bits, quoted, none_j))
+
+    # Every fact of the batch in one array; where[b, i]: the place of signal b's fact of row i.
+    facts = _facts(a.columns, a.signals)
+    where = np.full((len(SIGNALS), n), -1, dtype=np.int64)
+    start = 0
+    for b, (on, _) in enumerate(facts):
+        where[b, on] = start + np.arange(len(on))
+        start += len(on)
+    all_facts = pa.concat_arrays([t.cast(pa.string()) for _, t in facts])
 
     # The facts an action quotes depend only on the action and the row's signals: chosen
     # once per combination the batch holds.
@@ -280,7 +364,31 @@ def _recommend(a: Assessment, policy: Policy) -> Recommendations:
         pc.if_else(pa.array(action == none_j), None, paying), '"}')
     lists = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pairs)
     return Recommendations(offsets=offsets, action=action,
-                           text=text.join("[", pc.binary_join(lists, ","), "]"))
+                           texts=text.join("[", pc.binary_join(lists, ","), "]"))
+
+
+def _row_texts(a: Assessment, templates: _Templates, offsets: np.ndarray, rows: np.ndarray,
+               action: np.ndarray, value: np.ndarray, bits: np.ndarray,
+               quoted: Callable[[int, int], list[int]], none_j: int) -> list[str]:
+    """The JSON text of a few rows (:data:`ROW_BY_ROW`), one f-string per action."""
+    heads, whys, costs, _ = templates
+    fact_cols = [_row_facts(a.columns, a.signals)[s] for s in SIGNALS]
+    p = a.columns["churn_probability"].tolist()
+    clv = a.columns["clv"].tolist()
+    tiers = a.risk_tier.tolist()
+    stake = [f"churn risk {p[i]:.0%} ({tiers[i]}) with {clv[i]:,.2f} expected spend at stake"
+             for i in range(len(p))]
+    mask = bits.tolist()
+    pairs: list[str] = []
+    for i, j, v in zip(rows.tolist(), action.tolist(), value.tolist(), strict=True):
+        sel = quoted(j, mask[i])
+        detail = "; " + "; ".join([fact_cols[b][i] for b in sel]) if sel else ""
+        if j == none_j:
+            pairs.append(f'{heads[j]}{v!r},"reason":"{whys[j]}: {stake[i]}{detail}."}}')
+        else:
+            pairs.append(f'{heads[j]}{round(v, 4)!r},"reason":"{whys[j]}: {stake[i]}{detail}. '
+                         f'Expected value {v:+,.2f} for a cost of {costs[j]}."}}')
+    return ["[" + ",".join(pairs[s:e]) + "]" for s, e in itertools.pairwise(offsets.tolist())]
 
 
 _Templates = tuple[list[str], list[str], list[str], list[tuple[int, ...]]]

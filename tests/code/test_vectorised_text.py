@@ -1,6 +1,7 @@
 """The batch's column-at-a-time text (numbers, facts, actions JSON) equals what the earlier
 per-row f-strings wrote, kept here as the reference: on random numbers with the awkward cases
-(ties, signed zeros, tiny, huge, non-finite) and on every row the fake-fit bundle scores."""
+(ties, signed zeros, tiny, huge, non-finite) and on every row the fake-fit bundle scores,
+through the column path and the row-by-row path of small batches alike."""
 
 from __future__ import annotations
 
@@ -130,8 +131,18 @@ def _row_actions(a: Assessment, policy: Policy) -> list[str]:
     return out
 
 
+@pytest.fixture(params=["columns", "rows"])
+def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each test once through the column path and once through the row-by-row path that
+    small batches take (the API's one customer)."""
+    from churnguard.model.policy import reasons
+
+    monkeypatch.setattr(reasons, "ROW_BY_ROW", 0 if request.param == "columns" else 10**9)
+    return str(request.param)
+
+
 def test_fake_fit_scores_write_the_per_row_actions_and_facts(
-        fake_bundle: Any, fake_features: pd.DataFrame) -> None:
+        fake_bundle: Any, fake_features: pd.DataFrame, path: str) -> None:
     from churnguard.model.score import score_matrix
 
     full = score_matrix(fake_bundle, fake_bundle.encode(fake_features), drivers=False)
@@ -146,7 +157,7 @@ def test_fake_fit_scores_write_the_per_row_actions_and_facts(
     assert sum(len(np.flatnonzero(a.signals[s])) for s in SIGNALS) > 0
 
 
-def test_random_frames_write_the_per_row_actions() -> None:
+def test_random_frames_write_the_per_row_actions(path: str) -> None:
     """Every signal on and off, missing facts, ties of the rounding: the same text."""
     rng = np.random.default_rng(5)
     n = 600
