@@ -51,44 +51,102 @@ EVIDENCE_COLUMNS = ("churn_probability", "clv", "complaints_90d", "tickets_90d",
 UNKNOWN_VALUE = "unknown: no value was given"
 
 
-def top_drivers(contribs: np.ndarray, names: Sequence[str], value: Callable[[int, int], Any],
-                descriptions: Mapping[str, str], k: int, *,
-                shown: np.ndarray | None = None,
-                null_meanings: Mapping[str, str] | None = None) -> list[list[dict[str, Any]]]:
-    """Per row, the ``k`` features that raise the churn score most (positive contributions to
-    the log-odds, largest first), with description and the customer's value; a null value
-    comes with ``value_meaning``, what null means for that feature ("no purchase yet").
+#: The JSON text of listed driver values (``listed`` rows and columns of the encoded matrix)
+#: and which of them are null: :meth:`~churnguard.model.encode.RowEncoder.display_json`.
+ValuesJson = Callable[[np.ndarray, np.ndarray], tuple[pa.Array, np.ndarray]]
 
-    ``contribs``: n × len(names) (without the bias column); ``value(i, j)``: the display
-    value of feature ``j`` of row ``i`` (called only for the features shown); ``shown``: a
-    boolean mask over ``names``, the features that may be listed (the actionable ones: a
-    context feature such as the season still counts in the score, but is never a driver).
+
+@dataclass
+class Drivers:
+    """The churn drivers of a batch: row ``i`` lists the features ``cols[i, :count[i]]`` with
+    the contributions ``contrib[i, :count[i]]``, largest first (:func:`rank_drivers`)."""
+
+    cols: np.ndarray
+    contrib: np.ndarray
+    count: np.ndarray
+    names: Sequence[str]
+    descriptions: Mapping[str, str]
+    meanings: Mapping[str, str]
+
+    def dicts(self, value: Callable[[int, int], Any]) -> list[list[dict[str, Any]]]:
+        """Per row its drivers as dicts, with ``value(i, j)`` the display value of feature
+        ``j`` of row ``i`` (called only for the features listed)."""
+        out: list[list[dict[str, Any]]] = []
+        names, descriptions, meanings = self.names, self.descriptions, self.meanings
+        # Python numbers for the whole batch at once: indexing numpy scalars per element is slow.
+        for i, (cols, cs, m) in enumerate(zip(self.cols.tolist(), self.contrib.tolist(),
+                                             self.count.tolist(), strict=True)):
+            row: list[dict[str, Any]] = []
+            for j, c in zip(cols[:m], cs[:m], strict=True):
+                name = names[j]
+                v = value(i, j)
+                d = {"feature": name, "description": descriptions.get(name, name), "value": v}
+                if v is None:
+                    d["value_meaning"] = meanings.get(name, UNKNOWN_VALUE)
+                d["contribution"] = round(c, 6)
+                row.append(d)
+            out.append(row)
+        return out
+
+    def json(self, values: ValuesJson) -> pa.Array:
+        """Per row the JSON text of :meth:`dicts` as ``json.dumps`` with ``separators=(",",
+        ":")`` writes it, assembled a column at a time."""
+        listed = np.arange(self.cols.shape[1])[None, :] < self.count[:, None]
+        rows = np.repeat(np.arange(len(self.count)), self.count)
+        cols = self.cols[listed]
+        value, null = values(rows, cols)
+        at = pa.array(cols, pa.int64())
+        heads = [f'{{"feature":{json.dumps(n)},"description":'
+                 f'{json.dumps(self.descriptions.get(n, n))},"value":' for n in self.names]
+        meanings = [f',"value_meaning":{json.dumps(self.meanings.get(n, UNKNOWN_VALUE))}'
+                    for n in self.names]
+        entries = text.join(
+            text.strings(heads).take(at), value,
+            pc.if_else(pa.array(null), text.strings(meanings).take(at), None),
+            ',"contribution":', text.rounded(self.contrib[listed], 6), "}")
+        offsets = np.zeros(len(self.count) + 1, dtype=np.int64)
+        np.cumsum(self.count, out=offsets[1:])
+        lists = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), entries)
+        return text.join("[", pc.binary_join(lists, ","), "]")
+
+
+def rank_drivers(contribs: np.ndarray, names: Sequence[str], descriptions: Mapping[str, str],
+                 k: int, *, shown: np.ndarray | None = None,
+                 null_meanings: Mapping[str, str] | None = None) -> Drivers:
+    """Per row, the ``k`` features that raise the churn score most (positive contributions to
+    the log-odds, largest first); a null value comes with what null means for its feature
+    (``null_meanings``, else :data:`UNKNOWN_VALUE`).
+
+    ``contribs``: n × len(names) (without the bias column); ``shown``: a boolean mask over
+    ``names``, the features that may be listed (the actionable ones: a context feature such
+    as the season still counts in the score, but is never a driver).
     """
-    out: list[list[dict[str, Any]]] = []
+    n = len(contribs)
+    meanings = dict(null_meanings or {})
     if k <= 0:
-        return [[] for _ in range(len(contribs))]
+        empty = np.zeros((n, 0), dtype=np.int64)
+        return Drivers(empty, empty.astype(np.float64), np.zeros(n, dtype=np.int64), names,
+                       descriptions, meanings)
     if shown is not None and not shown.all():
         contribs = np.where(np.asarray(shown, dtype=bool)[None, :], contribs, -np.inf)
         k = min(k, int(np.count_nonzero(shown)))
     k = min(k, contribs.shape[1])
-    meanings = null_meanings or {}
     order = np.argsort(-contribs, axis=1, kind="stable")[:, :k]
-    # Python numbers for the whole batch at once: indexing numpy scalars per element is slow.
-    top = np.take_along_axis(contribs, order, axis=1).tolist()
-    for i, (cols, cs) in enumerate(zip(order.tolist(), top, strict=True)):
-        row: list[dict[str, Any]] = []
-        for j, c in zip(cols, cs, strict=True):
-            if c <= 0:
-                break
-            name = names[j]
-            v = value(i, j)
-            d = {"feature": name, "description": descriptions.get(name, name), "value": v}
-            if v is None:
-                d["value_meaning"] = meanings.get(name, UNKNOWN_VALUE)
-            d["contribution"] = round(c, 6)
-            row.append(d)
-        out.append(row)
-    return out
+    # float64 of the booster's float32 numbers: the Python floats the dicts held.
+    top = np.take_along_axis(contribs, order, axis=1).astype(np.float64)
+    # Listed up to the first contribution that does not raise the score.
+    count = np.logical_and.accumulate(~(top <= 0), axis=1).sum(axis=1)
+    return Drivers(order, top, count, names, descriptions, meanings)
+
+
+def top_drivers(contribs: np.ndarray, names: Sequence[str], value: Callable[[int, int], Any],
+                descriptions: Mapping[str, str], k: int, *,
+                shown: np.ndarray | None = None,
+                null_meanings: Mapping[str, str] | None = None) -> list[list[dict[str, Any]]]:
+    """:func:`rank_drivers` as dicts (:meth:`Drivers.dicts`): ``value(i, j)`` is the display
+    value of feature ``j`` of row ``i``."""
+    return rank_drivers(contribs, names, descriptions, k, shown=shown,
+                        null_meanings=null_meanings).dicts(value)
 
 
 # ---------------------------------------------------------------------------------------------

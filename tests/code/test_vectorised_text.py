@@ -189,3 +189,24 @@ def test_random_frames_write_the_per_row_actions(path: str) -> None:
     facts = evidence(a.columns, on)
     for s in SIGNALS:
         assert facts[s].tolist() == [_row_fact(s, c, i) for i in range(n)]
+
+
+def test_fake_fit_drivers_json_is_json_dumps_of_the_dicts(
+        fake_bundle: Any, fake_features: pd.DataFrame) -> None:
+    """The batch's drivers column, assembled a column at a time, against ``json.dumps`` of
+    each row's driver dicts, as the batch job wrote it row by row."""
+    import json
+
+    from churnguard.model.score import score_matrix
+
+    rows = fake_features.reset_index(drop=True).copy()
+    cats = [f.name for f in fake_bundle.spec.features() if f.kind == "category"]
+    rows.loc[0, cats[0]] = "a level never seen"
+    full = score_matrix(fake_bundle, fake_bundle.encode(rows))
+    assert full.drivers is not None
+    texts = full.drivers_json()
+    assert texts is not None
+    assert texts.to_pylist() == [json.dumps(d, separators=(",", ":")) for d in full.drivers]
+    listed = [d for row in full.drivers for d in row]
+    assert any(d["value"] is None for d in listed)
+    assert {type(d["value"]) for d in listed} >= {int, float}
