@@ -56,6 +56,8 @@ def _grouped(n: np.ndarray) -> pa.Array:
     groups = [n % 1000]
     while (rest := n // 1000 ** len(groups)).any():
         groups.append(rest % 1000)
+    if len(groups) == 1:
+        return _digits(n)
     lead = np.zeros(len(n), dtype=np.int64)  # the highest non-zero group, written unpadded
     for k, g in enumerate(groups):
         lead = np.where(g > 0, k, lead)
@@ -83,8 +85,10 @@ def fixed(x: np.ndarray, digits: int, *, grouped: bool = False,
     unit = 10 ** digits
     whole = r // unit
     text = _grouped(whole) if grouped else _digits(whole)
-    sign = np.where(np.signbit(x), "-", "+" if plus else "")
-    parts: list[pa.Array | str | None] = [pa.array(sign, STRING), text]
+    minus = np.signbit(x)
+    sign: pa.Array | str = ("+" if plus else "") if not minus.any() else pc.if_else(
+        pa.array(minus), "-", "+" if plus else "")
+    parts: list[pa.Array | str | None] = [sign, text]
     if digits:
         parts += [".", pc.utf8_lpad(_digits(r % unit), width=digits, padding="0")]
     return _patched(join(*parts), bad, x, lambda v: format(v, spec))
