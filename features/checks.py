@@ -344,20 +344,80 @@ class Engine:
         return self.examples(f"SELECT {shown} FROM {relation} WHERE {check.condition}")
 
 
+@dataclass(frozen=True)
+class TableCounts:
+    """What one pass over a table's typed relation counted (:func:`count_table`)."""
+
+    rows: int
+    #: Bad rows per row check.
+    bad: tuple[int, ...]
+    #: Rows per check of the rows left out (dated after the reference time, implausible).
+    dropped: tuple[int, ...]
+    #: Rows kept whose customer is not in the customers relation (0 when none was given).
+    unknown: int = 0
+    #: Rows kept dated before their customer's signup date, with ``before_signup``.
+    before_signup: int = 0
+
+
+def count_table(engine: Engine, relation: str, checks: Sequence[RowCheck],
+                dropped: Sequence[RowCheck] = (), *, customers: str | None = None,
+                customer_dropped: Sequence[RowCheck] = (),
+                before_signup: bool = False) -> TableCounts:
+    """Every count the contract needs of one table in one pass over ``relation``: its rows,
+    the bad rows of each check, the rows of each ``dropped`` check, and against the typed
+    ``customers`` relation the kept rows whose customer is unknown and (``before_signup``,
+    transactions) those dated before their customer's signup, where the customer is kept
+    (not left out by ``customer_dropped``). An engine whose checks cannot ride along in
+    another aggregation (Spark) reads each table once instead of once per check."""
+    def kept(found: Sequence[RowCheck]) -> str:
+        return " AND ".join(f"NOT ({c.condition})" for c in found) or "true"
+
+    counts = [f"count(*) FILTER (WHERE {c.condition})" for c in (*checks, *dropped)]
+    source = f"{relation} AS __t"
+    if customers is not None:
+        # One row per customer id given (known), with its signup date if the customer is kept.
+        source += (f" LEFT JOIN (SELECT customer_id AS __known, max(CASE WHEN "
+                   f"{kept(customer_dropped)} THEN signup_date END) AS __signup FROM "
+                   f"{customers} GROUP BY customer_id) AS __c ON __t.customer_id = __c.__known")
+        counts.append(f"count(*) FILTER (WHERE {kept(dropped)} AND __c.__known IS NULL)")
+        if before_signup:
+            counts.append(f"count(*) FILTER (WHERE {kept(dropped)} AND "
+                          "CAST(__t.ts AS DATE) < __c.__signup)")
+    row = [int(v or 0) for v in engine.query(
+        f"SELECT count(*){''.join(', ' + c for c in counts)} FROM {source}")[0]]
+    k = 1 + len(checks)
+    extra = row[k + len(dropped):]
+    return TableCounts(row[0], tuple(row[1:k]), tuple(row[k:k + len(dropped)]),
+                       extra[0] if extra else 0, extra[1] if len(extra) > 1 else 0)
+
+
+def check_problems(engine: Engine, spec: TableSpec, relation: str,
+                   checks: Sequence[RowCheck], counts: TableCounts) -> list[Problem]:
+    """The contract problems of a table from its counts: empty, then every check that found
+    rows, with examples (read only for those)."""
+    if counts.rows == 0:
+        return [Problem(spec.name, None, 0, EMPTY)]
+    return [check.problem(n_bad, engine.examples_of(check, relation))
+            for check, n_bad in zip(checks, counts.bad, strict=True) if n_bad]
+
+
 def check_rows(engine: Engine, spec: TableSpec, relation: str,
                checks: Sequence[RowCheck]) -> list[Problem]:
     """Empty table, then every check, counted in one pass over ``relation``."""
-    counts = "".join(f", count(*) FILTER (WHERE {c.condition})" for c in checks)
-    row = engine.query(f"SELECT count(*){counts} FROM {relation}")[0]
-    if row[0] == 0:
-        return [Problem(spec.name, None, 0, EMPTY)]
-    return [check.problem(int(n_bad), engine.examples_of(check, relation))
-            for check, n_bad in zip(checks, list(row)[1:], strict=True) if n_bad]
+    return check_problems(engine, spec, relation, checks, count_table(engine, relation, checks))
+
+
+def dropped_checks(spec: TableSpec, columns: Collection[str],
+                   reference_time: datetime) -> list[RowCheck]:
+    """The checks of the rows :func:`clean_table` leaves out."""
+    return future_checks(spec, columns, reference_time) + implausible_checks(spec, columns)
 
 
 def clean_table(engine: Engine, spec: TableSpec, relation: str, columns: Sequence[str],
-                reference_time: datetime, *, dedupe: bool) -> tuple[str, list[DataIssue]]:
-    """SQL of the clean rows of ``relation`` and the issues found on the way.
+                reference_time: datetime, *, dedupe: bool,
+                dropped: Sequence[int] | None = None) -> tuple[str, list[DataIssue]]:
+    """SQL of the clean rows of ``relation`` and the issues found on the way (``dropped``:
+    the rows of each of :func:`dropped_checks`, when :func:`count_table` counted them).
 
     Left out and reported: rows dated after ``reference_time`` or before their column's
     earliest plausible date and, for a table with a key or when ``dedupe``, exact duplicates.
@@ -366,9 +426,11 @@ def clean_table(engine: Engine, spec: TableSpec, relation: str, columns: Sequenc
     col_list = ", ".join(ident(c) for c in columns)
     issues: list[DataIssue] = []
     keep: list[str] = []
-    for check in (future_checks(spec, columns, reference_time)
-                  + implausible_checks(spec, columns)):
-        n_future = engine.count(f"SELECT count(*) FROM {relation} WHERE {check.condition}")
+    checks = dropped_checks(spec, columns, reference_time)
+    for k, check in enumerate(checks):
+        n_future = engine.count(
+            f"SELECT count(*) FROM {relation} WHERE {check.condition}") if dropped is None \
+            else dropped[k]
         if n_future:
             issues.append(DataIssue(spec.name, check.kind, n_future,
                                     engine.examples_of(check, relation)))
@@ -399,21 +461,26 @@ def clean_table(engine: Engine, spec: TableSpec, relation: str, columns: Sequenc
 
 
 def unknown_customers(engine: Engine, relations: Mapping[str, str],
-                      customers: str = "customers") -> list[DataIssue]:
-    """Rows of each relation (table name → relation) whose customer is not in ``customers``."""
+                      customers: str = "customers",
+                      counted: Mapping[str, int] | None = None) -> list[DataIssue]:
+    """Rows of each relation (table name → relation) whose customer is not in ``customers``
+    (``counted``: the numbers of the tables :func:`count_table` counted them for)."""
     issues = []
     for name, relation in relations.items():
         count_sql, examples_sql = unknown_customer_sql(relation, customers)
-        n = engine.count(count_sql)
+        n = counted[name] if counted is not None and name in counted else engine.count(
+            count_sql)
         if n:
             issues.append(DataIssue(name, "unknown_customer", n, engine.examples(examples_sql)))
     return issues
 
 
 def purchases_before_signup(engine: Engine, transactions: str = "transactions",
-                            customers: str = "customers") -> list[DataIssue]:
-    """Purchases dated before the customer signed up: reported and kept (see the module)."""
+                            customers: str = "customers",
+                            counted: int | None = None) -> list[DataIssue]:
+    """Purchases dated before the customer signed up: reported and kept (see the module);
+    ``counted``: their number, when :func:`count_table` counted it."""
     count_sql, examples_sql = before_signup_sql(transactions, customers)
-    n = engine.count(count_sql)
+    n = engine.count(count_sql) if counted is None else counted
     return [DataIssue("transactions", "before_signup", n, engine.examples(examples_sql))] if n \
         else []

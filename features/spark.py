@@ -45,8 +45,11 @@ from churnguard.features.checks import (
     DataIssue,
     Engine,
     Problem,
-    check_rows,
+    TableCounts,
+    check_problems,
     clean_table,
+    count_table,
+    dropped_checks,
     missing_column,
     missing_tables,
     purchases_before_signup,
@@ -228,10 +231,12 @@ def open_spark_source(
     """Register the contract tables under ``location`` (a directory or object-storage prefix
     holding ``<table>.parquet`` files or ``<table>/`` Parquet folders) as typed temp views.
 
-    The checks are the DuckDB source's (:mod:`churnguard.features.checks`, transpiled), each an
-    aggregate pass per table: missing tables and columns, uncastable types, empty tables, nulls
-    in required columns, non-finite amounts, counts below 1, subscriptions ending before they
-    start, conflicting customer rows, rows for unknown customers; rows dated after
+    The checks are the DuckDB source's (:mod:`churnguard.features.checks`, transpiled), all
+    of a table's counted in one aggregate pass over it
+    (:func:`~churnguard.features.checks.count_table`; examples are read only for what was
+    found): missing tables and columns, uncastable types, empty tables, nulls in required
+    columns, non-finite amounts, counts below 1, subscriptions ending before they start,
+    conflicting customer rows, rows for unknown customers; rows dated after
     ``reference_time`` (default: now), implausible signup dates and exact duplicates of the
     small tables are left out and reported; purchases before the customer's signup are
     reported. Raises :class:`DataContractError`.
@@ -247,27 +252,52 @@ def open_spark_source(
     engine = _engine(spark)
     columns: dict[str, tuple[str, ...]] = {}
     attributes: tuple[str, ...] = ()
+    typing: dict[str, list[Problem]] = {}
     for name in sorted(present):
         spec = TABLES[name]
-        typed, extra, probs = _type_table(spark, spec, paths[name], prefix)
-        problems += probs
-        if not probs:
+        typed, extra, typing[name] = _type_table(spark, spec, paths[name], prefix)
+        if not typing[name]:
             columns[name] = typed
             attributes = extra if spec is CUSTOMERS else attributes
-            problems += check_rows(engine, spec, ident(f"{prefix}_typed_{name}"),
-                                   row_checks(spec, typed))
+
+    def typed_view(name: str) -> str:
+        return ident(f"{prefix}_typed_{name}")
+
+    # One pass per table counts everything the contract asks of it (Spark has no feature
+    # aggregation for the checks to ride along in): the row checks, the rows left out, and,
+    # joined to the customers given, unknown customers and purchases before the signup.
+    customers_ok = CUSTOMERS.name in columns
+    counts: dict[str, TableCounts] = {}
+    for name in sorted(present):
+        spec = TABLES[name]
+        problems += typing[name]
+        if typing[name]:
+            continue
+        checks = row_checks(spec, columns[name])
+        joined = customers_ok and spec is not CUSTOMERS
+        counts[name] = count_table(
+            engine, typed_view(name), checks,
+            dropped_checks(spec, columns[name], reference_time),
+            customers=typed_view(CUSTOMERS.name) if joined else None,
+            customer_dropped=dropped_checks(CUSTOMERS, columns[CUSTOMERS.name],
+                                            reference_time) if joined else (),
+            before_signup=joined and name == "transactions")
+        problems += check_problems(engine, spec, typed_view(name), checks, counts[name])
     if problems:
         raise DataContractError(problems)
 
     issues: list[DataIssue] = []
+    recount: set[str] = set()  # tables whose exact duplicates went: unknown rows of the rest
     for name in sorted(present):
         spec = TABLES[name]
         body, found = clean_table(
-            engine, spec, ident(f"{prefix}_typed_{name}"),
+            engine, spec, typed_view(name),
             columns[name] + (attributes if spec is CUSTOMERS else ()), reference_time,
-            dedupe=not spec.large)
+            dedupe=not spec.large, dropped=counts[name].dropped)
         spark.sql(to_spark_sql(body)).createOrReplaceTempView(f"{prefix}{name}")
         issues += found
+        if any(i.kind == "duplicate" for i in found):
+            recount.add(name)
     for absent in (EVENTS, SUBSCRIPTIONS):  # empty, as on DuckDB (a model's spec may use them)
         if absent.name in present:
             continue
@@ -281,14 +311,16 @@ def open_spark_source(
     # every customer row given: a customer left out for its signup date takes its rows along.
     unknown = unknown_customers(
         engine, {name: ident(prefix + name) for name in sorted(present - {CUSTOMERS.name})},
-        customers=ident(f"{prefix}_typed_{CUSTOMERS.name}"))
+        customers=typed_view(CUSTOMERS.name),
+        counted={n: c.unknown for n, c in counts.items() if n not in recount})
     if unknown and not allow_unknown_customers:
         raise DataContractError(unknown_customer_problems(unknown))
     # Reported, and left out by the population join of the feature and label queries, as in
     # the DuckDB path.
     issues += unknown
     issues += purchases_before_signup(engine, ident(prefix + "transactions"),
-                                      ident(prefix + CUSTOMERS.name))
+                                      ident(prefix + CUSTOMERS.name),
+                                      counted=counts["transactions"].before_signup)
     return SparkSource(spark, location, frozenset(present), columns, attributes,
                        reference_time, issues, prefix)
 

@@ -9,6 +9,7 @@ is the pandas form the trainer fits XGBoost on.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -305,6 +306,37 @@ class RowEncoder:
             else:
                 cols[name] = X[:, j]
         return pd.DataFrame(cols)
+
+    def display_json(self, X: np.ndarray, rows: np.ndarray,
+                     cols: np.ndarray) -> tuple[pa.Array, np.ndarray]:
+        """:meth:`display` of the elements ``X[rows, cols]`` as ``json.dumps`` writes each
+        (``null`` for None), and which are None: a kind at a time, each float value
+        formatted once however many rows hold it."""
+        v = X[rows, cols]
+        out = np.full(len(v), "null", dtype=object)
+        null = np.isnan(v)
+        kinds = np.asarray([k if k in ("category", "int") else "float" for k in self.kinds],
+                           dtype=object)[cols]
+        for kind in ("category", "int", "float"):
+            at = np.flatnonzero((kinds == kind) & ~null)
+            if not len(at):
+                continue
+            if kind == "category":
+                for j in np.unique(cols[at]).tolist():
+                    here = at[cols[at] == j]
+                    lv = self.levels[self.names[j]]
+                    code = v[here].astype(np.int64)
+                    inside = (code >= 0) & (code < len(lv))
+                    texts = np.asarray([json.dumps(x) for x in lv] + ["null"], dtype=object)
+                    out[here] = texts[np.where(inside, code, len(lv))]
+                    null[here[~inside]] = True
+            else:
+                values, where = np.unique(v[at], return_inverse=True)
+                write = ((lambda x: str(int(x))) if kind == "int"
+                         else (lambda x: json.dumps(float(f"{x:.10g}"))))
+                out[at] = np.asarray([write(x) for x in values.tolist()],
+                                     dtype=object)[where.reshape(-1)]
+        return pa.array(out, pa.string()), null
 
     def display(self, X: np.ndarray, i: int, j: int) -> Any:
         """The value of feature ``j`` of row ``i`` as a CRM user reads it."""

@@ -9,6 +9,7 @@ bundle's :class:`~churnguard.model.encode.RowEncoder`, so they cannot disagree.
 
 from __future__ import annotations
 
+import functools
 import logging
 import weakref
 from dataclasses import dataclass
@@ -17,11 +18,12 @@ from typing import Any
 import numpy as np
 import orjson
 import pandas as pd
+import pyarrow as pa
 import xgboost as xgb
 
 from churnguard.model.bundle import ScoringBundle
 from churnguard.model.encode import RowEncoder
-from churnguard.model.policy import Assessment, Policy, assess, top_drivers
+from churnguard.model.policy import Assessment, Drivers, Policy, assess, rank_drivers
 from churnguard.model.predictors import masked_matrix
 
 log = logging.getLogger(__name__)
@@ -39,16 +41,39 @@ class FullScores:
     p_buy: np.ndarray
     expected_spend_if_buy: np.ndarray
     assessment: Assessment
-    drivers: list[list[dict[str, Any]]] | None
+    #: The ranked churn drivers (None: scored without drivers), with the encoded matrix and
+    #: its encoder that give their values: :attr:`drivers` as dicts, :meth:`drivers_json` as
+    #: the batch job writes them.
+    ranked: Drivers | None
     frame: dict[str, np.ndarray]
     policy: Policy
     #: The CLV's 80 % prediction interval (README, "CLV intervals"); None for a bundle
     #: trained before intervals existed.
     clv_low: np.ndarray | None = None
     clv_high: np.ndarray | None = None
+    X: np.ndarray | None = None
+    encoder: RowEncoder | None = None
 
     def __len__(self) -> int:
         return len(self.churn_probability)
+
+    @functools.cached_property
+    def drivers(self) -> list[list[dict[str, Any]]] | None:
+        """Each row's drivers as dicts (None: scored without drivers)."""
+        if self.ranked is None:
+            return None
+        X, enc = self.X, self.encoder
+        assert X is not None and enc is not None
+        return self.ranked.dicts(lambda i, j: enc.display(X, i, j))
+
+    def drivers_json(self) -> pa.Array | None:
+        """Each row's :attr:`drivers` as the JSON text ``json.dumps`` writes, in an Arrow
+        string array built a column at a time (None: scored without drivers)."""
+        if self.ranked is None:
+            return None
+        X, enc = self.X, self.encoder
+        assert X is not None and enc is not None
+        return self.ranked.json(lambda rows, cols: enc.display_json(X, rows, cols))
 
     def actions(self, i: int) -> list[dict[str, Any]]:
         """Recommended actions of row ``i``, best first, each with its reason."""
@@ -115,17 +140,16 @@ def score_matrix(bundle: ScoringBundle, X: np.ndarray, *, drivers: bool = True) 
     frame["churn_probability"] = p
     frame["clv"] = clv
     policy = bundle.policy_obj()
-    top: list[list[dict[str, Any]]] | None = None
+    top: Drivers | None = None
     if drivers:
         shown, meanings = _driver_info(enc)
-        top = top_drivers(contributions(bundle, X)[:, :-1], enc.names,
-                          lambda i, j: enc.display(X, i, j), enc.descriptions,
-                          policy.top_drivers, shown=shown, null_meanings=meanings)
+        top = rank_drivers(contributions(bundle, X)[:, :-1], enc.names, enc.descriptions,
+                           policy.top_drivers, shown=shown, null_meanings=meanings)
     return FullScores(churn_probability=p, clv=clv, p_buy=core["p_buy"],
                       expected_spend_if_buy=core["expected_spend_if_buy"],
-                      assessment=assess(frame, policy), drivers=top, frame=frame,
+                      assessment=assess(frame, policy), ranked=top, frame=frame,
                       policy=policy, clv_low=core.get("clv_low"),
-                      clv_high=core.get("clv_high"))
+                      clv_high=core.get("clv_high"), X=X, encoder=enc)
 
 
 def predict_outputs(bundle: ScoringBundle, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import os
 import re
@@ -150,8 +149,8 @@ def _output(features: pa.Table | pa.RecordBatch, full: FullScores, *, drivers: b
         "value_tier": a.value_tier,
         "lifecycle_stage": a.lifecycle_stage,
         "recommended_action": action_ids[recs.first()],
-        "drivers": _to_json(full.drivers, n) if drivers else None,
-        "actions": a.actions_json(full.policy),
+        "drivers": full.drivers_json() if drivers else None,
+        "actions": recs.text,
         "p_buy": full.p_buy,
         "expected_spend_if_buy": full.expected_spend_if_buy,
         "model_version": pa.repeat(pa.scalar(model_version, pa.string()), n),
@@ -167,20 +166,6 @@ def _output(features: pa.Table | pa.RecordBatch, full: FullScores, *, drivers: b
         else:
             cols.append(pa.array(value, f.type))
     return pa.Table.from_arrays(cols, schema=OUTPUT_SCHEMA)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, date | datetime):
-        return value.isoformat()
-    raise TypeError(f"cannot write {type(value).__name__} as JSON")
-
-
-def _to_json(values: Any, n: int) -> list[str | None]:
-    if values is None:
-        return [None] * n
-    return [json.dumps(v, separators=(",", ":"), default=_json_default) for v in values]
 
 
 # ---------------------------------------------------------------------------------------------

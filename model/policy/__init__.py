@@ -52,8 +52,10 @@ from churnguard.model.policy.catalog import (
 from churnguard.model.policy.planner import DP_CELLS, Plan, plan_campaign
 from churnguard.model.policy.reasons import (
     EVIDENCE_COLUMNS,
+    Drivers,
     Recommendations,
     evidence,
+    rank_drivers,
     top_drivers,
 )
 
@@ -69,6 +71,7 @@ __all__ = [
     "VALUE_TIERS",
     "Action",
     "Assessment",
+    "Drivers",
     "Frame",
     "Lifecycle",
     "Plan",
@@ -84,6 +87,7 @@ __all__ = [
     "lifecycle_stage",
     "load_catalog",
     "plan_campaign",
+    "rank_drivers",
     "risk_tier",
     "signals",
     "top_drivers",
