@@ -155,11 +155,11 @@ def self_check_rows(bundle: ScoringBundle) -> np.ndarray:
 
 def _download_bundle(model_uri: str, dst: Path) -> Path:
     """Download the MLmodel file, find the bundle artifact it names, download only that."""
-    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
     local = Path(model_uri)
     if "://" not in model_uri and local.is_dir():
         return local / _bundle_path(model_uri, local / "MLmodel")
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
     repo = get_artifact_repository(model_uri)
     rel = _bundle_path(model_uri, Path(repo.download_artifacts("MLmodel", str(dst))))
     return Path(repo.download_artifacts(str(rel), str(dst)))
@@ -193,11 +193,11 @@ def _bundle_path(model_uri: str, mlmodel: Path) -> PurePosixPath:
 
 def _version_of(model_uri: str) -> str | None:
     """The registered version a ``models:/`` URI points at (None for other URIs)."""
+    if not model_uri.startswith("models:/"):
+        return None  # without importing MLflow (seconds), which a local model does not need
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    if not model_uri.startswith("models:/"):
-        return None
     rest = model_uri.removeprefix("models:/")
     try:
         if "@" in rest:
