@@ -28,7 +28,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
@@ -604,14 +604,6 @@ def _n_bins(entry: dict[str, Any]) -> int:
     return len(entry["shares"]) if entry["kind"] == "categorical" else len(entry["edges"]) + 1
 
 
-def feature_chunks(source: Source, bundle: ScoringBundle, as_of: date
-                   ) -> Iterator[pa.RecordBatch]:
-    """The bundle's features of every customer as of ``as_of``, in chunks: one build like
-    ``features build`` (which the monitor's time is measured against, bench/monitor.py), read
-    back a chunk at a time so that only summaries are kept."""
-    yield from feature_batches(source, bundle.spec, as_of)
-
-
 def _feature_drift(sample: _Sample, entries: dict[str, Any], t: Thresholds
                    ) -> list[dict[str, Any]]:
     """Each compared feature's PSI, null rates and status, the most drifted first."""
@@ -652,7 +644,9 @@ def monitor(source: Source, bundle: ScoringBundle, model_version: str, *, as_of:
     """The monitoring report of ``bundle`` at ``as_of`` (the keys of ``monitor.json``).
 
     ``features_as_of``: the bundle's features of the customers as of ``as_of``, in chunks,
-    when another engine built them (``--engine spark``); by default :func:`feature_chunks`.
+    when another engine built them (``--engine spark``); by default one build like
+    ``features build`` (which the monitor's time is measured against, bench/monitor.py), read
+    back a chunk at a time so that only summaries are kept.
     ``progress(done, total)`` is called after each of :data:`MONITOR_STEPS`."""
     t = thresholds or Thresholds()
     reference = bundle.metadata.get("reference_profile")
@@ -675,7 +669,7 @@ def monitor(source: Source, bundle: ScoringBundle, model_version: str, *, as_of:
                      reference_calendar(entries, constant),
                      reference_share=min(1.0, REFERENCE_CALENDAR_CUSTOMERS / max(n_customers, 1)))
     chunks = iter(features_as_of if features_as_of is not None
-                  else feature_chunks(source, bundle, as_of))
+                  else feature_batches(source, bundle.spec, as_of))
     reference_day = date.fromisoformat(str(reference["snapshot"])[:10])
     log.info("monitoring: features and scores of the customers as of %s", as_of)
     first = next(chunks, None)  # the feature build (unless another engine built them)
